@@ -1,0 +1,115 @@
+"""The page a learner sees instead of a blocked site.
+
+Plain words for a non-technical reader, the reference ID that finds the log record, and how to
+ask for a review.  Self-contained (no external resources: the proxy may block them too) and every
+value HTML-escaped: the URL is attacker-controlled.  For a statutory (CTIRU) hit only the host is
+shown, never the full address of the illegal content.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from html import escape
+
+from .decision import Decision
+from .policy import BlockPageSettings
+
+
+@dataclass(frozen=True, slots=True)
+class BlockPage:
+    status: int
+    content_type: str
+    body: bytes
+
+
+def status_for(decision: Decision) -> int:
+    if decision.failed_closed:
+        return 503
+    return 451 if decision.statutory else 403
+
+
+def render(decision: Decision, event_id: str, url: str, host: str, settings: BlockPageSettings,
+           accept: str = "", when: dt.datetime | None = None) -> BlockPage:
+    """HTML for browsers (Accept names text/html), plain text for everything else."""
+    when = when or dt.datetime.now(dt.UTC)
+    facts = _facts(decision, event_id, host if decision.statutory else url, settings, when)
+    status = status_for(decision)
+    if "text/html" in accept:
+        return BlockPage(status, "text/html; charset=utf-8", _html(facts).encode())
+    return BlockPage(status, "text/plain; charset=utf-8", _text(facts).encode())
+
+
+def _facts(decision: Decision, event_id: str, shown: str, settings: BlockPageSettings,
+           when: dt.datetime) -> dict[str, str]:
+    if decision.failed_closed:
+        title = "The web filter is unavailable"
+        reason = ("The filter could not check this page, so it has been held back to keep you "
+                  "safe. Please try again in a few minutes.")
+    elif decision.statutory:
+        title = "This site cannot be reached"
+        reason = ("Access to this site is blocked for everyone, as the law requires "
+                  f"({decision.category}).")
+    else:
+        title = "This page has been blocked"
+        reason = f"It is in a category that is blocked for you: {decision.category}."
+    return {
+        "title": title,
+        "reason": reason,
+        "address": shown,
+        "reference": event_id,
+        "time": when.strftime("%d %B %Y, %H:%M:%S UTC"),
+        "organisation": settings.organisation,
+        "contact": settings.contact,
+        "review_url": settings.review_url,
+        "policy": decision.policy_version,
+    }
+
+
+def _text(f: dict[str, str]) -> str:
+    lines = [f["title"], "", f["reason"], "", f"Address:   {f['address']}",
+             f"Reference: {f['reference']}", f"Time:      {f['time']}", "",
+             f"If you need this page for your work or studies, contact {f['contact']} "
+             "and quote the reference."]
+    if f["review_url"]:
+        lines.append(f"Ask for a review: {f['review_url']}")
+    lines += ["", f"{f['organisation']} web filter, policy {f['policy']}", ""]
+    return "\n".join(lines)
+
+
+_STYLE = """
+body{margin:0;font:16px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;
+background:#f3f4f6;color:#1f2937}
+main{max-width:40rem;margin:8vh auto;background:#fff;border-radius:12px;padding:2rem 2.5rem;
+box-shadow:0 2px 12px rgba(0,0,0,.08);border-top:6px solid #b91c1c}
+h1{font-size:1.6rem;margin:.2rem 0 1rem}
+dl{display:grid;grid-template-columns:max-content 1fr;gap:.4rem 1rem;margin:1.5rem 0}
+dt{font-weight:600;color:#4b5563}dd{margin:0;word-break:break-all}
+.ref{font:600 1.1rem ui-monospace,Menlo,Consolas,monospace;letter-spacing:.05em}
+.help{background:#eff6ff;border-radius:8px;padding:1rem 1.2rem}
+footer{margin-top:1.5rem;color:#6b7280;font-size:.85rem}
+"""
+
+
+def _html(f: dict[str, str]) -> str:
+    e = {key: escape(value, quote=True) for key, value in f.items()}
+    review = (f'<p><a href="{e["review_url"]}">Ask for this page to be reviewed</a></p>'
+              if f["review_url"].startswith(("https://", "http://")) else "")
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="robots" content="noindex"><title>{e["title"]}</title>
+<style>{_STYLE}</style></head>
+<body><main role="main">
+<h1>{e["title"]}</h1>
+<p>{e["reason"]}</p>
+<dl>
+<dt>Address</dt><dd id="address">{e["address"]}</dd>
+<dt>Reference</dt><dd id="reference" class="ref">{e["reference"]}</dd>
+<dt>Time</dt><dd id="time">{e["time"]}</dd>
+</dl>
+<div class="help"><p>If you need this page for your work or studies, contact
+{e["contact"]} and quote the reference above.</p>{review}</div>
+<footer>{e["organisation"]} web filter &middot; policy {e["policy"]}</footer>
+</main></body></html>
+"""

@@ -1,0 +1,132 @@
+"""Enforcement through real mitmdump: every path a request can take, real curl and httpx."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from .conftest import LEARNER_IP, STAFF_IP, UNKNOWN_IP
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_learner_blocked_on_category_and_site_never_contacted(proxy, sites, scheme):
+    before = sites.log.contacted("www.gambling.test")
+    result = proxy.curl(f"{scheme}://www.gambling.test/slots", "-H", "Accept: text/html",
+                        client_ip=LEARNER_IP)
+    assert result.status == 403
+    assert "This page has been blocked" in result.body
+    assert "Gambling" in result.body
+    assert sites.log.contacted("www.gambling.test") == before
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_staff_allowed_on_same_url_and_event_logged(proxy, sites, scheme):
+    result = proxy.curl(f"{scheme}://www.gambling.test/staff-{scheme}", client_ip=STAFF_IP)
+    assert result.status == 200
+    assert '"site": "www.gambling.test"' in result.body
+    records = [r for r in proxy.records(wait_for=1) if r["url"].endswith(f"/staff-{scheme}")]
+    assert records, "the staff visit was not logged"
+    assert records[0]["action"] == "logged"
+    assert records[0]["profile"] == "staff"
+    assert records[0]["profile_reason"] == f"network {STAFF_IP}/32"
+    assert records[0]["list"] == "gambling"
+
+
+@pytest.mark.parametrize("client_ip", [LEARNER_IP, STAFF_IP])
+def test_statutory_url_blocked_for_everyone_sibling_allowed(proxy, sites, client_ip):
+    blocked = proxy.curl("https://ctiru-host.test/terror/page?x=1", "-H", "Accept: text/html",
+                         client_ip=client_ip)
+    assert blocked.status == 451
+    assert "ctiru-host.test" in blocked.body
+    assert "/terror/page" not in blocked.body, "a statutory block page shows the host only"
+    sibling = proxy.curl("https://ctiru-host.test/terrain/page", client_ip=client_ip)
+    assert sibling.status == 200
+
+
+def test_block_page_reference_matches_log_record(proxy):
+    result = proxy.curl("http://adult.test/", "-i", client_ip=LEARNER_IP)
+    assert result.status == 403
+    reference = next(line.split(":", 1)[1].strip() for line in result.body.splitlines()
+                     if line.lower().startswith("x-webpolicy-reference"))
+    assert f"Reference: {reference}" in result.body
+    records = [r for r in proxy.records(wait_for=1) if r["id"] == reference]
+    assert records and records[0]["action"] == "blocked"
+    assert records[0]["category"] == "Pornography"
+    assert records[0]["client_ip"] == LEARNER_IP
+
+
+def test_unknown_client_is_a_learner(proxy):
+    result = proxy.curl("http://www.gambling.test/", client_ip=UNKNOWN_IP)
+    assert result.status == 403
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_unresolvable_blocked_site_still_gets_block_page(proxy, scheme):
+    result = proxy.curl(f"{scheme}://unresolvable-casino.test/", client_ip=LEARNER_IP)
+    assert result.status == 403
+    assert "Gambling" in result.body
+
+
+def test_allowed_site_passes(proxy, sites):
+    result = proxy.curl("https://news.test/today", client_ip=LEARNER_IP)
+    assert result.status == 200
+    assert sites.log.requests_to("news.test")[-1].path == "/today"
+
+
+def test_local_allow_prefix_and_url_entry(proxy):
+    assert proxy.curl("http://news.test/adult-section/x", client_ip=LEARNER_IP).status == 403
+    assert proxy.curl("http://news.test/adult-sectional", client_ip=LEARNER_IP).status == 200
+
+
+def test_passthrough_blocked_host_refused_at_connect(proxy, sites):
+    before = sites.log.contacted("casino-bank.test")
+    result = proxy.curl("https://casino-bank.test/", client_ip=LEARNER_IP)
+    assert result.status in (403, 0)
+    assert "CONNECT tunnel failed, response 403" in result.stderr
+    assert sites.log.contacted("casino-bank.test") == before
+    records = [r for r in proxy.records(wait_for=1) if r["host"].startswith("casino-bank.test")]
+    assert records and records[-1]["action"] == "refused_passthrough"
+
+
+def test_passthrough_allowed_host_is_not_intercepted(proxy, sites):
+    # Not intercepted: the client sees the site's own certificate, not the proxy's.
+    cmd_ca = str(sites.ca)
+    result = proxy.curl("https://bank.test/account", "--cacert", cmd_ca, client_ip=LEARNER_IP)
+    assert result.status == 200, result.stderr
+
+
+def test_domain_fronting_blocked(proxy, sites):
+    before = sites.log.contacted("news.test")
+    result = proxy.curl("https://news.test/", "-H", "Host: www.gambling.test",
+                        client_ip=LEARNER_IP)
+    assert result.status == 403
+    assert sites.log.contacted("news.test") == before
+
+
+def test_http2_request_blocked(proxy):
+    result = proxy.curl("https://www.gambling.test/h2", "--http2", "-o", "/dev/null",
+                        "-w", "%{http_version}", client_ip=LEARNER_IP)
+    assert result.status == 403
+    assert result.body.endswith("2")
+
+
+def test_websocket_upgrade_to_blocked_host_blocked(proxy, sites):
+    before = sites.log.contacted("www.gambling.test")
+    result = proxy.curl("http://www.gambling.test/socket", "-H", "Connection: Upgrade",
+                        "-H", "Upgrade: websocket", "-H", "Sec-WebSocket-Version: 13",
+                        "-H", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", client_ip=LEARNER_IP)
+    assert result.status == 403
+    assert sites.log.contacted("www.gambling.test") == before
+
+
+def test_httpx_client_over_https(proxy):
+    transport = httpx.HTTPTransport(local_address=LEARNER_IP, proxy=proxy.url,
+                                    verify=str(proxy.ca_cert))
+    with httpx.Client(transport=transport, timeout=15) as client:
+        blocked = client.get("https://adult.test/", headers={"Accept": "text/html"})
+        allowed = client.get("https://news.test/")
+    assert blocked.status_code == 403
+    assert blocked.headers["content-type"].startswith("text/html")
+    assert allowed.status_code == 200
