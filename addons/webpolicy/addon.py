@@ -53,7 +53,7 @@ class WebPolicy:
 
     def load(self, loader) -> None:
         loader.add_option("webpolicy_policy", str, "policy.yaml", "Path of the policy file.")
-        loader.add_option("webpolicy_reload_interval", float, 2.0,
+        loader.add_option("webpolicy_reload_interval", str, "2",
                           "Seconds between checks for edited policy or list files; 0 checks "
                           "only on SIGHUP.")
         loader.add_option("webpolicy_metrics", bool, True,
@@ -64,8 +64,22 @@ class WebPolicy:
             if ctx.options.connection_strategy != "lazy":
                 # Eager would open the upstream TCP+TLS connection before a request is decided.
                 ctx.options.update(connection_strategy="lazy")
+        if "webpolicy_reload_interval" in updated:
+            self._reload_interval()
         if "webpolicy_policy" in updated:
             self._load_initial(Path(ctx.options.webpolicy_policy))
+
+    @staticmethod
+    def _reload_interval() -> float:
+        text = ctx.options.webpolicy_reload_interval
+        try:
+            seconds = float(text)
+        except ValueError:
+            seconds = -1.0
+        if seconds < 0:
+            raise exceptions.OptionsError(
+                f"webpolicy_reload_interval: '{text}' is not a number of seconds (0 = SIGHUP only)")
+        return seconds
 
     def _load_initial(self, path: Path) -> None:
         try:
@@ -94,8 +108,9 @@ class WebPolicy:
                 return
         self.reloader = Reloader(Path(ctx.options.webpolicy_policy), load_engine,
                                  self._reloaded, self._reload_failed,
-                                 ctx.options.webpolicy_reload_interval)
+                                 self._reload_interval())
         self.reloader.start(engine.policy)
+        log.info("webpolicy: filtering with policy %s", engine.version)
 
     def done(self) -> None:
         if self.reloader:
@@ -184,7 +199,8 @@ class WebPolicy:
     def _failure(self, engine: Engine, client_ip: str, user: str | None,
                  exc: BaseException) -> Decision:
         self.metrics.filter_errors.inc()
-        log.error("webpolicy: cannot decide, failing closed for profiles that block: %r", exc)
+        # WARNING, not ERROR: mitmproxy exits on any ERROR logged while it is starting up.
+        log.warning("webpolicy: cannot decide, failing closed for profiles that block: %r", exc)
         try:
             rules, reason = engine.identify(user, client_ip)
             return unavailable(rules.profile.name, reason, engine.version, rules.profile.on_error)

@@ -145,7 +145,7 @@ class Reader:
             return None
         if not isinstance(node, yaml.ScalarNode):
             return node
-        return yaml.SafeLoader(None).construct_object(node)  # type: ignore[arg-type]
+        return yaml.SafeLoader("").construct_object(node)
 
     def each(self, items: dict[str, yaml.Node], fn: Callable[[str, yaml.Node], Any]) -> dict:
         return {key: fn(key, value) for key, value in items.items()}

@@ -96,12 +96,13 @@ def make_proxy(sites: Sites, tmp_path: Path) -> Iterator[Callable[..., Proxy]]:
     started: list[Proxy] = []
 
     def start(policy: str | None = None, lists: dict[str, str] | None = None,
-              extra_args: list[str] | None = None, name: str = "proxy", **values) -> Proxy:
+              extra_args: list[str] | None = None, options: dict[str, str] | None = None,
+              name: str = "proxy", **values) -> Proxy:
         directory = tmp_path / name
         directory.mkdir()
         policy_path, metrics_port = write_policy(directory, policy, lists, **values)
         proxy = Proxy(directory, policy_path, free_port(), metrics_port, sites.hosts_file(),
-                      sites.ca, extra_args or [])
+                      sites.ca, extra_args or [], options or {})
         started.append(proxy)
         return proxy.start()
 

@@ -44,6 +44,7 @@ class Proxy:
     hosts_file: Path
     sites_ca: Path
     extra_args: list[str] = field(default_factory=list)
+    options: dict[str, str] = field(default_factory=dict)   # --set overrides (once each)
     process: subprocess.Popen | None = None
 
     @property
@@ -68,15 +69,17 @@ class Proxy:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def command(self) -> list[str]:
-        return [
-            mitmdump_path(), "-s", str(SHIM),
-            "--listen-host", "127.0.0.1", "--listen-port", str(self.port),
-            "--set", f"confdir={self.confdir}",
-            "--set", f"webpolicy_policy={self.policy_path}",
-            "--set", "webpolicy_reload_interval=0.3",
-            "--set", f"ssl_verify_upstream_trusted_ca={self.sites_ca}",
-            *self.extra_args,
-        ]
+        # mitmproxy ignores an option given twice with --set, so each is given once.
+        options = {
+            "confdir": str(self.confdir),
+            "webpolicy_policy": str(self.policy_path),
+            "webpolicy_reload_interval": "0.3",
+            "ssl_verify_upstream_trusted_ca": str(self.sites_ca),
+            **self.options,
+        }
+        settings = [arg for name, value in options.items() for arg in ("--set", f"{name}={value}")]
+        return [mitmdump_path(), "-s", str(SHIM), "--listen-host", "127.0.0.1",
+                "--listen-port", str(self.port), *settings, *self.extra_args]
 
     def start(self, timeout: float = 30.0) -> "Proxy":
         self.confdir.mkdir(parents=True, exist_ok=True)
@@ -90,7 +93,7 @@ class Proxy:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"mitmdump exited ({self.process.returncode}):\n{self.output}")
-            if _listening(self.port) and self.ca_cert.exists():
+            if "webpolicy: filtering with policy" in self.output and _listening(self.port):
                 return self
             time.sleep(0.05)
         self.stop()
@@ -106,15 +109,19 @@ class Proxy:
                 self.process.wait()
         return self.process.returncode if self.process else None
 
-    def records(self, wait_for: int = 0, timeout: float = 5.0) -> list[dict]:
-        """Safeguarding log records written so far (waiting for at least `wait_for`)."""
+    def records(self, wait_for: int = 0, where=None, timeout: float = 5.0) -> list[dict]:
+        """Safeguarding log records for which `where(record)` holds (all when None), waiting
+        up to `timeout` seconds until there are at least `wait_for` of them."""
         deadline = time.monotonic() + timeout
         while True:
             records = []
             for path in sorted(self.log_dir.glob("webpolicy-*.jsonl")):
                 records += [json.loads(line) for line in path.read_text().splitlines() if line]
+            if where is not None:
+                records = [r for r in records if where(r)]
             if len(records) >= wait_for or time.monotonic() > deadline:
                 return records
+            time.sleep(0.05)
 
     def wait_for_output(self, text: str, timeout: float = 15.0) -> bool:
         deadline = time.monotonic() + timeout

@@ -48,7 +48,7 @@ def test_broken_policy_edit_keeps_old_policy_enforcing(make_proxy):
 
 
 def test_sighup_reloads(make_proxy):
-    proxy = make_proxy(extra_args=["--set", "webpolicy_reload_interval=0"])
+    proxy = make_proxy(options={"webpolicy_reload_interval": "0"})
     text = proxy.policy_path.read_text()
     proxy.policy_path.write_text(text.replace('version: "e2e-1"', 'version: "e2e-2"'))
     os.kill(proxy.process.pid, signal.SIGHUP)
@@ -79,7 +79,7 @@ def test_missing_list_fails_closed_for_learners_only(make_proxy):
 
 
 def test_proxy_login_user_gets_staff_profile(make_proxy):
-    proxy = make_proxy(extra_args=["--set", "proxyauth=alice:secret"])
+    proxy = make_proxy(options={"proxyauth": "alice:secret"})
     anonymous = proxy.curl("http://www.gambling.test/", client_ip=LEARNER_IP)
     assert anonymous.status == 407
     alice = proxy.curl("http://www.gambling.test/", "--proxy-user", "alice:secret",

@@ -1,0 +1,127 @@
+"""policy.yaml validation: every problem named by file and line, nothing silently accepted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from webpolicy.policy import PolicyError, load_policy
+
+REPO = Path(__file__).resolve().parents[2]
+
+GOOD = """\
+version: "2026-11-25"
+default_profile: learner
+profiles:
+  learner:
+    block: [ctiru, adult]
+    log: [social]
+  staff:
+    block: [ctiru]
+    log: [adult]
+    on_error: allow
+clients:
+  users: {alice: staff}
+  networks:
+    - {cidr: 10.20.0.0/16, profile: staff}
+lists:
+  ctiru: {statutory: true, category: Terrorist content, severity: critical, format: urls, sources: [ctiru.txt]}
+  adult: {category: Pornography, severity: high, sources: [adult.txt]}
+  social: {category: Social networking, severity: low, sources: [social.txt]}
+allow: [example.org/teaching/]
+deny: []
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "policy.yaml"
+    path.write_text(text)
+    return path
+
+
+def problems(tmp_path: Path, text: str) -> list[str]:
+    with pytest.raises(PolicyError) as info:
+        load_policy(write(tmp_path, text))
+    return [str(p) for p in info.value.problems]
+
+
+def test_good_policy_loads(tmp_path):
+    policy = load_policy(write(tmp_path, GOOD))
+    assert policy.version == "2026-11-25"
+    assert policy.profiles["learner"].block == ("ctiru", "adult")
+    assert policy.profiles["staff"].on_error == "allow"
+    assert policy.lists["ctiru"].statutory
+    assert policy.lists["adult"].sources == (tmp_path / "adult.txt",)
+    assert str(policy.networks[0].network) == "10.20.0.0/16"
+
+
+def test_the_shipped_policy_loads():
+    policy = load_policy(REPO / "policy.yaml")
+    assert policy.default_profile == "learner"
+    assert policy.lists["ctiru"].statutory
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path):
+    found = problems(tmp_path, GOOD.replace("  learner:\n", "  learner:\n   - [\n", 1))
+    assert found and found[0].startswith(f"{tmp_path / 'policy.yaml'}:")
+    assert "YAML syntax error" in found[0]
+
+
+def test_unknown_key_with_suggestion_and_line(tmp_path):
+    found = problems(tmp_path, GOOD.replace("lists:\n", "lsts: {}\nlists:\n"))
+    assert any(p.endswith("unknown key 'lsts' (did you mean 'lists'?)") for p in found), found
+    line = GOOD.replace("lists:\n", "lsts: {}\nlists:\n").splitlines().index("lsts: {}") + 1
+    assert any(f"policy.yaml:{line}:" in p for p in found)
+
+
+def test_unknown_list_and_profile_names(tmp_path):
+    text = GOOD.replace("block: [ctiru, adult]", "block: [ctiru, adlt]")
+    text = text.replace("{cidr: 10.20.0.0/16, profile: staff}", "{cidr: 10.20.0.0/16, profile: stuff}")
+    found = problems(tmp_path, text)
+    assert any("unknown list 'adlt' (did you mean 'adult'?)" in p for p in found)
+    assert any("unknown profile 'stuff' (did you mean 'staff'?)" in p for p in found)
+
+
+def test_statutory_list_cannot_be_only_logged(tmp_path):
+    found = problems(tmp_path, GOOD.replace("log: [adult]", "log: [adult, ctiru]"))
+    assert any("'ctiru' is a statutory list" in p for p in found)
+
+
+def test_default_profile_must_block(tmp_path):
+    found = problems(tmp_path, GOOD.replace("default_profile: learner", "default_profile: staff"))
+    assert any("default_profile: 'staff' has on_error: allow" in p for p in found)
+
+
+def test_duplicate_keys_are_errors(tmp_path):
+    found = problems(tmp_path, GOOD + "deny: [x.com]\n")
+    assert any("key 'deny' appears twice" in p for p in found)
+
+
+def test_bad_values(tmp_path):
+    text = GOOD.replace("severity: high", "severity: huge").replace("10.20.0.0/16", "10.20.0.0/99")
+    found = problems(tmp_path, text)
+    assert any("'huge' is not one of low, medium, high, critical" in p for p in found)
+    assert any("'10.20.0.0/99' is not a network" in p for p in found)
+
+
+def test_missing_required_keys(tmp_path):
+    found = problems(tmp_path, "version: x\n")
+    assert any("missing required key 'profiles'" in p for p in found)
+    assert any("missing required key 'lists'" in p for p in found)
+
+
+def test_empty_file(tmp_path):
+    assert problems(tmp_path, "")
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    text = GOOD.replace("block: [ctiru, adult]", "block: [ctiru, nope]").replace(
+        "severity: low", "severity: tiny")
+    assert len(problems(tmp_path, text)) >= 2
+
+
+def test_files_lists_every_dependency(tmp_path):
+    policy = load_policy(write(tmp_path, GOOD))
+    assert set(policy.files()) == {tmp_path / n for n in
+                                   ("policy.yaml", "ctiru.txt", "adult.txt", "social.txt")}
