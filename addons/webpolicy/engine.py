@@ -227,7 +227,7 @@ def _add_rules(index: UrlIndex, rules: tuple[Rule, ...], bit: int, policy: Polic
             problems.append(Problem(str(policy.path), rule.line,
                                     f"'{rule.text}': passthrough takes host names, not paths"))
             continue
-        index.add(url.host, url.path, bit)
+        index.add(url.host, f"{url.path}?{url.query}" if url.query else url.path, bit)
 
 
 def _check_allow_against_statutory(policy: Policy, specs: list[ListSpec], exact: UrlIndex,
