@@ -54,6 +54,8 @@ def _facts(decision: Decision, event_id: str, shown: str, settings: BlockPageSet
         title = "This page has been blocked"
         reason = f"It is in a category that is blocked for you: {decision.category}."
     return {
+        "kind": ("unavailable" if decision.failed_closed
+                 else "statutory" if decision.statutory else "blocked"),
         "title": title,
         "reason": reason,
         "address": shown,
@@ -78,16 +80,26 @@ def _text(f: dict[str, str]) -> str:
 
 
 _STYLE = """
-body{margin:0;font:16px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;
+*{box-sizing:border-box}
+body{margin:0;padding:1rem;font:16px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;
 background:#f3f4f6;color:#1f2937}
-main{max-width:40rem;margin:8vh auto;background:#fff;border-radius:12px;padding:2rem 2.5rem;
-box-shadow:0 2px 12px rgba(0,0,0,.08);border-top:6px solid #b91c1c}
-h1{font-size:1.6rem;margin:.2rem 0 1rem}
-dl{display:grid;grid-template-columns:max-content 1fr;gap:.4rem 1rem;margin:1.5rem 0}
-dt{font-weight:600;color:#4b5563}dd{margin:0;word-break:break-all}
+main{max-width:40rem;margin:8vh auto;background:#fff;border-radius:12px;overflow:hidden;
+padding:0 2.5rem 2rem;box-shadow:0 2px 12px rgba(0,0,0,.08)}
+main::before{content:"";display:block;height:6px;margin:0 -2.5rem 1.8rem;background:#b91c1c}
+main.unavailable::before{background:#d97706}
+h1{font-size:1.6rem;line-height:1.25;margin:0 0 1rem}
+dl{display:grid;grid-template-columns:max-content 1fr;gap:.4rem 1rem;margin:1.5rem 0;
+align-items:baseline}
+dt{font-weight:600;color:#4b5563}dd{margin:0;min-width:0}
+#address{overflow-wrap:anywhere;max-height:7.5em;overflow:auto}
 .ref{font:600 1.1rem ui-monospace,Menlo,Consolas,monospace;letter-spacing:.05em}
-.help{background:#eff6ff;border-radius:8px;padding:1rem 1.2rem}
+.help{background:#eff6ff;border-radius:8px;padding:.2rem 1.2rem}
+.help p{margin:.8rem 0}
+a{color:#1d4ed8}
 footer{margin-top:1.5rem;color:#6b7280;font-size:.85rem}
+@media (max-width:30rem){body{padding:.5rem}main{margin:1rem auto;padding:0 1.2rem 1.5rem}
+main::before{margin:0 -1.2rem 1.2rem}h1{font-size:1.35rem}
+dl{grid-template-columns:1fr;gap:0}dd{margin-bottom:.6rem}}
 """
 
 
@@ -99,8 +111,9 @@ def _html(f: dict[str, str]) -> str:
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="robots" content="noindex"><title>{e["title"]}</title>
+<link rel="icon" href="data:,">
 <style>{_STYLE}</style></head>
-<body><main role="main">
+<body><main class="{e["kind"]}">
 <h1>{e["title"]}</h1>
 <p>{e["reason"]}</p>
 <dl>

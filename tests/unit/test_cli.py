@@ -1,0 +1,178 @@
+"""The `webpolicy` command line, run as IT runs it (a real process): validate and check."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+POLICY = """\
+version: "cli-1"
+default_profile: learner
+profiles:
+  learner:
+    block: [ctiru, gambling]
+    log: [social]
+  staff:
+    block: [ctiru]
+    log: [gambling]
+    on_error: allow
+clients:
+  users: {alice: staff}
+  networks:
+    - {cidr: 10.20.0.0/16, profile: staff}
+lists:
+  ctiru: {statutory: true, category: Terrorist content, severity: critical, format: urls, sources: [ctiru.txt]}
+  gambling: {category: Gambling, severity: medium, sources: [gambling.txt]}
+  social: {category: Social networking, severity: low, sources: [social.txt]}
+"""
+LISTS = {"ctiru.txt": "evil.test/propaganda\n", "gambling.txt": "bet.test\n",
+         "social.txt": "social.test\n"}
+DECISION_KEYS = ["action", "profile", "profile_reason", "list", "category", "severity",
+                 "statutory", "match", "entry", "policy_version"]
+
+
+def webpolicy(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "webpolicy.cli", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def policy(tmp_path: Path) -> Path:
+    for name, text in LISTS.items():
+        (tmp_path / name).write_text(text)
+    path = tmp_path / "policy.yaml"
+    path.write_text(POLICY)
+    return path
+
+
+def assert_no_traceback(done: subprocess.CompletedProcess) -> None:
+    assert "Traceback" not in done.stderr + done.stdout, done.stderr
+
+
+# -- validate ----------------------------------------------------------------------------------
+
+def test_validate_shipped_policy(tmp_path):
+    done = webpolicy("validate")                    # default: policy.yaml in the current directory
+    assert done.returncode == 0, done.stderr
+    assert_no_traceback(done)
+    assert "policy.yaml: OK" in done.stdout
+    for name in ("ctiru", "adult", "gambling", "social"):
+        line = next(line for line in done.stdout.splitlines() if line.strip().startswith(name))
+        entries = int(re.search(r"([\d,]+) entries", line).group(1).replace(",", ""))
+        assert entries > 0, line
+        assert "UNAVAILABLE" not in line
+
+
+def test_validate_good_policy(policy):
+    done = webpolicy("validate", str(policy))
+    assert done.returncode == 0, done.stderr
+    assert "version cli-1" in done.stdout
+
+
+def test_validate_errors_name_file_and_line(policy):
+    lines = POLICY.replace("lists:", "lsts:").replace("block: [ctiru, gambling]",
+                                                       "block: [ctiru, gambling, nosuch]")
+    policy.write_text(lines)
+    done = webpolicy("validate", str(policy))
+    assert done.returncode == 1
+    assert_no_traceback(done)
+    bad_key_line = lines.splitlines().index("lsts:") + 1
+    assert (f"{policy}:{bad_key_line}: policy: unknown key 'lsts' (did you mean 'lists'?)"
+            in done.stderr.splitlines())
+    assert re.search(rf"^{re.escape(str(policy))}:5: .*unknown list 'nosuch'", done.stderr, re.M)
+    problems = [line for line in done.stderr.splitlines() if not line.endswith("not loaded")]
+    assert problems and all(re.match(rf"{re.escape(str(policy))}:\d+: ", p) for p in problems)
+    assert "the policy was not loaded" in done.stderr
+    assert done.stdout == ""
+
+
+def test_validate_yaml_syntax_error(policy):
+    policy.write_text(POLICY.replace("block: [ctiru, gambling]", "block: [ctiru, gambling"))
+    done = webpolicy("validate", str(policy))
+    assert done.returncode == 1
+    assert_no_traceback(done)
+    assert re.search(rf"^{re.escape(str(policy))}:\d+: YAML syntax error", done.stderr, re.M)
+
+
+def test_validate_missing_statutory_list_is_an_error(policy):
+    (policy.parent / "ctiru.txt").unlink()
+    done = webpolicy("validate", str(policy))
+    assert done.returncode == 1
+    assert_no_traceback(done)
+    assert re.search(rf"^{re.escape(str(policy))}:\d+: .*ctiru", done.stderr, re.M)
+
+
+def test_validate_missing_policy_file(tmp_path):
+    done = webpolicy("validate", str(tmp_path / "nope.yaml"))
+    assert done.returncode == 1
+    assert_no_traceback(done)
+    assert "nope.yaml" in done.stderr
+
+
+# -- check -------------------------------------------------------------------------------------
+
+def check_json(policy: Path, *args: str) -> dict:
+    done = webpolicy("check", "--policy", str(policy), "--json", *args)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("\n") == 1, "exactly one JSON object on one line"
+    return json.loads(done.stdout)
+
+
+def test_check_json_keys_exactly(policy):
+    decision = check_json(policy, "https://www.bet.test/slots")
+    assert list(decision) == DECISION_KEYS
+    assert decision == {"action": "block", "profile": "learner", "profile_reason": "default",
+                        "list": "gambling", "category": "Gambling", "severity": "medium",
+                        "statutory": False, "match": "host", "entry": "bet.test",
+                        "policy_version": "cli-1"}
+
+
+def test_check_json_allowed_has_the_same_keys(policy):
+    decision = check_json(policy, "https://news.test/")
+    assert list(decision) == DECISION_KEYS
+    assert decision["action"] == "allow" and decision["list"] is None
+
+
+def test_check_identity_options(policy):
+    assert check_json(policy, "bet.test", "--client", "10.20.1.2")["profile_reason"] == \
+        "network 10.20.0.0/16"
+    assert check_json(policy, "bet.test", "--client", "10.20.1.2")["action"] == "log"
+    assert check_json(policy, "bet.test", "--user", "alice")["profile"] == "staff"
+    assert check_json(policy, "social.test", "--profile", "learner")["action"] == "log"
+
+
+def test_check_statutory_blocks_every_profile(policy):
+    for args in ((), ("--profile", "staff")):
+        decision = check_json(policy, "http://evil.test/propaganda/x", *args)
+        assert (decision["action"], decision["statutory"], decision["match"]) == ("block", True, "url")
+
+
+def test_check_plain_output(policy):
+    done = webpolicy("check", "--policy", str(policy), "https://www.bet.test/")
+    assert done.returncode == 0
+    assert done.stdout.startswith("BLOCK")
+    assert "gambling" in done.stdout and "bet.test" in done.stdout
+
+
+def test_check_broken_policy_prints_file_line(policy):
+    policy.write_text(POLICY.replace("default_profile: learner", "default_profile: nobody"))
+    done = webpolicy("check", "--policy", str(policy), "--json", "bet.test")
+    assert done.returncode == 1
+    assert_no_traceback(done)
+    assert re.search(rf"^{re.escape(str(policy))}:2: ", done.stderr, re.M)
+    assert done.stdout == ""
+
+
+@pytest.mark.parametrize("args", [("http://[bad",), ("bet.test", "--profile", "nobody")])
+def test_check_bad_input_is_a_message_not_a_traceback(policy, args):
+    done = webpolicy("check", "--policy", str(policy), *args)
+    assert done.returncode == 2
+    assert_no_traceback(done)
+    assert done.stderr.startswith("webpolicy check: ")
