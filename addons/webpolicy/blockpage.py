@@ -48,8 +48,8 @@ def _facts(decision: Decision, event_id: str, shown: str, settings: BlockPageSet
                   "safe. Please try again in a few minutes.")
     elif decision.statutory:
         title = "This site cannot be reached"
-        reason = ("Access to this site is blocked for everyone, as the law requires "
-                  f"({decision.category}).")
+        reason = ("Access to this site is blocked for everyone, as the law requires. "
+                  f"Category: {decision.category}.")
     else:
         title = "This page has been blocked"
         reason = f"It is in a category that is blocked for you: {decision.category}."
