@@ -1,96 +1,259 @@
-"""Prometheus metrics for the gateway.
+"""Prometheus metrics for the gateway, and the HTTP endpoint Prometheus scrapes.
 
 Label values come only from bounded, configuration-derived sets (profile, list, category,
-action, result, channel): never a user, IP, host or URL, which would be personal data and an
-unbounded series count.  A private registry keeps a reload of the add-on from tripping over
+action, result, channel, stage): never a user, IP, host or URL, which would be personal data and
+an unbounded series count.  A private registry keeps a reload of the add-on from tripping over
 metrics registered by the previous instance.
+
+Every series an alert rule watches is created at zero when the policy loads: `increase()` needs
+a sample before the first event, or the first statutory hit after a restart would go unseen.
+Names follow Prometheus conventions: prometheus-client adds `_total` to counters, durations are
+in seconds, gauges name their unit.  monitoring/ holds the alert rules and dashboard that read
+them; README.md ("Monitoring") says what each one means.
 """
 
 from __future__ import annotations
 
+import logging
 import time
+from importlib import metadata
+from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, Info,
+                               PlatformCollector, ProcessCollector, disable_created_metrics,
+                               start_http_server)
 
-# Decisions take microseconds; the buckets reach up to the stall a reload must never cause.
-LATENCY_BUCKETS = (1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 5e-3, 0.02, 0.1)
+if TYPE_CHECKING:
+    from .decision import Decision
+    from .engine import Engine
+
+log = logging.getLogger("webpolicy")
+
+# The text format would add a `<name>_created` series beside every counter and histogram
+# series, doubling the series count for a timestamp Prometheus 2 does not use.
+disable_created_metrics()
+
+ACTIONS = ("allow", "log", "block")
+RELOAD_RESULTS = ("success", "failure")
+ALERT_CHANNELS = ("email", "webhook")     # the safeguarding alert channels policy.yaml offers
+# What became of a safeguarding alert (alerts.py): delivered, retrying, given up, not sent as a
+# repeat within the window, or dropped (queue full, shutdown).  The rules watch failed|dropped.
+ALERT_RESULTS = ("sent", "retry", "failed", "suppressed", "dropped")
+REFUSAL_STAGES = ("connect", "tls", "tcp")  # where a connection that never became HTTP was refused
+
+# A decision takes 5-30 us; the upper buckets catch event-loop stalls (a reload holding the GIL).
+LATENCY_BUCKETS = (2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 5e-3, 0.025, 0.1, 0.5)
 
 
 class Metrics:
+    """All webpolicy metrics on one private registry, plus the endpoint serving it."""
+
     def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self.requests = Counter("webpolicy_requests", "Requests decided, by profile and action.",
-                                ["profile", "action"], registry=r)
-        self.blocks = Counter("webpolicy_blocks", "Blocked requests by profile, list and category.",
+        self.registry = r = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=r)       # CPU, memory, open files: mitmdump runs on one core
+        PlatformCollector(registry=r)
+        self._traffic_metrics(r)
+        self._list_metrics(r)
+        self._policy_metrics(r)
+        self._safeguarding_metrics(r)
+        Info("webpolicy_build", "The webpolicy and mitmproxy versions running.",
+             registry=r).info({"version": _version("webpolicy"),
+                               "mitmproxy": _version("mitmproxy")})
+        for result in RELOAD_RESULTS:
+            self.reloads.labels(result)
+        self._request_children: dict[tuple[str, str], Counter] = {}
+        self._lists: set[str] = set()
+        self._server = None
+        self._thread = None
+        self.address: tuple[str, int] | None = None   # where the endpoint listens, if it does
+
+    def _traffic_metrics(self, r: CollectorRegistry) -> None:
+        self.requests = Counter("webpolicy_requests", "HTTP requests decided, by profile and "
+                                "action (allow, log, block).", ["profile", "action"], registry=r)
+        self.decision_seconds = Histogram("webpolicy_decision_seconds", "Time to identify the "
+                                          "client and decide one HTTP request.",
+                                          buckets=LATENCY_BUCKETS, registry=r)
+        self.blocks = Counter("webpolicy_blocks", "Requests and connections blocked by a list "
+                              "(or the local deny rules), by profile, list and category.",
                               ["profile", "list", "category"], registry=r)
-        self.decision_seconds = Histogram("webpolicy_decision_seconds",
-                                          "Time to decide one request.", buckets=LATENCY_BUCKETS,
-                                          registry=r)
-        self.fail_closed = Counter("webpolicy_fail_closed",
-                                   "Requests refused because the filter could not decide.",
+        self.statutory_blocks = Counter("webpolicy_statutory_blocks", "Blocks by a statutory "
+                                        "list (CTIRU/IWF style); also counted in blocks.",
+                                        ["profile", "list", "category"], registry=r)
+        self.logged = Counter("webpolicy_logged_visits", "Visits allowed but recorded in the "
+                              "safeguarding log because the list is log-only for the profile.",
+                              ["profile", "list", "category"], registry=r)
+        self.fail_closed = Counter("webpolicy_fail_closed", "Requests and connections refused "
+                                   "because the filter could not decide (on_error: block).",
                                    ["profile"], registry=r)
-        self.filter_errors = Counter("webpolicy_filter_errors",
-                                     "Errors while deciding (each fails closed or, for profiles "
-                                     "with on_error: allow, is logged).", registry=r)
+        self.fail_open = Counter("webpolicy_fail_open", "Requests let through unfiltered, and "
+                                 "logged, because the filter could not decide (on_error: allow).",
+                                 ["profile"], registry=r)
+        self.filter_errors = Counter("webpolicy_filter_errors", "Exceptions raised while "
+                                     "deciding (each fails closed, or open and logged for "
+                                     "on_error: allow profiles).", registry=r)
+        self.connections_refused = Counter("webpolicy_connections_refused", "Connections "
+                                           "refused before any HTTP request, by profile and "
+                                           "stage (connect: CONNECT to a pass-through host, "
+                                           "tls: by SNI, tcp: raw TCP in a tunnel).",
+                                           ["profile", "stage"], registry=r)
+
+    def _list_metrics(self, r: CollectorRegistry) -> None:
         self.list_entries = Gauge("webpolicy_list_entries", "Entries loaded per list.", ["list"],
                                   registry=r)
-        self.list_skipped = Gauge("webpolicy_list_skipped_lines",
-                                  "Lines skipped as invalid per list.", ["list"], registry=r)
-        self.list_available = Gauge("webpolicy_list_available",
-                                    "1 if the list loaded, 0 if it could not be.", ["list"],
-                                    registry=r)
-        self.list_load_failures = Counter("webpolicy_list_load_failures",
-                                          "Sources of a list that failed to load.", ["list"],
+        self.list_skipped = Gauge("webpolicy_list_skipped_lines", "Lines skipped as invalid per "
+                                  "list at the last load.", ["list"], registry=r)
+        self.list_available = Gauge("webpolicy_list_available", "1 if the list loaded, 0 if it "
+                                    "could not (profiles that block it then fail closed).",
+                                    ["list"], registry=r)
+        self.list_failed_sources = Gauge("webpolicy_list_failed_sources", "Sources of the list "
+                                         "that were missing, unreadable or empty at the last "
+                                         "load.", ["list"], registry=r)
+        self.list_load_failures = Counter("webpolicy_list_load_failures", "Source load failures "
+                                          "per list, added up over every policy load.", ["list"],
                                           registry=r)
-        self.reloads = Counter("webpolicy_policy_reloads", "Policy loads and reloads by result.",
-                               ["result"], registry=r)
+
+    def _policy_metrics(self, r: CollectorRegistry) -> None:
+        self.reloads = Counter("webpolicy_policy_reloads", "Policy loads and reloads by result "
+                               "(success, failure).", ["result"], registry=r)
+        self.last_reload_ok = Gauge("webpolicy_policy_last_reload_successful", "1 if the last "
+                                    "load or reload of the policy succeeded, 0 if it was refused "
+                                    "(the previous policy stays in force).", registry=r)
         self.last_reload = Gauge("webpolicy_policy_last_reload_success_timestamp_seconds",
-                                 "When the policy in force was loaded.", registry=r)
-        self.policy_info = Info("webpolicy_policy", "The policy version in force.", registry=r)
-        self.log_write_errors = Counter("webpolicy_log_write_errors",
-                                        "Safeguarding log records that could not be written.",
-                                        registry=r)
-        self.alerts = Counter("webpolicy_alerts", "Alerts by channel and result.",
+                                 "When the policy in force was loaded (Unix time).", registry=r)
+        self.policy_info = Info("webpolicy_policy", "The version of the policy in force.",
+                                registry=r)
+
+    def _safeguarding_metrics(self, r: CollectorRegistry) -> None:
+        self.log_write_errors = Counter("webpolicy_log_write_errors", "Safeguarding log records "
+                                        "that could not be written.", registry=r)
+        # Used by the safeguarding alerts: channel in ALERT_CHANNELS, result in ALERT_RESULTS.
+        self.alerts = Counter("webpolicy_alerts", "Safeguarding alerts by channel (email, "
+                              "webhook) and result (sent, retry, failed, suppressed, dropped).",
                               ["channel", "result"], registry=r)
-        self.watchlist_hits = Counter("webpolicy_watchlist_hits",
-                                      "Search terms matching the watchlist, by category.",
-                                      ["category"], registry=r)
-        self.passthrough_refused = Counter("webpolicy_connections_refused",
-                                           "Connections refused before any HTTP request "
-                                           "(pass-through, CONNECT rules).", ["profile", "reason"],
-                                           registry=r)
-        self._request_children: dict[tuple[str, str], Counter] = {}
-        self._server = None
+        self.watchlist_hits = Counter("webpolicy_watchlist_hits", "Searches matching the search "
+                                      "watchlist, by category.", ["category"], registry=r)
+
+    # -- per request ----------------------------------------------------------------------
 
     def observe(self, profile: str, action: str, seconds: float) -> None:
         """Per request: cached label children keep this to about a microsecond."""
-        child = self._request_children.get((profile, action))
+        key = (profile, action)
+        child = self._request_children.get(key)
         if child is None:
-            child = self._request_children[(profile, action)] = self.requests.labels(profile, action)
+            child = self._request_children[key] = self.requests.labels(profile, action)
         child.inc()
         self.decision_seconds.observe(seconds)
 
-    def policy_loaded(self, engine, result: str = "success") -> None:
-        self.reloads.labels(result).inc()
+    def event(self, decision: Decision) -> None:
+        """Count a decision that goes to the safeguarding log (not a plain allow)."""
+        if decision.error:
+            counter = self.fail_closed if decision.blocked else self.fail_open
+            counter.labels(decision.profile).inc()
+            return
+        if decision.list is None or decision.action == "allow":
+            return
+        labels = (decision.profile, decision.list, decision.category or "")
+        if decision.action == "log":
+            self.logged.labels(*labels).inc()
+            return
+        self.blocks.labels(*labels).inc()
+        if decision.statutory:
+            self.statutory_blocks.labels(*labels).inc()
+
+    def connection_refused(self, profile: str, stage: str) -> None:
+        self.connections_refused.labels(profile, stage).inc()
+
+    # -- policy loads ---------------------------------------------------------------------
+
+    def policy_loaded(self, engine: Engine) -> None:
+        """A policy is in force: record the reload, list sizes and zero series for alerts."""
+        self.reloads.labels("success").inc()
+        self.last_reload_ok.set(1)
         self.last_reload.set(time.time())
         self.policy_info.info({"version": engine.version})
+        self._list_status(engine)
+        self._zero_series(engine)
+
+    def reload_failed(self) -> None:
+        self.reloads.labels("failure").inc()
+        self.last_reload_ok.set(0)
+
+    def _list_status(self, engine: Engine) -> None:
         for name, status in engine.status.items():
             self.list_entries.labels(name).set(status.entries)
             self.list_skipped.labels(name).set(status.skipped)
             self.list_available.labels(name).set(1 if status.available else 0)
-            if status.failed_sources:
-                self.list_load_failures.labels(name).inc(len(status.failed_sources))
+            self.list_failed_sources.labels(name).set(len(status.failed_sources))
+            self.list_load_failures.labels(name).inc(len(status.failed_sources))
+        for gone in self._lists - engine.status.keys():   # a list removed from the policy
+            for gauge in (self.list_entries, self.list_skipped, self.list_available,
+                          self.list_failed_sources):
+                gauge.remove(gone)
+        self._lists = set(engine.status)
+
+    def _zero_series(self, engine: Engine) -> None:
+        """Create, at zero, every series the policy can produce (labels() alone does that)."""
+        policy = engine.policy
+        specs = {spec.name: spec for spec in engine.list_specs}
+        statutory = [s.name for s in engine.list_specs if s.statutory]
+        local = ["deny"] if policy.deny else []
+        for name, profile in policy.profiles.items():
+            for action in ACTIONS:
+                self.requests.labels(name, action)
+            for list_name in dict.fromkeys([*statutory, *local, *profile.block]):
+                self.blocks.labels(name, list_name, specs[list_name].category)
+            for list_name in statutory:
+                self.statutory_blocks.labels(name, list_name, specs[list_name].category)
+            for list_name in profile.log:
+                self.logged.labels(name, list_name, specs[list_name].category)
+            (self.fail_closed if profile.blocks else self.fail_open).labels(name)
+            for stage in REFUSAL_STAGES:
+                self.connections_refused.labels(name, stage)
+        for spec in policy.watchlist.values():
+            self.watchlist_hits.labels(spec.category)
+        alerts = policy.alerts
+        for channel, configured in (("email", alerts.email), ("webhook", alerts.webhook)):
+            if configured:
+                for result in ALERT_RESULTS:
+                    self.alerts.labels(channel, result)
+
+    # -- the endpoint ---------------------------------------------------------------------
 
     def serve(self, host: str, port: int) -> None:
-        """Start the /metrics endpoint; a port in use raises OSError with a clear message."""
+        """Serve /metrics on host:port, moving the endpoint if it listens elsewhere.
+
+        Raises OSError naming the address and what to change when it cannot bind (a port
+        already in use, a privileged port, an address this machine does not have).
+        """
+        if self.address == (host, port):
+            return
+        self.stop()
         try:
-            self._server, _ = start_http_server(port, addr=host, registry=self.registry)
+            self._server, self._thread = start_http_server(port, addr=host,
+                                                           registry=self.registry)
         except OSError as exc:
-            raise OSError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from exc
+            raise OSError(f"cannot serve Prometheus metrics on {_show(host, port)}: "
+                          f"{exc.strerror or exc}. Set metrics.listen in policy.yaml to a free "
+                          "host:port, or metrics.enabled: false") from exc
+        self.address = (host, port)
+        log.info("webpolicy: Prometheus metrics at http://%s/metrics",
+                 _show(host, self._server.server_address[1]))
 
     def stop(self) -> None:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
-            self._server = None
+            self._thread.join(5)
+            self._server = self._thread = None
+        self.address = None
+
+
+def _show(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "unknown"
