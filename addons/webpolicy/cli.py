@@ -9,10 +9,12 @@ import shutil
 import sys
 from pathlib import Path
 
+from . import report
 from .canonical import canonical_url
 from .decision import decide
 from .engine import Engine, build_engine
 from .policy import PolicyError, load_policy
+from .watchlist import Watchlist
 
 DEFAULT_POLICY = "policy.yaml"
 
@@ -57,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
                     "are passed to mitmdump unchanged.")
     run.add_argument("--policy", default=DEFAULT_POLICY)
     run.set_defaults(handler=cmd_run)
+    report.add_commands(commands)          # report, review, erase: the safeguarding log
     return parser
 
 
@@ -90,7 +93,21 @@ def cmd_validate(args: argparse.Namespace) -> int:
         state = "" if status.available else "  UNAVAILABLE: profiles using it fail closed"
         print(f"  {name:<{width}}  {status.entries:>9,} entries  {status.skipped:>6,} skipped  "
               f"{spec.severity:<8} {spec.category}{flags}{state}")
+    _print_watchlist(policy)
     return 0
+
+
+def _print_watchlist(policy) -> None:
+    """Watchlist terms per list, and unreadable terms files (warnings: filtering goes on)."""
+    if not policy.watchlist:
+        return
+    watchlist = Watchlist.compile(policy.watchlist.values(), str(policy.path))
+    for problem in watchlist.problems:
+        print(problem, file=sys.stderr)
+    counts = watchlist.counts()
+    print(f"  watchlist: {len(watchlist)} terms")
+    for name, spec in policy.watchlist.items():
+        print(f"    {name}: {counts.get(name, 0)} terms, {spec.severity}, {spec.category}")
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -140,7 +157,12 @@ def cmd_run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     entry = Path(__file__).with_name("mitmdump_entry.py")
-    command = [mitmdump, "-s", str(entry), "--set", f"webpolicy_policy={policy}", *args.extra]
+    command = [mitmdump, "-s", str(entry), "--set", f"webpolicy_policy={policy}"]
+    if not any("flow_detail" in arg for arg in args.extra):
+        # mitmdump prints every URL with its client address: personal data in the journal.
+        # The safeguarding log is where such records belong.
+        command += ["--set", "flow_detail=0"]
+    command += args.extra
     os.execv(mitmdump, command)
     return 0  # not reached
 

@@ -10,9 +10,13 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .canonical import CanonicalURL
 from .decision import Decision
+
+if TYPE_CHECKING:
+    from .watchlist import WatchHit
 
 SCHEMA_VERSION = 1
 
@@ -63,9 +67,11 @@ def display_url(url: CanonicalURL | None, host: str, keep_query: bool) -> str:
 
 def make_record(event_id: str, action: str, decision: Decision, facts: RequestFacts,
                 device: str = "", keep_query: bool = False,
-                when: dt.datetime | None = None) -> dict:
+                when: dt.datetime | None = None, watch: WatchHit | None = None) -> dict:
+    """The record; a `flagged` one (allowed, but the search matched the watchlist) describes
+    the watchlist hit in list/category/severity/match/entry, so reports filter it like a block."""
     when = when or dt.datetime.now(dt.UTC)
-    return {
+    record = {
         "schema": SCHEMA_VERSION,
         "id": event_id,
         "time": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
@@ -87,4 +93,12 @@ def make_record(event_id: str, action: str, decision: Decision, facts: RequestFa
         "entry": decision.entry,
         "user_agent": facts.user_agent or None,
         "policy_version": decision.policy_version,
+        "watchlist": None,
     }
+    if watch is not None:
+        record["watchlist"] = {"list": watch.list, "category": watch.category,
+                               "severity": watch.severity, "term": watch.term}
+        if action == "flagged":
+            record.update(list=watch.list, category=watch.category, severity=watch.severity,
+                          statutory=False, match="search_term", entry=watch.term)
+    return record
