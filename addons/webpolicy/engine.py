@@ -11,6 +11,7 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import NamedTuple
 
 from .canonical import canonical_url
 from .domainindex import DomainIndex
@@ -50,8 +51,7 @@ class ProfileRules:
     fails_closed: bool          # a list it uses could not be loaded and on_error is block
 
 
-@dataclass(frozen=True, slots=True)
-class ListHit:
+class ListHit(NamedTuple):
     list_id: int
     kind: str                   # "host" | "url" | "expression"
     entry: str
@@ -80,6 +80,9 @@ class Engine:
         self._networks = [(rule.network, rule.profile, f"network {rule.network}")
                           for rule in policy.networks]
         self.identify = lru_cache(maxsize=8192)(self._identify)
+        # decision.py's memo of the "nothing matched" answer per (profile, reason): the
+        # common case then builds no object at all.
+        self.allow_decisions: dict[tuple[str, str], object] = {}
 
     def _profile_rules(self, profile: Profile) -> ProfileRules:
         block = _mask(self.list_ids[n] for n in profile.block) | self.statutory_mask | self.deny_bit
@@ -108,13 +111,15 @@ class Engine:
                         return self.profiles[profile], reason
         return self.profiles[policy.default_profile], "default"
 
-    def match(self, host: str, target: str, url_text: str, expression_mask: int) -> list[ListHit]:
+    def match(self, host: str, target: str, expression_mask: int = 0) -> list[ListHit]:
         """Every list entry matching a canonical host and target (path[?query])."""
-        hits = [ListHit(i, "host", name) for name, bits in self.domains.match(host)
-                for i in _bit_ids(bits)]
-        for hit in self.exact.match(host, target):
-            hits.extend(ListHit(i, hit.kind, hit.entry) for i in _bit_ids(hit.bits))
+        hits = []
+        for name, bits in self.domains.match(host):
+            _add_hits(hits, bits, "host", name)
+        for entry, bits, kind in self.exact.match(host, target):
+            _add_hits(hits, bits, kind, entry)
         if expression_mask:
+            url_text = host + target
             for list_id, pattern in self.expressions.items():
                 if expression_mask >> list_id & 1:
                     found = pattern.search(url_text)
@@ -269,6 +274,13 @@ def _mask(ids) -> int:
     for i in ids:
         mask |= 1 << i
     return mask
+
+
+def _add_hits(hits: list[ListHit], bits: int, kind: str, entry: str) -> None:
+    if bits & (bits - 1) == 0:                  # one list: the usual case
+        hits.append(ListHit(bits.bit_length() - 1, kind, entry))
+    else:
+        hits.extend(ListHit(i, kind, entry) for i in _bit_ids(bits))
 
 
 def _bit_ids(bits: int) -> list[int]:

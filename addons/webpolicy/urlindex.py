@@ -7,15 +7,14 @@ entry, so one walk over the host's labels answers for every such list at once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 # Characters after which a path prefix ends at a segment boundary: "/bad" matches "/bad/x" and
 # "/bad?x" but not "/badge".
 _BOUNDARY = frozenset("/?&;")
 
 
-@dataclass(frozen=True, slots=True)
-class UrlHit:
+class UrlHit(NamedTuple):
     entry: str          # the entry as canonicalised: "host" or "host/path"
     bits: int
     kind: str           # "host" (whole host and subdomains) or "url" (a path prefix)
@@ -51,12 +50,17 @@ class UrlIndex:
                 yield host, prefix, bits
 
     def match(self, host: str, target: str) -> list[UrlHit]:
-        """Every rule matching `host` and `target` (path, plus "?query" when there is one)."""
+        """Every rule matching `host` and `target` (path, plus "?query" when there is one).
+
+        Walks the host and its parents in place.  An IP-literal host needs no special case:
+        canonical domain entries never end in a numeric label, so its "parents" match nothing.
+        """
         rules = self._rules
-        if not rules:
-            return []
         hits: list[UrlHit] = []
-        for suffix in host_suffixes(host):
+        if not rules:
+            return hits
+        suffix, start = host, 0
+        while True:
             candidates = rules.get(suffix)
             if candidates:
                 for prefix, bits, entry in candidates:
@@ -64,7 +68,11 @@ class UrlIndex:
                         hits.append(UrlHit(entry, bits, "host"))
                     elif _prefix_matches(prefix, target):
                         hits.append(UrlHit(entry, bits, "url"))
-        return hits
+            dot = host.find(".", start)
+            if dot < 0:
+                return hits
+            start = dot + 1
+            suffix = host[start:]
 
 
 def _prefix_matches(prefix: str, target: str) -> bool:
