@@ -20,17 +20,20 @@ import time
 from pathlib import Path
 
 from mitmproxy import ctx, exceptions, http, tcp, tls
+from mitmproxy.proxy import mode_specs
 from OpenSSL import SSL
 
-from . import blockpage
+from . import blockpage, circumvention, searchterms
+from .alerts import Alerter
 from .auditlog import AuditLog
 from .canonical import CanonicalURL, canonical_host, from_parts
 from .decision import Decision, decide, unavailable
 from .engine import Engine, build_engine
 from .events import RequestFacts, event_action, make_record, new_event_id
 from .metrics import Metrics
-from .policy import BlockPageSettings, PolicyError, load_policy
+from .policy import BlockPageSettings, PolicyError, Profile, load_policy
 from .reloader import Reloader
+from .watchlist import RecentHits, WatchHit, Watchlist
 
 log = logging.getLogger("webpolicy")
 
@@ -44,6 +47,9 @@ class WebPolicy:
         self.engine: Engine | None = None
         self.metrics = Metrics()
         self.audit: AuditLog | None = None
+        self.alerter: Alerter | None = None
+        self.watchlist = Watchlist()              # compiled with each policy, swapped whole
+        self._recent_hits = RecentHits()          # flagged suggestions, one per keystroke
         self.reloader: Reloader | None = None
         self._users: dict[str, str] = {}          # client connection id -> proxy-auth user
         self._refuse: dict[str, Decision] = {}    # client connection id -> refusal (TLS hooks)
@@ -85,7 +91,7 @@ class WebPolicy:
         try:
             engine = load_engine(path)
         except PolicyError as exc:
-            self.metrics.reloads.labels("failure").inc()
+            self.metrics.reload_failed()
             raise exceptions.OptionsError(f"webpolicy: the policy cannot be loaded:\n{exc}") from None
         self._install(engine)
 
@@ -98,18 +104,18 @@ class WebPolicy:
             self._loop.add_signal_handler(signal.SIGHUP, self._sighup)
         except (NotImplementedError, RuntimeError):  # not the main thread, or no signals here
             pass
-        if ctx.options.webpolicy_metrics and engine.policy.metrics.enabled:
-            settings = engine.policy.metrics
-            try:
-                self.metrics.serve(settings.host, settings.port)
-            except OSError as exc:
-                log.error("webpolicy: %s (set metrics.listen in policy.yaml)", exc)
-                ctx.master.shutdown()
-                return
+        try:
+            self._serve_metrics(engine)
+        except OSError as exc:
+            log.error("webpolicy: %s", exc)     # an ERROR at start-up makes mitmdump exit 1
+            ctx.master.shutdown()
+            return
         self.reloader = Reloader(Path(ctx.options.webpolicy_policy), load_engine,
                                  self._reloaded, self._reload_failed,
                                  self._reload_interval())
         self.reloader.start(engine.policy)
+        self.alerter = Alerter(engine.policy.alerts, self._count_alert,
+                               engine.policy.block_page.organisation).start()
         log.info("webpolicy: filtering with policy %s", engine.version)
 
     def done(self) -> None:
@@ -118,6 +124,9 @@ class WebPolicy:
         if self.audit:
             self.audit.close()
             self.audit = None
+        if self.alerter:
+            self.alerter.close()                   # a few seconds to send what is queued
+            self.alerter = None
         self.metrics.stop()
 
     def _sighup(self) -> None:
@@ -134,6 +143,7 @@ class WebPolicy:
                                                         self._log_write_failed)
             if previous:
                 previous.close()
+        self._install_watchlist(engine)
         self.engine = engine
         self.metrics.policy_loaded(engine)
         for warning in engine.warnings:
@@ -144,14 +154,39 @@ class WebPolicy:
     def _reloaded(self, engine: Engine) -> None:
         """Called from the reload thread; the swap itself is atomic."""
         self._install(engine)
+        try:
+            self._serve_metrics(engine)        # metrics.listen may have changed
+        except OSError as exc:
+            log.error("webpolicy: %s", exc)
+
+    def _serve_metrics(self, engine: Engine) -> None:
+        """Start, move or stop the metrics endpoint as the policy and options say."""
+        settings = engine.policy.metrics
+        if ctx.options.webpolicy_metrics and settings.enabled:
+            self.metrics.serve(settings.host, settings.port)
+        else:
+            self.metrics.stop()
 
     def _reload_failed(self, exc: Exception) -> None:
-        self.metrics.reloads.labels("failure").inc()
+        self.metrics.reload_failed()
         version = self.engine.version if self.engine else "none"
         log.error("webpolicy: reload refused, policy %s stays in force:\n%s", version, exc)
 
     def _log_write_failed(self, exc: Exception) -> None:
         self.metrics.log_write_errors.inc()
+
+    def _install_watchlist(self, engine: Engine) -> None:
+        """Compile the watchlist beside the engine (off the loop when reloading); terms files
+        that cannot be read are warnings: filtering never depends on them."""
+        watchlist = Watchlist.compile(engine.policy.watchlist.values(), str(engine.policy.path))
+        for problem in watchlist.problems:
+            log.warning("webpolicy: %s", problem)
+        self.watchlist = watchlist
+        if self.alerter:
+            self.alerter.configure(engine.policy.alerts, engine.policy.block_page.organisation)
+
+    def _count_alert(self, channel: str, result: str) -> None:
+        self.metrics.alerts.labels(channel, result).inc()
 
     # -- HTTP -----------------------------------------------------------------------------
 
@@ -163,13 +198,34 @@ class WebPolicy:
         user = self._user(flow)
         decision, url, host = self._decide_request(flow, client_ip, user)
         self.metrics.observe(decision.profile, decision.action, time.perf_counter() - started)
+        search, watch = self._search(flow, url) if url is not None and url.query else (None, None)
         if decision.action == "allow" and not decision.error:
-            return
+            if watch is None or self._repeated_suggestion(search, watch, client_ip, user):
+                return
         facts = RequestFacts(client_ip, user, flow.request.method, url, host,
-                             flow.request.headers.get("user-agent", ""))
-        event_id = self._record(decision, facts)
+                             flow.request.headers.get("user-agent", ""),
+                             search.term if search else None)
+        event_id = self._record(decision, facts, watch=watch)
         if decision.blocked:
             self._block(flow, decision, event_id, url, host)
+
+    def _search(self, flow: http.HTTPFlow, url: CanonicalURL
+                ) -> tuple[searchterms.SearchTerm | None, WatchHit | None]:
+        """The search term (raw query: canonical form unescapes %26) and its watchlist hit.
+        Monitoring only: an error here is logged and never changes the decision."""
+        if searchterms.engine_for(url.host) is None:     # nearly every request: ~0.1 us
+            return None, None
+        try:
+            search = searchterms.extract(url.host, url.path, flow.request.path.partition("?")[2])
+            return (search, self.watchlist.match(search.term)) if search else (None, None)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("webpolicy: search term extraction failed: %r", exc)
+            return None, None
+
+    def _repeated_suggestion(self, search: searchterms.SearchTerm, watch: WatchHit,
+                             client_ip: str, user: str | None) -> bool:
+        return search.suggestion and self._recent_hits.repeated(
+            (client_ip, user, watch.term), time.monotonic())
 
     def _decide_request(self, flow: http.HTTPFlow, client_ip: str,
                         user: str | None) -> tuple[Decision, CanonicalURL | None, str]:
@@ -229,34 +285,60 @@ class WebPolicy:
         if user:
             self._users[flow.client_conn.id] = user
         engine = self.engine
-        host = flow.request.host
+        host, client_ip = flow.request.host, flow.client_conn.peername[0]
+        refusal = self.circumvention_refusal(flow, host, flow.request.port)
+        if refusal is not None:            # IP address or port the profile does not allow
+            self._refuse_tunnel(flow, refusal, user, passthrough=False)
+            return
         if engine is not None and not self._is_passthrough(engine, host):
             return                         # intercepted: every request inside is decided
-        decision = self._decide_host(host, flow.client_conn.peername[0], user)
+        decision = self._decide_host(host, client_ip, user)
         if decision.blocked:
-            facts = RequestFacts(flow.client_conn.peername[0], user, "CONNECT", None,
-                                 f"{host}:{flow.request.port}")
-            self._record(decision, facts, passthrough=True)
-            self.metrics.passthrough_refused.labels(decision.profile, "blocked").inc()
-            flow.response = http.Response.make(
-                blockpage.status_for(decision), b"Blocked by the web filter\n",
-                {"Content-Type": "text/plain"})
+            self._refuse_tunnel(flow, decision, user, passthrough=True)
+
+    def _refuse_tunnel(self, flow: http.HTTPFlow, decision: Decision, user: str | None,
+                       passthrough: bool) -> None:
+        """A non-2xx answer to CONNECT refuses the tunnel before any upstream connection."""
+        facts = RequestFacts(flow.client_conn.peername[0], user, "CONNECT", None,
+                             f"{flow.request.host}:{flow.request.port}")
+        self._record(decision, facts, passthrough=passthrough)
+        self.metrics.connection_refused(decision.profile, "connect")
+        flow.response = http.Response.make(
+            blockpage.status_for(decision),
+            f"Blocked by the web filter: {decision.category}\n".encode(),
+            {"Content-Type": "text/plain"})
 
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:
-        """Pass-through hosts are not intercepted; in transparent mode SNI is all we have."""
+        """Pass-through hosts are not intercepted; in transparent mode SNI is all we have.
+
+        Behind a CONNECT, the SNI must name the CONNECT host when the tunnel would not be
+        intercepted (either name is a pass-through host): otherwise a client could CONNECT to
+        one host and reach another unseen.  In an intercepted tunnel a different SNI is
+        decided too, since the upstream connection carries it.
+        """
         engine = self.engine
-        host = data.client_hello.sni or (data.context.server.address or ("",))[0]
-        if not host or engine is None or not self._is_passthrough(engine, host):
+        sni = data.client_hello.sni
+        host = sni or (data.context.server.address or ("",))[0]
+        if not host or engine is None:
             return
+        connect_host = _connect_host(data.context)
+        mismatch = circumvention.sni_violation(connect_host, sni) if connect_host else None
+        passthrough = any(self._is_passthrough(engine, name) for name in (host, connect_host)
+                          if name)
+        if not passthrough and mismatch is None:
+            return                         # intercepted: every request inside is decided
         client = data.context.client
         user = self._users.get(client.id)
-        decision = self._decide_host(host, client.peername[0], user)
+        if passthrough and mismatch is not None:
+            decision = self._violation_decision(mismatch, client.peername[0], user)
+        else:
+            decision = self._decide_host(host, client.peername[0], user)
         if decision.blocked:
             facts = RequestFacts(client.peername[0], user, "TLS", None, host)
-            self._record(decision, facts, passthrough=True)
-            self.metrics.passthrough_refused.labels(decision.profile, "blocked").inc()
+            self._record(decision, facts, passthrough=passthrough)
+            self.metrics.connection_refused(decision.profile, "tls")
             self._refuse[client.id] = decision
-        else:
+        elif passthrough:
             data.ignore_connection = True
 
     def tls_start_client(self, data: tls.TlsData) -> None:
@@ -276,6 +358,7 @@ class WebPolicy:
         if decision.blocked:
             facts = RequestFacts(flow.client_conn.peername[0], user, "TCP", None, address)
             self._record(decision, facts, passthrough=True)
+            self.metrics.connection_refused(decision.profile, "tcp")
             flow.kill()
 
     def client_disconnected(self, client) -> None:
@@ -301,30 +384,115 @@ class WebPolicy:
         except ValueError:
             return False
 
+    # -- for the companion add-ons (addon_circumvention.py, addon_safesearch.py) -----------
+
+    def identify(self, flow: http.HTTPFlow) -> tuple[Profile, str] | None:
+        """The client's profile and why; None until a policy is loaded."""
+        engine = self.engine
+        if engine is None:
+            return None
+        client_ip = flow.client_conn.peername[0] if flow.client_conn.peername else ""
+        rules, reason = engine.identify(self._user(flow), client_ip)
+        return rules.profile, reason
+
+    def circumvention_refusal(self, flow: http.HTTPFlow, host: str,
+                              port: int | None) -> Decision | None:
+        """The client's connect rules for `host` (port None: a plain request, where only the
+        IP-literal rule applies).  An address listed under `allow:` may be used."""
+        engine = self.engine
+        if engine is None:
+            return None                    # nothing is allowed without a policy anyway
+        client_ip = flow.client_conn.peername[0] if flow.client_conn.peername else ""
+        user = self._user(flow)
+        try:
+            rules, reason = engine.identify(user, client_ip)
+            connect = rules.profile.connect
+            violation = (circumvention.ip_literal_violation(host, connect) if port is None
+                         else circumvention.connect_violation(host, port, connect))
+            if violation is None:
+                return None
+            if violation.rule == circumvention.IP_LITERAL and \
+                    self._decide_host(host, client_ip, user).list == "allow":
+                return None
+            return circumvention.refusal(violation, rules.profile.name, reason, engine.version)
+        except Exception as exc:  # noqa: BLE001 - fail closed, never open
+            return self._failure(engine, client_ip, user, exc)
+
+    def _violation_decision(self, violation: circumvention.Violation, client_ip: str,
+                            user: str | None) -> Decision:
+        engine = self.engine
+        if engine is None:
+            return unavailable("unknown", "default", "none")
+        try:
+            rules, reason = engine.identify(user, client_ip)
+            return circumvention.refusal(violation, rules.profile.name, reason, engine.version)
+        except Exception as exc:  # noqa: BLE001 - fail closed, never open
+            return self._failure(engine, client_ip, user, exc)
+
+    def refuse_request(self, flow: http.HTTPFlow, decision: Decision) -> None:
+        """Record a companion add-on's decision and answer with the block page (or, for a
+        profile with on_error: allow, only record it)."""
+        client_ip = flow.client_conn.peername[0] if flow.client_conn.peername else ""
+        request = flow.request
+        try:
+            url = from_parts(request.scheme, request.pretty_host, request.port, request.path)
+        except ValueError:
+            url = None
+        facts = RequestFacts(client_ip, self._user(flow), request.method, url,
+                             request.pretty_host, request.headers.get("user-agent", ""))
+        event_id = self._record(decision, facts)
+        if decision.blocked:
+            self._block(flow, decision, event_id, url, request.pretty_host)
+
+    def companion_failed(self, flow: http.HTTPFlow, exc: BaseException) -> None:
+        """A companion add-on raised: fail closed for profiles that block, as for decide()."""
+        engine = self.engine
+        if engine is None:
+            decision = unavailable("unknown", "default", "none")
+        else:
+            client_ip = flow.client_conn.peername[0] if flow.client_conn.peername else ""
+            decision = self._failure(engine, client_ip, self._user(flow), exc)
+        self.refuse_request(flow, decision)
+
     def _user(self, flow: http.HTTPFlow) -> str | None:
         auth = flow.metadata.get("proxyauth")
         if auth:
             return auth[0]
         return self._users.get(flow.client_conn.id)
 
-    def _record(self, decision: Decision, facts: RequestFacts, passthrough: bool = False) -> str:
+    def _record(self, decision: Decision, facts: RequestFacts, passthrough: bool = False,
+                watch: WatchHit | None = None) -> str:
         event_id = new_event_id()
         engine = self.engine
-        if decision.failed_closed:
-            self.metrics.fail_closed.labels(decision.profile).inc()
-        elif decision.blocked and decision.list:
-            self.metrics.blocks.labels(decision.profile, decision.list, decision.category).inc()
+        self.metrics.event(decision)
+        if watch is not None:
+            self.metrics.watchlist_hits.labels(watch.category).inc()
+        record = make_record(event_id, event_action(decision, passthrough, watch is not None),
+                             decision, facts, engine.device(facts.client_ip) if engine else "",
+                             engine.policy.logging.keep_query if engine else False, watch=watch)
         if self.audit is not None:
-            record = make_record(event_id, event_action(decision, passthrough), decision, facts,
-                                 engine.device(facts.client_ip) if engine else "",
-                                 engine.policy.logging.keep_query if engine else False)
             self.audit.write(record)
+        if self.alerter is not None:
+            self.alerter.offer(record)
         return event_id
 
 
 def _stricter(a: Decision, b: Decision) -> bool:
     rank = {"allow": 0, "log": 1, "block": 2}
     return rank[a.action] > rank[b.action]
+
+
+# Modes where the client names its destination (CONNECT, SOCKS): the server address is that
+# name.  In transparent-style modes it is only the IP address the client connected to.
+NAMED_DESTINATION_MODES = (mode_specs.RegularMode, mode_specs.UpstreamMode,
+                           mode_specs.Socks5Mode)
+
+
+def _connect_host(context) -> str | None:
+    """The host the client asked the proxy for (CONNECT / SOCKS), if the mode has one."""
+    if isinstance(context.client.proxy_mode, NAMED_DESTINATION_MODES) and context.server.address:
+        return context.server.address[0]
+    return None
 
 
 _DEFAULT_PAGE = BlockPageSettings()

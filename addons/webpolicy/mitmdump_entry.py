@@ -5,5 +5,9 @@ load unloads the filter.  All the code lives in the `webpolicy` package, which i
 """
 
 from webpolicy.addon import WebPolicy
+from webpolicy.addon_circumvention import Circumvention
+from webpolicy.addon_safesearch import SafeSearch
 
-addons = [WebPolicy()]
+# Order matters: WebPolicy decides first; the companions only touch flows it let through.
+policy = WebPolicy()
+addons = [policy, Circumvention(policy), SafeSearch(policy)]

@@ -36,9 +36,11 @@ class PolicyError(Exception):
 
 @dataclass(frozen=True)
 class SafeSearch:
+    """Per-profile safe search (applied by safesearch.py).  Engines that cannot be forced into
+    a safe mode are an ordinary list (blocklists/circumvention/search-engines.txt), blocked
+    per profile like any other, so `check`, the log and the metrics all see them."""
     enforce: bool = False                 # Google/Bing/DuckDuckGo strict mode
     youtube: str = "off"                  # strict | moderate | off
-    block_unenforceable: bool = False     # block engines we cannot force into safe mode
 
 
 @dataclass(frozen=True)
@@ -303,12 +305,10 @@ class _PolicyBuilder:
         return tuple(dict.fromkeys(names))
 
     def _safe_search(self, node: yaml.Node | None, where: str) -> SafeSearch:
-        keys = self.r.mapping(node, where, ("enforce", "youtube", "block_unenforceable"))
+        keys = self.r.mapping(node, where, ("enforce", "youtube"))
         return SafeSearch(
             enforce=self.r.boolean(keys.get("enforce"), where + ".enforce", False),
             youtube=self.r.choice(keys.get("youtube"), where + ".youtube", YOUTUBE_MODES, "off"),
-            block_unenforceable=self.r.boolean(keys.get("block_unenforceable"),
-                                               where + ".block_unenforceable", False),
         )
 
     def _connect(self, node: yaml.Node | None, where: str) -> ConnectRules:

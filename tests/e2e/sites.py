@@ -39,6 +39,7 @@ SITES = {
     "www.youtube.com": "127.0.1.13",
     "vpn.test": "127.0.1.14",
     "doh.test": "127.0.1.15",
+    "use-application-dns.net": "127.0.1.16",   # Firefox's DoH canary: must never be contacted
 }
 
 

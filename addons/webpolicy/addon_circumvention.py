@@ -1,0 +1,65 @@
+"""mitmproxy add-on: the circumvention rules that need a whole request, and the DNS canary.
+
+CONNECT and TLS rules live in WebPolicy's own hooks (http_connect, tls_clienthello); this
+add-on runs after WebPolicy and only ever touches a flow it has not answered already:
+- a plain HTTP request (or an intercepted one in transparent mode) to an IP address is
+  refused for profiles with `connect.block_ip_literals`;
+- Firefox's DoH canary `use-application-dns.net` is answered locally over HTTP, and with
+  NXDOMAIN when the gateway also runs mitmproxy's DNS mode (see circumvention.py for what
+  an HTTP proxy can and cannot do about encrypted DNS).
+"""
+
+from __future__ import annotations
+
+from mitmproxy import dns, http
+from mitmproxy.net.dns import response_codes
+
+from . import circumvention
+from .addon import NAMED_DESTINATION_MODES, WebPolicy
+from .decision import Decision
+
+
+class Circumvention:
+    def __init__(self, policy: WebPolicy) -> None:
+        self.policy = policy
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None:      # blocked, or proxyauth's 407: never touch it
+            return
+        try:
+            host = flow.request.pretty_host
+            if circumvention.is_canary(host.lower().rstrip(".")):
+                flow.response = _canary_answer()
+                return
+            refusal = self._ip_refusal(flow, host)
+            if refusal is not None:
+                self.policy.refuse_request(flow, refusal)
+        except Exception as exc:  # noqa: BLE001 - a raised hook would forward the request
+            self.policy.companion_failed(flow, exc)
+
+    def _ip_refusal(self, flow: http.HTTPFlow, host: str) -> Decision | None:
+        names = [host]            # transparent modes: request.host is just the IP connected to
+        if isinstance(flow.client_conn.proxy_mode, NAMED_DESTINATION_MODES):
+            names.append(flow.request.host)
+        for name in names:
+            if circumvention.is_ip_literal(name):       # cheap; the profile is asked only then
+                refusal = self.policy.circumvention_refusal(flow, name, None)
+                if refusal is not None:
+                    return refusal
+        return None
+
+    def dns_request(self, flow: dns.DNSFlow) -> None:
+        """With `--mode dns`, the canaries get NXDOMAIN: the signal Firefox (and Apple's
+        Private Relay) look for.  Every other question is resolved as usual."""
+        if flow.response is not None:
+            return
+        if any(circumvention.is_dns_canary(q.name) for q in flow.request.questions):
+            flow.response = flow.request.fail(response_codes.NXDOMAIN)
+
+
+def _canary_answer() -> http.Response:
+    return http.Response.make(circumvention.CANARY_STATUS, circumvention.CANARY_ANSWER, {
+        "Content-Type": "text/plain; charset=utf-8",
+        "Cache-Control": "no-store",
+        "X-Webpolicy-Canary": "nxdomain",
+    })

@@ -1,0 +1,82 @@
+"""mitmproxy add-on: enforce safe search on allowed, intercepted requests, per profile.
+
+Runs after WebPolicy (and Circumvention) and never touches a flow that already has a response:
+a blocked request is never rewritten, and nothing here can unblock one.  The rules themselves
+are in safesearch.py; this only reads the request and applies what they say.  A failure fails
+closed for profiles that block, like any other filter error: an unrewritten search must not
+pass for a learner.
+"""
+
+from __future__ import annotations
+
+from mitmproxy import http
+
+from . import safesearch
+from .addon import WebPolicy
+from .canonical import canonical_host
+
+_FORM = "webpolicy_safesearch_form"       # flow.metadata: form fields to force in `request`
+
+
+class SafeSearch:
+    def __init__(self, policy: WebPolicy) -> None:
+        self.policy = policy
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        """Query, headers and cookies: before anything is sent, streamed bodies included."""
+        if flow.response is not None:
+            return
+        try:
+            self._rewrite(flow)
+        except Exception as exc:  # noqa: BLE001 - a raised hook would forward it unchanged
+            self.policy.companion_failed(flow, exc)
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        """Form posts (DuckDuckGo's HTML version): the body is only here."""
+        fields = flow.metadata.pop(_FORM, None)
+        if flow.response is not None or not fields or flow.request.stream:
+            return                         # a streamed body has gone already (URL and cookie held)
+        try:
+            if "application/x-www-form-urlencoded" in flow.request.headers.get("content-type", ""):
+                form = flow.request.urlencoded_form
+                for name, value in fields:
+                    form[name] = value
+        except Exception as exc:  # noqa: BLE001
+            self.policy.companion_failed(flow, exc)
+
+    def _rewrite(self, flow: http.HTTPFlow) -> None:
+        request = flow.request
+        hosts = [h for h in dict.fromkeys(map(_canonical, (request.pretty_host, request.host)))
+                 if safesearch.engine_for(h)]
+        if not hosts:
+            return                         # not a search engine: the usual case, kept cheap
+        identity = self.policy.identify(flow)
+        if identity is None:
+            return
+        settings = identity[0].safe_search
+        change = next(filter(None, (safesearch.rewrite(h, request.path, settings,
+                                                       request.headers, request.cookies)
+                                    for h in hosts)), None)
+        if change is not None:
+            _apply(flow, change)
+
+
+def _apply(flow: http.HTTPFlow, change: safesearch.Rewrite) -> None:
+    request = flow.request
+    if change.target is not None:
+        request.path = change.target
+    for header, value in change.headers:
+        request.headers[header] = value
+    if change.cookies:
+        cookies = request.cookies
+        for cookie, value in change.cookies:
+            cookies[cookie] = value
+    if change.form:
+        flow.metadata[_FORM] = change.form
+
+
+def _canonical(host: str) -> str:
+    try:
+        return canonical_host(host)
+    except ValueError:
+        return ""
