@@ -3,15 +3,24 @@
 These lists are small (thousands, not millions) and some are statutory, so entries are kept
 as exact strings: a statutory hit is never a hash coincidence.  Bits say which lists hold an
 entry, so one walk over the host's labels answers for every such list at once.
+
+A path entry matches at a segment boundary: "/bad" matches "/bad", "/bad/x" and "/bad?x" but
+not "/badge".  Rather than testing every entry of a host (a CTIRU list may hold thousands of
+URLs on one host), a lookup cuts the request's own path at its boundaries and looks each cut
+up in a dict: the cost follows the length of the path, not the size of the list.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from typing import NamedTuple
 
-# Characters after which a path prefix ends at a segment boundary: "/bad" matches "/bad/x" and
-# "/bad?x" but not "/badge".
+# Characters at which a path prefix may end: "/bad" matches "/bad/x" and "/bad?x".
+_BOUNDARY_RE = re.compile(r"[/?&;]")
+_HOST = "/"                  # the prefix of a whole-host rule (the host and its subdomains)
 _BOUNDARY = frozenset("/?&;")
+_FEW = 8                     # up to this many rules on a host, testing each is cheaper
 
 
 class UrlHit(NamedTuple):
@@ -21,32 +30,29 @@ class UrlHit(NamedTuple):
 
 
 class UrlIndex:
-    """host -> [(path prefix, bits, entry)], walked from the full host towards its parents."""
+    """host -> {path prefix -> bits}, walked from the full host towards its parents."""
 
     def __init__(self) -> None:
-        self._rules: dict[str, list[tuple[str, int, str]]] = {}
+        self._rules: dict[str, dict[str, int]] = {}
+        self._longest: dict[str, int] = {}        # longest path prefix per host
         self._count = 0
 
     def add(self, host: str, prefix: str, bits: int) -> None:
         """Add a rule; prefix "/" (or "") means the whole host and its subdomains."""
-        prefix = prefix or "/"
-        rules = self._rules.setdefault(host, [])
-        entry = host if prefix == "/" else host + prefix
-        for i, (existing, existing_bits, _) in enumerate(rules):
-            if existing == prefix:
-                rules[i] = (prefix, existing_bits | bits, entry)
-                return
-        rules.append((prefix, bits, entry))
-        rules.sort(key=lambda rule: len(rule[0]))
-        self._count += 1
+        prefix = prefix or _HOST
+        prefixes = self._rules.setdefault(host, {})
+        if prefix not in prefixes:
+            self._count += 1
+        prefixes[prefix] = prefixes.get(prefix, 0) | bits
+        self._longest[host] = max(self._longest.get(host, 0), len(prefix))
 
     def __len__(self) -> int:
         return self._count
 
-    def entries(self):
+    def entries(self) -> Iterator[tuple[str, str, int]]:
         """Every (host, prefix, bits): for validation, never on the request path."""
-        for host, rules in self._rules.items():
-            for prefix, bits, _ in rules:
+        for host, prefixes in self._rules.items():
+            for prefix, bits in prefixes.items():
                 yield host, prefix, bits
 
     def match(self, host: str, target: str) -> list[UrlHit]:
@@ -61,18 +67,31 @@ class UrlIndex:
             return hits
         suffix, start = host, 0
         while True:
-            candidates = rules.get(suffix)
-            if candidates:
-                for prefix, bits, entry in candidates:
-                    if prefix == "/":
-                        hits.append(UrlHit(entry, bits, "host"))
-                    elif _prefix_matches(prefix, target):
-                        hits.append(UrlHit(entry, bits, "url"))
+            prefixes = rules.get(suffix)
+            if prefixes:
+                self._match_host(suffix, prefixes, target, hits)
             dot = host.find(".", start)
             if dot < 0:
                 return hits
             start = dot + 1
             suffix = host[start:]
+
+    def _match_host(self, host: str, prefixes: dict[str, int], target: str,
+                    hits: list[UrlHit]) -> None:
+        whole = prefixes.get(_HOST)
+        if whole:
+            hits.append(UrlHit(host, whole, "host"))
+            if len(prefixes) == 1:
+                return
+        if len(prefixes) <= _FEW:
+            for prefix, bits in prefixes.items():
+                if prefix != _HOST and _prefix_matches(prefix, target):
+                    hits.append(UrlHit(host + prefix, bits, "url"))
+            return
+        for cut in _cuts(target, self._longest[host]):
+            bits = prefixes.get(cut)
+            if bits and cut != _HOST:
+                hits.append(UrlHit(host + cut, bits, "url"))
 
 
 def _prefix_matches(prefix: str, target: str) -> bool:
@@ -82,10 +101,20 @@ def _prefix_matches(prefix: str, target: str) -> bool:
             or target[len(prefix)] in _BOUNDARY)
 
 
+def _cuts(target: str, longest: int) -> dict[str, None]:
+    """The prefixes of `target` that end at a segment boundary, up to `longest` characters:
+    "/a/b?q" -> "/a/b?q", "/", "/a", "/a/", "/a/b", "/a/b?"."""
+    cuts = dict.fromkeys([target] if len(target) <= longest else [])
+    head = target[: longest + 1]
+    for found in _BOUNDARY_RE.finditer(head):
+        end = found.start()
+        cuts[head[:end]] = None
+        cuts[head[: end + 1]] = None
+    return cuts
+
+
 def host_suffixes(host: str) -> list[str]:
-    """The host and each parent domain ("a.b.c" -> a.b.c, b.c, c); an IP literal only itself."""
-    if ":" in host or (host[-1:].isdigit() and host.replace(".", "").isdigit()):
-        return [host]
+    """The host and each parent domain ("a.b.c" -> a.b.c, b.c, c)."""
     suffixes = [host]
     start = host.find(".")
     while start != -1:

@@ -1,0 +1,86 @@
+"""UrlIndex: exact host and path-prefix rules, matched at segment boundaries."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from webpolicy import urlindex
+from webpolicy.urlindex import UrlIndex, _prefix_matches
+
+
+def index(*rules: tuple[str, str, int]) -> UrlIndex:
+    built = UrlIndex()
+    for host, prefix, bits in rules:
+        built.add(host, prefix, bits)
+    return built
+
+
+def found(idx: UrlIndex, host: str, target: str) -> set[tuple[str, int, str]]:
+    return {tuple(hit) for hit in idx.match(host, target)}
+
+
+def test_host_rule_matches_host_and_subdomains_only():
+    idx = index(("bad.com", "/", 1))
+    assert found(idx, "bad.com", "/") == {("bad.com", 1, "host")}
+    assert found(idx, "a.b.bad.com", "/x") == {("bad.com", 1, "host")}
+    assert found(idx, "notbad.com", "/") == set()
+    assert found(idx, "bad.com.evil", "/") == set()
+
+
+def test_path_prefix_at_segment_boundary():
+    idx = index(("a.com", "/bad", 2))
+    for target in ("/bad", "/bad/x", "/bad?x=1", "/bad;jsessionid=1"):
+        assert found(idx, "a.com", target) == {("a.com/bad", 2, "url")}, target
+    for target in ("/badge", "/", "/ba", "/other/bad"):
+        assert found(idx, "a.com", target) == set(), target
+
+
+def test_query_entries_match_their_own_parameters():
+    idx = index(("forum.com", "/viewtopic.php?t=123", 4))
+    assert found(idx, "forum.com", "/viewtopic.php?t=123")
+    assert found(idx, "forum.com", "/viewtopic.php?t=123&start=20")
+    assert not found(idx, "forum.com", "/viewtopic.php?t=1234")
+    assert not found(idx, "forum.com", "/viewtopic.php?t=12")
+
+
+def test_bits_of_the_same_rule_are_merged_and_counted_once():
+    idx = index(("a.com", "/x", 1), ("a.com", "/x", 4))
+    assert len(idx) == 1
+    assert found(idx, "a.com", "/x") == {("a.com/x", 5, "url")}
+
+
+def test_host_with_many_rules_is_matched_by_cutting_the_path():
+    idx = index(*[("big.com", f"/page{i}", 1) for i in range(5000)], ("big.com", "/", 2))
+    assert found(idx, "big.com", "/page4999/x") == {("big.com/page4999", 1, "url"),
+                                                    ("big.com", 2, "host")}
+    assert found(idx, "big.com", "/page49999") == {("big.com", 2, "host")}
+
+
+def test_ip_literal_host_matches_itself_only():
+    idx = index(("192.0.2.7", "/", 1))
+    assert found(idx, "192.0.2.7", "/")
+    assert not found(idx, "192.0.2.70", "/")
+    assert not found(idx, "7.0.2.7", "/")
+
+
+segment = st.sampled_from(["a", "b", "ab", "x1"])
+paths = st.lists(segment, min_size=0, max_size=4).map(lambda parts: "/" + "/".join(parts))
+targets = st.tuples(paths, st.sampled_from(["", "?q=1", "/", "?q=1&r=2"])).map("".join)
+
+
+@given(st.lists(paths, min_size=1, max_size=30), targets)
+def test_cutting_agrees_with_testing_every_rule(prefixes, target):
+    """The two lookup strategies (few rules: test each; many: cut the path) agree."""
+    idx = index(*[("h.com", p, 1) for p in prefixes])
+    expected = {("h.com" + p, 1, "url") for p in set(prefixes) if p != "/"
+                and _prefix_matches(p, target)}
+    many = {hit for hit in found(idx, "h.com", target) if hit[2] == "url"}
+    saved = urlindex._FEW
+    try:
+        urlindex._FEW = 0                     # force the cutting strategy
+        cut = {hit for hit in found(idx, "h.com", target) if hit[2] == "url"}
+    finally:
+        urlindex._FEW = saved
+    assert many == expected
+    assert cut == expected
