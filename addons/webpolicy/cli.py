@@ -75,11 +75,18 @@ def _print_problems(exc: PolicyError) -> None:
     print(f"{len(errors)} error(s): the policy was not loaded", file=sys.stderr)
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
+def _engine_or_report(policy_path: str) -> Engine | None:
+    """The compiled policy, or None after printing every problem as file:line: message."""
     try:
-        engine = load_engine(args.policy)
+        return load_engine(policy_path)
     except PolicyError as exc:
         _print_problems(exc)
+        return None
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    engine = _engine_or_report(args.policy)
+    if engine is None:
         return 1
     for warning in engine.warnings:
         print(warning, file=sys.stderr)
@@ -111,10 +118,8 @@ def _print_watchlist(policy) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    try:
-        engine = load_engine(args.policy)
-    except PolicyError as exc:
-        _print_problems(exc)
+    engine = _engine_or_report(args.policy)
+    if engine is None:
         return 1
     try:
         url = canonical_url(args.url)
