@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from .conftest import LEARNER_IP, STAFF_IP
-from .proxy import REPO, free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -11,10 +11,9 @@ from mitmproxy.net.dns import classes, response_codes, types
 from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import tflow, tutils
 
+from tests.unit.helpers import engine_from
 from webpolicy.addon import WebPolicy
 from webpolicy.addon_circumvention import Circumvention
-from webpolicy.engine import build_engine
-from webpolicy.policy import load_policy
 
 POLICY = """\
 version: "unit"
@@ -37,10 +36,8 @@ allow: [192.0.2.10]
 
 @pytest.fixture
 def addon(tmp_path: Path) -> Circumvention:
-    (tmp_path / "adult.txt").write_text("adult.example\n")
-    (tmp_path / "policy.yaml").write_text(POLICY)
     policy = WebPolicy()
-    policy.engine = build_engine(load_policy(tmp_path / "policy.yaml"))
+    policy.engine = engine_from(tmp_path, POLICY, {"adult.txt": "adult.example\n"})
     return Circumvention(policy)
 
 

@@ -9,10 +9,9 @@ import pytest
 from mitmproxy import http
 from mitmproxy.test import tflow, tutils
 
+from tests.unit.helpers import engine_from
 from webpolicy.addon import WebPolicy
 from webpolicy.addon_safesearch import SafeSearch
-from webpolicy.engine import build_engine
-from webpolicy.policy import load_policy
 
 POLICY = """\
 version: "unit"
@@ -34,10 +33,8 @@ lists:
 
 @pytest.fixture
 def policy(tmp_path: Path) -> WebPolicy:
-    (tmp_path / "adult.txt").write_text("adult.example\n")
-    (tmp_path / "policy.yaml").write_text(POLICY)
     webpolicy = WebPolicy()
-    webpolicy.engine = build_engine(load_policy(tmp_path / "policy.yaml"))
+    webpolicy.engine = engine_from(tmp_path, POLICY, {"adult.txt": "adult.example\n"})
     return webpolicy
 
 

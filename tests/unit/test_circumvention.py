@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.unit.helpers import policy_from
 from webpolicy.canonical import canonical_host, canonical_url
 from webpolicy.circumvention import (CANARY, connect_violation, ip_literal_violation,
                                      is_canary, is_dns_canary, is_ip_literal, refusal,
@@ -120,10 +121,7 @@ lists:
 
 
 def load(tmp_path: Path, connect: str):
-    (tmp_path / "adult.txt").write_text("adult.example\n")
-    path = tmp_path / "policy.yaml"
-    path.write_text(POLICY.format(connect=connect))
-    return load_policy(path)
+    return policy_from(tmp_path, POLICY.format(connect=connect), {"adult.txt": "adult.example\n"})
 
 
 def test_schema_reads_connect(tmp_path):

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.helpers import engine_from
 from webpolicy.canonical import canonical_url
 from webpolicy.decision import decide
-from webpolicy.engine import build_engine
-from webpolicy.policy import PolicyError, load_policy
+from webpolicy.policy import PolicyError
 
 POLICY = """\
 version: "t1"
@@ -50,10 +50,7 @@ def engine(tmp_path: Path):
 
 
 def make_engine(tmp_path: Path, policy: str = POLICY, lists: dict | None = None):
-    for name, text in (lists or LISTS).items():
-        (tmp_path / name).write_text(text)
-    (tmp_path / "policy.yaml").write_text(policy)
-    return build_engine(load_policy(tmp_path / "policy.yaml"))
+    return engine_from(tmp_path, policy, LISTS if lists is None else lists)
 
 
 def check(engine, url, **who):

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from webpolicy.policy import PolicyError, SafeSearch, load_policy
+from tests.unit.helpers import policy_from
+from webpolicy.policy import PolicyError, SafeSearch
 from webpolicy.safesearch import (GOOGLE_HOSTS, YOUTUBE_HOSTS, add_preference, engine_for,
                                   force_params, rewrite, set_cookie_field)
 
@@ -232,10 +233,7 @@ lists:
 
 
 def load(tmp_path: Path, safe: str):
-    (tmp_path / "adult.txt").write_text("adult.example\n")
-    path = tmp_path / "policy.yaml"
-    path.write_text(POLICY.format(safe=safe))
-    return load_policy(path)
+    return policy_from(tmp_path, POLICY.format(safe=safe), {"adult.txt": "adult.example\n"})
 
 
 def test_schema_reads_safe_search(tmp_path):
