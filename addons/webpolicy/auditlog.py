@@ -194,7 +194,7 @@ class AuditLog:
                 except OSError as exc:
                     self._failed(exc, records=0)
         try:
-            from .report import purge_reviews        # notes about purged records go too
+            from .logstore import purge_reviews      # notes about purged records go too
             purge_reviews(self.directory, cutoff)
         except Exception as exc:  # noqa: BLE001
             self._failed(exc, records=0)

@@ -9,7 +9,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from . import report
+from . import report_cli
 from .canonical import canonical_url
 from .decision import decide
 from .engine import Engine, build_engine
@@ -59,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
                     "are passed to mitmdump unchanged.")
     run.add_argument("--policy", default=DEFAULT_POLICY)
     run.set_defaults(handler=cmd_run)
-    report.add_commands(commands)          # report, review, erase: the safeguarding log
+    report_cli.add_commands(commands)      # report, review, erase: the safeguarding log
     return parser
 
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from webpolicy.auditlog import AuditLog, log_file_name, log_files
-from webpolicy.report import Person, ReviewStore, erase
+from webpolicy.logstore import Person, ReviewStore, erase
 
 DAY = dt.datetime(2026, 11, 25, 23, 59, 59, tzinfo=dt.UTC)
 

@@ -1,0 +1,179 @@
+"""`webpolicy report`, `review` and `erase` as a DSL runs them: options, outputs, exit codes,
+and the files they write (0600, the log itself never edited except by erase)."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.unit.eventlog import NOW, week, write_log
+from webpolicy import cli
+from webpolicy.logstore import ReviewStore
+from webpolicy.report import CSV_COLUMNS, Filters, select
+
+
+@pytest.fixture
+def logs(tmp_path) -> Path:
+    """A log directory with a week of varied records, written as the proxy writes them."""
+    return write_log(tmp_path, week())
+
+
+def all_records(logs: Path, **filters) -> list[dict]:
+    return select(logs, Filters(**filters))
+
+
+def ids_of(records) -> list[str]:
+    return [r["id"] for r in records]
+
+
+def run(capsys, *args) -> tuple[int, str, str]:
+    code = cli.main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# -- reviews ------------------------------------------------------------------------------
+
+
+def test_review_marks_records_and_unreviewed_hides_them(logs, capsys):
+    target = all_records(logs, user="bob")[0]["id"]
+    before = {p.name: p.read_bytes() for p in logs.iterdir()}
+    code, out, _ = run(capsys, "review", target.lower(), "--note", "Spoke to Bob; parents told",
+                       "--by", "Ms Khan", "--log-dir", str(logs))
+    assert code == 0 and "marked 1 record(s) reviewed by Ms Khan" in out
+    for name, data in before.items():                       # the log itself is untouched
+        assert (logs / name).read_bytes() == data
+    store = logs / "reviews.jsonl"
+    assert store.stat().st_mode & 0o777 == 0o600
+    assert ReviewStore(logs).load()[target][0].note == "Spoke to Bob; parents told"
+    assert target not in ids_of(select(logs, Filters(unreviewed=True)))
+    assert len(select(logs, Filters(unreviewed=True))) == 6
+
+
+def test_review_of_unknown_reference_fails(logs, capsys):
+    code, _, err = run(capsys, "review", "WP-NOSUCHTHING", "--note", "x", "--log-dir", str(logs))
+    assert code == 1 and "no record WP-NOSUCHTHING" in err
+    assert not (logs / "reviews.jsonl").exists()
+
+
+# -- outputs ------------------------------------------------------------------------------
+
+
+def test_csv_for_cpoms(logs, capsys, tmp_path):
+    target = all_records(logs, user="bob")[0]["id"]
+    ReviewStore(logs).add(all_records(logs, user="bob"), "Handled", "dsl")
+    out = tmp_path / "export.csv"
+    code, _, _ = run(capsys, "report", "--csv", "-o", str(out), "--log-dir", str(logs))
+    assert code == 0
+    data = out.read_bytes()
+    assert data.startswith(b"\xef\xbb\xbf")                  # BOM: Excel reads UTF-8
+    assert out.stat().st_mode & 0o777 == 0o600
+    rows = list(csv.DictReader(io.StringIO(data.decode("utf-8-sig"))))
+    assert list(rows[0]) == list(CSV_COLUMNS) and len(rows) == 7
+    bob = next(r for r in rows if r["Reference"] == target)
+    assert bob["Reviewed"] == "yes" and bob["Review notes"] == "dsl: Handled"
+    assert bob["Category"] == "Pornography" and bob["Device"] == ""
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", bob["Date"])
+    # Cells a spreadsheet would run as formulas are defused.
+    attacker = next(r for r in rows if r["Client IP"] == "10.20.1.1")
+    assert attacker["User"].startswith("'=")
+    assert attacker["Search term"] == "<script>alert('x')</script>"
+
+
+def test_csv_to_stdout_without_bom(logs, capsysbinary):
+    assert cli.main(["report", "--csv", "--no-bom", "--log-dir", str(logs)]) == 0
+    data = capsysbinary.readouterr().out
+    assert data.startswith(b"Reference,Date,")
+
+
+def test_json_export_for_a_subject_access_request(logs, capsys):
+    ReviewStore(logs).add(all_records(logs, user="alice"), "Seen", "dsl")
+    code, out, _ = run(capsys, "report", "--user", "alice", "--json", "--log-dir", str(logs))
+    items = json.loads(out)
+    assert code == 0 and len(items) == 2
+    assert all(item["reviews"][0]["note"] == "Seen" for item in items)
+    assert {"user_agent", "policy_version", "client_ip"} <= set(items[0])
+
+
+def test_report_command_summary_and_filters(logs, capsys):
+    code, out, _ = run(capsys, "report", "--severity", "critical", "--log-dir", str(logs))
+    assert code == 0 and "Terrorist content" in out and "1 record(s)" in out
+    with pytest.raises(SystemExit, match="not a date"):
+        cli.main(["report", "--since", "soon", "--log-dir", str(logs)])
+
+
+def test_report_ends_with_the_sites_most_tried_then_the_totals(logs, capsys, tmp_path):
+    code, out, _ = run(capsys, "report", "--log-dir", str(logs))
+    lines = out.splitlines()
+    sites = lines.index(next(line for line in lines if line.startswith("Sites most tried")))
+    assert code == 0 and lines[sites - 1] == "" and lines[-1].startswith("7 record(s)")
+    assert lines[sites + 1].split()[:2] == ["bet.test", "3"]
+    assert "ctiru.test (statutory)" in lines[sites + 2]
+    # Written to a file, the table holds only records; the rest goes to the terminal.
+    table = tmp_path / "table.txt"
+    code, out, err = run(capsys, "report", "-o", str(table), "--log-dir", str(logs))
+    assert code == 0 and out == "" and "Sites most tried" in err
+    assert "Sites most tried" not in table.read_text()
+    # CSV and JSON stay pure data.
+    _, out, _ = run(capsys, "report", "--json", "--log-dir", str(logs))
+    assert "Sites most tried" not in out and len(json.loads(out)) == 7
+
+
+def test_report_bad_action_is_refused(logs, capsys):
+    with pytest.raises(SystemExit, match="unknown action"):
+        cli.main(["report", "--action", "allowed", "--log-dir", str(logs)])
+
+
+# -- erase --------------------------------------------------------------------------------
+
+
+def test_erase_removes_a_person_everywhere_atomically(logs, capsys):
+    alice_ids = ids_of(all_records(logs, user="alice"))
+    alice_files = {logs / f"webpolicy-{r['time'][:10]}.jsonl" for r in all_records(logs, user="alice")}
+    ReviewStore(logs).add(all_records(logs, user="alice") + all_records(logs, user="bob"),
+                          "note", "dsl")
+    others = [r for r in select(logs, Filters()) if r["id"] not in alice_ids]
+    code, out, _ = run(capsys, "erase", "--user", "alice", "--dry-run", "--log-dir", str(logs))
+    assert code == 0 and "2 record(s) of user alice" in out
+    assert len(all_records(logs, user="alice")) == 2            # dry run changed nothing
+    code, out, err = run(capsys, "erase", "--user", "alice", "--log-dir", str(logs))
+    assert code == 1 and "--yes" in err                          # no tty: must confirm
+    code, out, _ = run(capsys, "erase", "--user", "alice", "--yes", "--log-dir", str(logs))
+    assert code == 0 and "erased 2 record(s) and 2 review note(s)" in out
+    assert all_records(logs, user="alice") == []
+    assert select(logs, Filters()) == others                     # nobody else touched
+    assert set(ReviewStore(logs).load()) == set(ids_of(all_records(logs, user="bob")))
+    for path in alice_files | {logs / "reviews.jsonl"}:           # rewritten files stay private
+        assert path.stat().st_mode & 0o777 == 0o600
+    assert not list(logs.glob(".*tmp"))                          # no temp files left
+
+
+def test_erase_by_client_address_keeps_unreadable_lines(logs, capsys):
+    day = (NOW - dt.timedelta(hours=1)).date().isoformat()
+    with open(logs / f"webpolicy-{day}.jsonl", "a") as handle:
+        handle.write("not json at all\n")
+    code, out, _ = run(capsys, "erase", "--client", "10.10.9.9", "--yes", "--log-dir", str(logs))
+    assert code == 0 and "erased 1 record(s)" in out
+    assert "not json at all" in (logs / f"webpolicy-{day}.jsonl").read_text()
+
+
+def test_erase_needs_a_person(logs, capsys):
+    code, _, err = run(capsys, "erase", "--log-dir", str(logs))
+    assert code == 2 and "--user" in err
+
+
+def test_commands_read_the_log_directory_from_the_policy(tmp_path, capsys, logs):
+    (tmp_path / "lists.txt").write_text("bet.test\n")
+    (tmp_path / "policy.yaml").write_text(
+        'version: "t"\ndefault_profile: learner\nprofiles: {learner: {block: [g]}}\n'
+        "lists: {g: {category: Gambling, sources: [lists.txt]}}\n"
+        f"logging: {{directory: {logs}}}\n"
+        "block_page: {organisation: Example College}\n")
+    code, out, _ = run(capsys, "report", "--policy", str(tmp_path / "policy.yaml"))
+    assert code == 0 and "7 record(s)" in out
