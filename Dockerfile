@@ -8,7 +8,8 @@
 # (flow_detail=0: otherwise mitmdump prints every URL every user visits to `docker logs`.)
 # Volumes: /etc/webpolicy (policy.yaml and blocklists/, read-only to the proxy),
 # /var/lib/webpolicy (mitmproxy's confdir: the CA certificate and its PRIVATE KEY; keep it, or
-# every device must be given a new CA), /var/log/webpolicy (the safeguarding log: personal data).
+# every device must be given a new CA; also mitmproxy/webpolicy-cache/, the compiled lists, a
+# cache that makes restarts fast), /var/log/webpolicy (the safeguarding log: personal data).
 # A policy mounted over /etc/webpolicy must say `logging: {directory: /var/log/webpolicy}` and,
 # for Prometheus to reach it from outside the container, `metrics: {listen: 0.0.0.0:9464}`.
 # Extra arguments go to mitmdump: `docker run ... webpolicy --listen-port 3128 --proxyauth @/etc/webpolicy/htpasswd`.

@@ -8,38 +8,30 @@ always sees one consistent policy.  Everything that can be worked out before a r
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
-from dataclasses import dataclass, field
-from functools import lru_cache
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache, partial
+from pathlib import Path
 from typing import NamedTuple
 
 from .canonical import canonical_url
+from .compiler import (CompiledList, CompiledLists, CompileError, ListCache, ListJob, ListStatus,
+                       compile_lists, read_list)
 from .domainindex import DomainIndex
-from .listformats import ParsedSource, SourceError, parse_source
-from .policy import ListSpec, Policy, PolicyError, Profile, Rule
+from .policy import ListSpec, Policy, PolicyError, Profile, Rule, load_policy
 from .urlindex import UrlIndex, host_suffixes
 from .yamlnodes import Problem
+
+log = logging.getLogger("webpolicy")
 
 SEVERITY_RANK = {"low": 1, "medium": 2, "high": 3, "critical": 4}
 
 # Pseudo-lists for the local rules in policy.yaml; they share the bit space with real lists.
 DENY = "deny"
 ALLOW = "allow"
-
-
-@dataclass
-class ListStatus:
-    """What loading one list produced: shown by `validate`, exported as metrics."""
-
-    name: str
-    entries: int = 0
-    skipped: int = 0
-    skipped_examples: list[str] = field(default_factory=list)
-    failed_sources: list[str] = field(default_factory=list)
-
-    @property
-    def available(self) -> bool:
-        return self.entries > 0 or not self.failed_sources
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +71,10 @@ class Engine:
         self.profiles = {name: self._profile_rules(p) for name, p in policy.profiles.items()}
         self._networks = [(rule.network, rule.profile, f"network {rule.network}")
                           for rule in policy.networks]
-        self.identify = lru_cache(maxsize=8192)(self._identify)
+        # Not a bound method: the Engine must hold no reference cycle, so that the old one is
+        # freed the moment a reload drops it, never left to the cyclic GC (see reloader.py).
+        self.identify = lru_cache(maxsize=8192)(partial(_identify, policy, self.profiles,
+                                                        self._networks))
         # decision.py's memo of the "nothing matched" answer per (profile, reason): the
         # common case then builds no object at all.
         self.allow_decisions: dict[tuple[str, str], object] = {}
@@ -92,24 +87,6 @@ class Engine:
         expression_mask = _mask(i for i in self.expressions if (block | log) >> i & 1)
         return ProfileRules(profile, block, log, expression_mask,
                             fails_closed=bool(unavailable) and profile.blocks)
-
-    def _identify(self, user: str | None, client_ip: str | None) -> tuple[ProfileRules, str]:
-        """user -> profile, else client IP -> first matching network, else the default."""
-        policy = self.policy
-        if user and user in policy.users:
-            return self.profiles[policy.users[user]], "user"
-        if client_ip:
-            try:
-                address = ipaddress.ip_address(client_ip.split("%", 1)[0])
-            except ValueError:
-                address = None
-            if address is not None:
-                if address.version == 6 and address.ipv4_mapped:
-                    address = address.ipv4_mapped
-                for network, profile, reason in self._networks:
-                    if address in network:
-                        return self.profiles[profile], reason
-        return self.profiles[policy.default_profile], "default"
 
     def match(self, host: str, target: str, expression_mask: int = 0) -> list[ListHit]:
         """Every list entry matching a canonical host and target (path[?query])."""
@@ -134,86 +111,148 @@ class Engine:
         return self.policy.devices.get(client_ip or "", "")
 
 
-def build_engine(policy: Policy) -> Engine:
-    """Read every list the policy names; raise PolicyError if a statutory list cannot be used."""
+def _identify(policy: Policy, profiles: dict[str, ProfileRules],
+              networks: list[tuple[object, str, str]], user: str | None,
+              client_ip: str | None) -> tuple[ProfileRules, str]:
+    """user -> profile, else client IP -> first matching network, else the default."""
+    if user and user in policy.users:
+        return profiles[policy.users[user]], "user"
+    if client_ip:
+        try:
+            address = ipaddress.ip_address(client_ip.split("%", 1)[0])
+        except ValueError:
+            address = None
+        if address is not None:
+            if address.version == 6 and address.ipv4_mapped:
+                address = address.ipv4_mapped
+            for network, profile, reason in networks:
+                if address in network:
+                    return profiles[profile], reason
+    return profiles[policy.default_profile], "default"
+
+
+ListCompiler = Callable[[list[ListJob]], CompiledLists]
+
+
+def build_engine(policy: Policy, compile: ListCompiler = compile_lists,
+                 pause: Callable[[], None] | None = None) -> Engine:
+    """Read every list the policy names; raise PolicyError if a statutory list cannot be used.
+
+    Non-statutory lists, which may hold millions of entries, go through `compile`: by default
+    compile_lists() in this process (CLI, tests); the proxy passes a ListCache's compile, which
+    runs a worker process and maps its result (compiler.py).  Statutory lists are read here,
+    exactly.  `pause` is called between chunks of the Python-side work that grows with the
+    lists (the URL entries), so that a reload thread can let the event loop run.
+    """
     specs = list(policy.lists.values()) + [_local_spec(DENY), _local_spec(ALLOW)]
     if len(specs) > 64:
         raise PolicyError([Problem(str(policy.path), None,
                                    f"lists: {len(specs) - 2} lists; at most 62 are supported")])
     problems: list[Problem] = []
     status: dict[str, ListStatus] = {}
-    domain_entries: list[tuple[str, int]] = []
     exact = UrlIndex()
     expressions: dict[int, re.Pattern] = {}
+    jobs = [_job(spec, list_id) for list_id, spec in enumerate(specs[:-2]) if not spec.statutory]
+    compiled = compile(jobs)
     for list_id, spec in enumerate(specs[:-2]):
-        bit = 1 << list_id
-        status[spec.name], parsed = _load_list(spec, policy, problems)
-        for source in parsed:
-            if spec.statutory:
-                for domain in source.domains:
-                    exact.add(domain, "/", bit)
-            else:
-                domain_entries.extend((domain, bit) for domain in source.domains)
-            for host, prefix in source.urls:
-                exact.add(host, prefix, bit)
+        if spec.statutory:
+            item = _read_statutory(spec, 1 << list_id, exact)
+        else:
+            item = compiled.lists[spec.name]
+        status[spec.name] = item.status
+        _report_list(spec, item, policy, problems)
         if spec.expressions:
-            pattern = _compile_expressions(spec, parsed, problems)
+            pattern = _compile_expressions(item.expressions, problems)
             if pattern is not None:
                 expressions[list_id] = pattern
     _add_rules(exact, policy.deny, 1 << (len(specs) - 2), policy, problems)
     _add_rules(exact, policy.allow, 1 << (len(specs) - 1), policy, problems)
     passthrough = UrlIndex()
     _add_rules(passthrough, policy.passthrough, 1, policy, problems, hosts_only=True)
+    # Before the lists' URL entries join the index: only statutory entries matter here.
     _check_allow_against_statutory(policy, specs, exact, problems)
     if any(not p.warning for p in problems):
         raise PolicyError(problems)
-    return Engine(policy, specs, DomainIndex.build(domain_entries), exact, passthrough,
-                  expressions, status, problems)
+    for chunk in compiled.url_chunks():
+        for host, prefix, bits in chunk:
+            exact.add(host, prefix, bits)
+        if pause is not None:
+            pause()
+    return Engine(policy, specs, compiled.index, exact, passthrough, expressions, status,
+                  problems)
 
 
-def _load_list(spec: ListSpec, policy: Policy,
-               problems: list[Problem]) -> tuple[ListStatus, list[ParsedSource]]:
-    status = ListStatus(spec.name)
-    parsed = []
-    report = _error_reporter(spec, policy, problems)
-    for source in spec.sources:
+def load_engine(path: Path, cache: ListCache | None = None, reload: bool = False) -> Engine:
+    """policy.yaml -> Engine, the big lists compiled by a worker process into `cache`.
+
+    At start-up a worker that cannot run falls back to compiling in this process (slower,
+    but nothing is being served yet); on a reload (`reload`, from the reloader's thread) its
+    failure refuses the reload, so the last good policy stays in force, and the worker runs
+    at a lower priority while this thread yields the GIL between chunks of its own work.
+    """
+    policy = load_policy(path)
+    if cache is None:
+        return build_engine(policy)
+
+    def compile(jobs: list[ListJob]) -> CompiledLists:
         try:
-            result = parse_source(source, spec.format)
-        except SourceError as exc:
-            status.failed_sources.append(str(source))
-            report(f"lists.{spec.name}: source {exc}")
-            continue
-        parsed.append(result)
-        status.entries += len(result.domains) + len(result.urls)
-        status.skipped += result.skipped
-        status.skipped_examples.extend(result.skipped_examples[: 5 - len(status.skipped_examples)])
-        if not result.domains and not result.urls:
-            report(f"lists.{spec.name}: source {source} yields no entries")
-    if status.skipped:
-        problems.append(Problem(str(policy.path), spec.line, f"lists.{spec.name}: skipped "
-                                f"{status.skipped} bad lines, e.g. {status.skipped_examples[0]}",
-                                warning=True))
-    if status.entries == 0 and not spec.statutory and not status.failed_sources:
-        status.failed_sources.append("(no entries)")
-    return status, parsed
+            return cache.compile(jobs, background=reload)
+        except CompileError as exc:
+            if reload:
+                raise
+            log.warning("webpolicy: %s; compiling the lists in the proxy process", exc)
+            return compile_lists(jobs)
+
+    return build_engine(policy, compile, pause=_yield_gil if reload else None)
 
 
-def _error_reporter(spec: ListSpec, policy: Policy, problems: list[Problem]):
+def _yield_gil() -> None:
+    """Let the event loop run.  A chunk of URL entries is ~1 ms of work; sleeping as long
+    after each leaves a busy proxy most of the CPU while a reload builds its index (the
+    build takes ~0.1 s longer per 50k entries)."""
+    time.sleep(0.001)
+
+
+def _job(spec: ListSpec, list_id: int) -> ListJob:
+    return ListJob(spec.name, 1 << list_id, spec.format, tuple(str(s) for s in spec.sources),
+                   spec.expressions, spec.statutory)
+
+
+def _read_statutory(spec: ListSpec, bit: int, exact: UrlIndex) -> CompiledList:
+    """A statutory list, read in-process into the exact index: a hit is never a hash
+    coincidence, and such lists are small (thousands of entries)."""
+    contents = read_list(_job(spec, bit.bit_length() - 1))
+    for source in contents.sources:
+        for domain in source.domains:
+            exact.add(domain, "/", bit)
+        for host, prefix in source.urls:
+            exact.add(host, prefix, bit)
+    expressions = [(s.path, s.expressions) for s in contents.sources
+                   if spec.expressions and s.expressions]
+    return CompiledList(contents.status, contents.messages, expressions)
+
+
+def _report_list(spec: ListSpec, item: CompiledList, policy: Policy,
+                 problems: list[Problem]) -> None:
     """Statutory lists must load: their problems are errors; others are warnings."""
-    def report(message: str) -> None:
+    for message in item.messages:
         problems.append(Problem(str(policy.path), spec.line, message, warning=not spec.statutory))
-    return report
+    if item.status.skipped:
+        problems.append(Problem(str(policy.path), spec.line, f"lists.{spec.name}: skipped "
+                                f"{item.status.skipped} bad lines, e.g. "
+                                f"{item.status.skipped_examples[0]}", warning=True))
 
 
-def _compile_expressions(spec: ListSpec, parsed: list[ParsedSource],
+def _compile_expressions(sources: list[tuple[str, list[str]]],
                          problems: list[Problem]) -> re.Pattern | None:
+    """One pattern for a list's UT1 expressions ((source path, expressions) pairs)."""
     patterns = []
-    for source in parsed:
-        for expression in source.expressions:
+    for path, source_expressions in sources:
+        for expression in source_expressions:
             try:
                 re.compile(expression)
             except re.error as exc:
-                problems.append(Problem(source.path, None, f"bad expression '{expression[:60]}': "
+                problems.append(Problem(path, None, f"bad expression '{expression[:60]}': "
                                         f"{exc}", warning=True))
                 continue
             patterns.append(f"(?:{expression})")
@@ -292,5 +331,5 @@ def _bit_ids(bits: int) -> list[int]:
     return ids
 
 
-__all__ = ["Engine", "ListStatus", "ListHit", "ProfileRules", "build_engine", "SEVERITY_RANK",
-           "host_suffixes", "DENY", "ALLOW"]
+__all__ = ["Engine", "ListStatus", "ListHit", "ProfileRules", "build_engine", "load_engine",
+           "SEVERITY_RANK", "host_suffixes", "DENY", "ALLOW"]

@@ -1,0 +1,551 @@
+"""Compile a policy's big lists into a memory-mapped index, in a worker process, with a cache.
+
+Category lists reach millions of domains (UT1's adult list alone holds ~4.5M).  Parsing and
+indexing them costs seconds of CPU and, in Python objects, gigabytes of memory; done inside
+the proxy it would hold the GIL for seconds (every request stalls) and leave large structures
+whose freeing stalls again on the next reload.  So the proxy never builds them itself: a
+worker process (``python -m webpolicy.compiler``) parses every non-statutory list, builds the
+DomainIndex and writes it, with a small sidecar, into a cache directory.  The proxy then only
+memory-maps the index (a few ms; pages are shared with the page cache, not copied) and reads
+the sidecar.  Statutory lists are small and must match exactly: engine.py reads them
+in-process and they never enter the hashed index.
+
+The cache is keyed by a hash of everything the result depends on: this module's file format,
+the code that parses and indexes, and per list its name, bit, format, expression setting and
+sources (path, size, mtime and inode of each file, and of each file in a list directory).
+An unchanged policy starts from the cache in well under a second; any edited source gives a
+new key and a fresh compile.  Files in the cache directory, per key::
+
+    <key>.wpidx   the DomainIndex (domainindex.py's format, checksummed)
+    <key>.urls    URL entries of those lists, "bits<TAB>host<TAB>path-prefix" per line
+    <key>.json    the sidecar, written last (so its presence means the set is complete):
+                  per list its status, problems and UT1 expressions, and the .urls checksum
+
+The files hold only list contents (no personal data); they are 0644 in a directory that is
+not world-writable.  The newest KEEP sets are kept, older ones are deleted by the worker.
+
+compile_lists() is the same compilation in-process, without files: the CLI and unit tests
+use it, and the proxy falls back to it at start-up if the worker cannot run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import fcntl
+import gc
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import xxhash
+
+from .domainindex import VERSION as INDEX_VERSION
+from .domainindex import DomainIndex, hash_half
+from .listformats import ParsedSource, SourceError, parse_source
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1                      # of the sidecar and .urls files; part of the key
+KEEP = 2                        # compiled sets kept: the one in force and the one before
+WORKER_TIMEOUT = 900.0          # seconds; a 5M-entry list takes ~4 s on a 2-core VM
+PARALLEL_BYTES = 1 << 20        # below this much list text, one process does it all
+URL_CHUNK = 500                 # URL entries handed over per chunk (see CompiledLists.url_chunks)
+_KEY = re.compile(r"[0-9a-f]{32}")
+_CODE = ("compiler.py", "listformats.py", "canonical.py", "domainindex.py")
+# For the worker: numpy's BLAS starts no threads (the worker forks; it never multiplies).
+_WORKER_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+
+
+class CompileError(Exception):
+    """The worker could not compile the lists (it crashed, was killed, or timed out)."""
+
+
+@dataclass
+class ListStatus:
+    """What loading one list produced: shown by `validate`, exported as metrics."""
+
+    name: str
+    entries: int = 0
+    skipped: int = 0
+    skipped_examples: list[str] = field(default_factory=list)
+    failed_sources: list[str] = field(default_factory=list)
+
+    @property
+    def available(self) -> bool:
+        return self.entries > 0 or not self.failed_sources
+
+
+@dataclass(frozen=True)
+class ListJob:
+    """One list to read: what the worker needs to know, nothing policy-wide."""
+
+    name: str
+    bit: int
+    format: str
+    sources: tuple[str, ...]
+    expressions: bool = False
+    statutory: bool = False
+
+
+@dataclass
+class ListContents:
+    """One list as read: its status, the problems with its sources, and what they hold."""
+
+    status: ListStatus
+    messages: list[str]                  # "lists.<name>: source ...", for the policy's report
+    sources: list[ParsedSource]
+
+
+@dataclass
+class CompiledList:
+    status: ListStatus
+    messages: list[str]
+    expressions: list[tuple[str, list[str]]]   # (source path, UT1 expressions), if opted in
+
+
+def read_list(job: ListJob) -> ListContents:
+    """Parse every source of one list.  Never raises for a bad source: a source that cannot
+    be read is a failed source, and whether that is an error is the caller's decision
+    (statutory lists fail the policy, others only warn)."""
+    status = ListStatus(job.name)
+    messages: list[str] = []
+    parsed = []
+    for source in job.sources:
+        try:
+            result = parse_source(source, job.format)
+        except SourceError as exc:
+            status.failed_sources.append(str(source))
+            messages.append(f"lists.{job.name}: source {exc}")
+            continue
+        parsed.append(result)
+        status.entries += len(result.domains) + len(result.urls)
+        status.skipped += result.skipped
+        status.skipped_examples.extend(result.skipped_examples[: 5 - len(status.skipped_examples)])
+        if not result.domains and not result.urls:
+            messages.append(f"lists.{job.name}: source {source} yields no entries")
+    if status.entries == 0 and not job.statutory and not status.failed_sources:
+        status.failed_sources.append("(no entries)")
+    return ListContents(status, messages, parsed)
+
+
+class CompiledLists:
+    """The compiled non-statutory lists: the domain index, per-list results, URL entries."""
+
+    def __init__(self, index: DomainIndex, lists: dict[str, CompiledList],
+                 urls: Callable[[], Iterator[list[tuple[str, str, int]]]], sources: object = None):
+        self.index = index
+        self.lists = lists
+        self._urls = urls
+        # The parsed names, kept until this object goes: the worker exits without freeing
+        # millions of strings one by one (~0.3 s at 5M), and the CLI frees them later anyway.
+        self._sources = sources
+
+    def url_chunks(self) -> Iterator[list[tuple[str, str, int]]]:
+        """(host, path prefix, bits) of every URL entry, in chunks of about URL_CHUNK, so
+        that a caller building its index in the proxy can yield the GIL between chunks."""
+        return self._urls()
+
+
+def compile_lists(jobs: Sequence[ListJob],
+                  other_half: Callable[[], bytes] | None = None) -> CompiledLists:
+    """Read and index the lists in this process (the CLI, tests; the worker, which passes
+    `other_half`: see DomainIndex.build_runs)."""
+    runs: list[tuple[list[str], int]] = []
+    urls: list[tuple[str, str, int]] = []
+    lists: dict[str, CompiledList] = {}
+    for job in jobs:
+        contents = read_list(job)
+        expressions = []
+        for source in contents.sources:
+            runs.append((source.domains, job.bit))
+            urls.extend((host, prefix, job.bit) for host, prefix in source.urls)
+            if job.expressions and source.expressions:
+                expressions.append((source.path, source.expressions))
+        lists[job.name] = CompiledList(contents.status, contents.messages, expressions)
+        del contents
+    index = DomainIndex.build_runs(runs, other_half=other_half)
+
+    def chunks() -> Iterator[list[tuple[str, str, int]]]:
+        for start in range(0, len(urls), URL_CHUNK):
+            yield urls[start:start + URL_CHUNK]
+
+    return CompiledLists(index, lists, chunks, runs)
+
+
+class SourcesChanged(Exception):
+    """A list source changed while two processes were reading it."""
+
+
+def compile_in_two(jobs: Sequence[ListJob]) -> CompiledLists:
+    """compile_lists() on both CPUs: a forked child reads the same lists and hashes the
+    odd-numbered names while this process reads them and hashes the even-numbered ones.
+    Reading twice spends CPU the second core would otherwise idle away while the one big
+    list is parsed, and the processes share nothing: no names are copied over a pipe and no
+    copy-on-write pages are touched (both measured slower).  Only for a process without
+    threads (the worker).  SourcesChanged if a source changed meanwhile: then the two
+    processes may have read different names."""
+    before = cache_key(jobs)
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child's coverage is not collected
+        status = 1
+        try:
+            os.close(read_fd)
+            names = [name for job in jobs for source in read_list(job).sources
+                     for name in source.domains]
+            with os.fdopen(write_fd, "wb") as out:
+                out.write(hash_half(names, 1))
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_fd)
+    pipe = os.fdopen(read_fd, "rb")
+    reaped = False
+
+    def other_half() -> bytes:
+        nonlocal reaped
+        data = pipe.read()
+        _, status = os.waitpid(pid, 0)
+        reaped = True
+        if status != 0 or not data:
+            raise RuntimeError(f"the list compiler's second process failed ({status})")
+        if cache_key(jobs) != before:
+            raise SourcesChanged()
+        return data
+
+    try:
+        return compile_lists(jobs, other_half)
+    finally:
+        pipe.close()
+        if not reaped:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+
+
+def _total_size(jobs: Sequence[ListJob]) -> int:
+    size = 0
+    for job in jobs:
+        for source in job.sources:
+            try:
+                paths = list(os.scandir(source)) if os.path.isdir(source) else [source]
+                size += sum(os.stat(p).st_size for p in paths)
+            except OSError:
+                pass
+    return size
+
+
+# --------------------------------------------------------------------------- the cache key
+
+
+@lru_cache(maxsize=1)
+def _code_fingerprint() -> str:
+    """The code that shapes the result: a new release of the parser invalidates the cache."""
+    digest = hashlib.sha256()
+    here = Path(__file__).parent
+    for name in _CODE:
+        digest.update((here / name).read_bytes())
+    return digest.hexdigest()
+
+
+def _source_fingerprint(path: str) -> list:
+    """(size, mtime_ns, inode) of a file, or of every file in a directory (UT1 category)."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return [path, "unreadable", exc.errno]
+    if not os.path.isdir(path):
+        return [path, st.st_size, st.st_mtime_ns, st.st_ino]
+    files = []
+    try:
+        with os.scandir(path) as entries:
+            for entry in sorted(entries, key=lambda e: e.name):
+                try:
+                    est = entry.stat()
+                    files.append([entry.name, est.st_size, est.st_mtime_ns, est.st_ino])
+                except OSError as exc:
+                    files.append([entry.name, "unreadable", exc.errno])
+    except OSError as exc:
+        return [path, "unreadable directory", exc.errno]
+    return [path, "dir", files]
+
+
+def cache_key(jobs: Sequence[ListJob]) -> str:
+    """Hash of everything compile_lists(jobs) depends on (stat() only: no file is read)."""
+    material = [FORMAT, INDEX_VERSION, _code_fingerprint()]
+    for job in jobs:
+        material.append([job.name, job.bit, job.format, job.expressions,
+                         [_source_fingerprint(str(s)) for s in job.sources]])
+    return hashlib.sha256(json.dumps(material).encode()).hexdigest()[:32]
+
+
+# --------------------------------------------------------------------------- files
+
+
+def save(compiled: CompiledLists, directory: Path, key: str) -> None:
+    """Write the set for `key`: index, URL entries, then the sidecar that completes it."""
+    compiled.index.save(directory / f"{key}.wpidx", durable=False)   # a cache: see load()
+    lines = [f"{bits}\t{host}\t{prefix}\n" for chunk in compiled.url_chunks()
+             for host, prefix, bits in chunk]
+    data = "".join(lines).encode()
+    _write_atomic(directory / f"{key}.urls", data)
+    sidecar = {
+        "format": FORMAT,
+        "key": key,
+        "urls": {"bytes": len(data), "xxh3": xxhash.xxh3_64_hexdigest(data)},
+        "lists": {name: {"status": asdict(item.status), "messages": item.messages,
+                         "expressions": item.expressions}
+                  for name, item in compiled.lists.items()},
+    }
+    _write_atomic(directory / f"{key}.json", json.dumps(sidecar).encode())
+
+
+def load(directory: Path, key: str) -> CompiledLists | None:
+    """The set for `key`, or None if there is none.  ValueError if it is corrupt."""
+    try:
+        sidecar_bytes = (directory / f"{key}.json").read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        sidecar = json.loads(sidecar_bytes)
+        if sidecar.get("format") != FORMAT or sidecar.get("key") != key:
+            raise ValueError("not this format or key")
+        lists = {name: CompiledList(ListStatus(**item["status"]), list(item["messages"]),
+                                    [(path, list(exprs)) for path, exprs in item["expressions"]])
+                 for name, item in sidecar["lists"].items()}
+        urls = (directory / f"{key}.urls").read_bytes()
+        if len(urls) != sidecar["urls"]["bytes"] or \
+                xxhash.xxh3_64_hexdigest(urls) != sidecar["urls"]["xxh3"]:
+            raise ValueError("URL entries do not match their checksum")
+    except (ValueError, KeyError, TypeError, OSError) as exc:
+        raise ValueError(f"{directory / key}.*: corrupt compiled lists ({exc})") from None
+    try:
+        index = DomainIndex.open(directory / f"{key}.wpidx")
+    except OSError as exc:
+        raise ValueError(f"{directory / key}.wpidx: {exc.strerror or exc}") from None
+    try:
+        os.utime(directory / f"{key}.json")    # recently used: pruned last
+    except OSError:
+        pass
+    return CompiledLists(index, lists, lambda: _url_chunks(urls))
+
+
+def _url_chunks(data: bytes) -> Iterator[list[tuple[str, str, int]]]:
+    """Parse the .urls file a slice of about URL_CHUNK lines at a time: no long C call and
+    no long stretch of bytecode between the caller's pauses (engine.build_engine)."""
+    step = URL_CHUNK * 48                  # bytes: a line is ~30-60
+    start, size = 0, len(data)
+    while start < size:
+        end = data.rfind(b"\n", start, start + step) + 1 or data.find(b"\n", start) + 1 or size
+        chunk = []
+        for line in data[start:end].decode().splitlines():
+            bits, host, prefix = line.split("\t")
+            chunk.append((host, prefix, int(bits)))
+        yield chunk
+        start = end
+
+
+def remove(directory: Path, key: str) -> None:
+    for suffix in (".json", ".urls", ".wpidx"):
+        try:
+            os.unlink(directory / f"{key}{suffix}")
+        except FileNotFoundError:
+            pass
+
+
+def prune(directory: Path, keep: Iterable[str] = (), sets: int = KEEP) -> None:
+    """Delete all but the newest `sets` compiled sets (and any in `keep`), and leftovers."""
+    keep = set(keep)
+    sidecars = sorted(directory.glob("*.json"), key=_mtime, reverse=True)
+    live = keep | {p.stem for p in sidecars[:sets]}
+    for path in directory.iterdir():
+        stem = path.name.partition(".")[0]
+        if path.name.startswith("."):
+            if path.name != ".lock" and time.time() - _mtime(path) > 3600:
+                _unlink(path)             # a temporary file a killed worker left behind
+        elif path.suffix in (".json", ".urls", ".wpidx") and stem not in live:
+            _unlink(path)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            os.fchmod(out.fileno(), 0o644)
+            out.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink(Path(tmp))
+        raise
+
+
+def prepare_directory(directory: Path) -> Path:
+    """Create the cache directory (0755: list contents only) or fail with OSError."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o755)
+    if directory.stat().st_mode & 0o002:
+        raise OSError(f"{directory}: world-writable; refusing to use it for the list cache")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise OSError(f"{directory}: not writable")
+    return directory
+
+
+# --------------------------------------------------------------------------- the proxy's side
+
+
+class ListCache:
+    """Compiled lists for the proxy: from the cache directory, else compiled by a worker."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+
+    def compile(self, jobs: Sequence[ListJob], background: bool = False) -> CompiledLists:
+        """The compiled lists for `jobs`.  `background` (reloads): the worker runs only on
+        CPU time the proxy does not want.  Raises CompileError if the worker fails."""
+        key = cache_key(jobs)
+        compiled = self._load(key)
+        if compiled is None:
+            key = self._run_worker(jobs, key, background)
+            compiled = self._load(key)
+            if compiled is None:
+                raise CompileError(f"the list compiler wrote no result into {self.directory}")
+        return compiled
+
+    def _load(self, key: str) -> CompiledLists | None:
+        try:
+            return load(self.directory, key)
+        except ValueError as exc:
+            log.warning("webpolicy: %s; compiling again", exc)
+            remove(self.directory, key)
+            return None
+
+    def _run_worker(self, jobs: Sequence[ListJob], key: str, background: bool) -> str:
+        """Run the worker; the key it compiled under (sources may have changed meanwhile)."""
+        command = [sys.executable, "-m", "webpolicy.compiler", "--cache-dir",
+                   str(self.directory), "--key", key]
+        if background:
+            command.append("--background")
+        package_root = str(Path(__file__).resolve().parent.parent)
+        env = dict(os.environ, **_WORKER_ENV)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+        payload = json.dumps([asdict(job) for job in jobs])
+        started = time.monotonic()
+        try:
+            done = subprocess.run(command, input=payload, capture_output=True, text=True,
+                                  env=env, timeout=WORKER_TIMEOUT)
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise CompileError(f"the list compiler could not run: {exc}") from None
+        if done.returncode != 0:
+            detail = (done.stderr.strip().splitlines() or ["no message"])[-1]
+            raise CompileError(f"the list compiler failed (exit {done.returncode}): {detail}")
+        log.info("webpolicy: lists compiled in %.1f s", time.monotonic() - started)
+        printed = done.stdout.split()[-1:]
+        return printed[0] if printed and _KEY.fullmatch(printed[0]) else key
+
+
+def open_cache(directory: str, confdir: str) -> ListCache:
+    """The list cache at `directory`, by default ``webpolicy-cache`` in mitmproxy's confdir
+    (in the Docker image, on the /var/lib/webpolicy volume).  If it cannot be used (a
+    read-only or foreign directory), a private temporary one, removed at exit, with a warning:
+    filtering works the same, only every start compiles the lists again."""
+    path = Path(directory or Path(confdir).expanduser() / "webpolicy-cache").expanduser()
+    try:
+        return ListCache(prepare_directory(path))
+    except OSError as exc:
+        fallback = Path(tempfile.mkdtemp(prefix="webpolicy-cache-"))
+        atexit.register(shutil.rmtree, fallback, True)
+        log.warning("webpolicy: cannot use %s for the list cache (%s); using %s until exit",
+                    path, exc.strerror or exc, fallback)
+        return ListCache(fallback)
+
+
+# --------------------------------------------------------------------------- the worker
+
+
+def _worker(directory: Path, key: str, jobs: list[ListJob]) -> CompiledLists | None:
+    """Compile and save unless another process did; the result is returned only to be kept
+    alive until the process ends (see main)."""
+    prepare_directory(directory)
+    with open(directory / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)       # another proxy may be compiling the same lists
+        if (directory / f"{key}.json").exists():
+            return None
+        compiled = _compile(jobs)
+        save(compiled, directory, key)
+        prune(directory, keep=[key])
+        return compiled
+
+
+def _compile(jobs: list[ListJob]) -> CompiledLists:
+    """Two processes when there are two CPUs and enough to do; one if a source keeps
+    changing under them (the caller then compiles again: the key has changed)."""
+    if (os.cpu_count() or 1) >= 2 and _total_size(jobs) >= PARALLEL_BYTES:
+        for _ in range(3):
+            try:
+                return compile_in_two(jobs)
+            except SourcesChanged:
+                time.sleep(0.5)
+    return compile_lists(jobs)
+
+
+def _idle_priority() -> None:
+    """SCHED_IDLE: the kernel runs this process (and its forked helpers) only on CPU time no
+    other process wants, and preempts it at once when the proxy wakes up; a plain nice
+    level still costs the proxy a few ms of scheduling delay now and then."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        os.nice(19)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m webpolicy.compiler",
+        description="Compile list jobs (JSON on stdin) into the list cache; run by the proxy.")
+    parser.add_argument("--cache-dir", type=Path, required=True)
+    parser.add_argument("--key", help="the key the caller expects (informational)")
+    parser.add_argument("--background", action="store_true",
+                        help="run only on CPU time nothing else wants (a reload)")
+    args = parser.parse_args(argv)
+    if args.background:
+        _idle_priority()
+    jobs = [ListJob(**{**item, "sources": tuple(item["sources"])})
+            for item in json.load(sys.stdin)]
+    # The key is taken again here: a source edited since the caller's stat() is compiled as
+    # it is now, under the key it has now, which is printed for the caller to load.
+    key = cache_key(jobs)
+    gc.disable()                 # millions of untracked strings: collections find nothing
+    compiled = _worker(args.cache_dir, key, jobs)
+    print(key, flush=True)
+    if compiled is not None:
+        os._exit(0)              # the caller goes on at once; no freeing of the lists first
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

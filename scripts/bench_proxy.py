@@ -1,0 +1,715 @@
+#!/usr/bin/env python3
+"""Benchmark the gateway against bare mitmdump: throughput, latency, memory, start-up, reload.
+
+    scripts/bench_proxy.py                 # the full run (~6 min on a 2-core VM)
+    scripts/bench_proxy.py --quick         # 3 s runs, c16 only, no 1M list (~3 min)
+
+One run starts, side by side, a local nginx upstream and one mitmdump per configuration:
+
+    bare      mitmdump with no add-on: the baseline every other figure is divided by
+    shipped   + the webpolicy add-on with the shipped policy.yaml and blocklists
+    1M, 5M    + the shipped policy plus a synthetic 1M (or 5M) domain list and 50k URL entries,
+              blocked for the learner profile the benchmark client falls in
+
+and drives each with the same wrk request set (keep-alive, one wrk thread, concurrency 16 and
+64) over plain HTTP and over TLS terminated and re-encrypted by mitmproxy.  Most requests miss
+every list; 4% hit a domain entry and 2% a URL entry (blocked: the add-on answers, the upstream
+is never contacted), so the add-on's whole per-request path is measured, including the
+safeguarding-log records of the blocks.
+
+How the traffic reaches mitmproxy.  wrk cannot send CONNECT, so mitmdump runs in reverse-proxy
+mode (`--mode reverse:http://nginx` and `--mode reverse:https://nginx`, one listener each, with
+`keep_host_header`), which runs the same request hooks as an explicit proxy: the add-on decides
+on the Host header wrk sends (a different name per request).  The HTTPS listener does the work
+of an intercepted tunnel (client TLS terminated with a generated certificate, a second TLS
+connection upstream), minus the one CONNECT per connection that keep-alive amortises.  Because
+the Host header names another host than the upstream address, the add-on also decides on the
+upstream address (its domain-fronting check): one more lookup than real traffic needs, so the
+add-on's cost is, if anything, overstated.
+
+Also measured: each proxy's RSS (from /proc/PID/status, after its runs: anonymous memory and
+mapped-file pages apart), the 5M proxy's start-up with an empty list cache (cold) and from the
+compiled cache (warm), and a reload of the 5M policy (a list source edited, so everything is
+recompiled): once with only a probe client (a request every 5 ms; the longest reply is the
+longest stall) and once under the c16 load, reporting failed requests and the latency spread.
+
+Needs wrk and nginx (Debian: `apt-get install wrk nginx-light`) and openssl; the script says
+what is missing.  The synthetic lists are generated once into the work directory (--workdir)
+and reused.  Figures depend on the machine's other load: the load average is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+from bench_index import TLDS, Labels, prefixed, synth_domains  # noqa: E402
+
+SHIM = REPO / "addons" / "webpolicy_addon.py"
+URL_ENTRIES = 50_000
+REQUESTS = 4_000                 # distinct requests in the wrk request set (file name: v2)
+HIT_DOMAIN, HIT_URL, URL_HOST_MISS = 0.04, 0.02, 0.02
+BODY = "x" * 1024                # the upstream's answer: 1 KB
+
+WRK_LUA = r"""
+-- Requests from a file of "host path" lines, each thread starting at its own offset.
+-- Counts answers by status so blocks (403) and failures (5xx) can be told apart.
+local requests, threads = {}, {}
+counts = {}          -- global: done() reads it from each thread
+local i = 0
+function setup(thread) table.insert(threads, thread) end
+function init(args)
+  for line in io.lines(args[1]) do
+    local host, path = line:match("^(%S+) (%S+)$")
+    requests[#requests + 1] = wrk.format("GET", path, {Host = host})
+  end
+  i = math.random(#requests)
+end
+function request()
+  i = i % #requests + 1
+  return requests[i]
+end
+function response(status, headers, body)
+  counts[status] = (counts[status] or 0) + 1
+end
+function done(summary, latency, requests)
+  local statuses = {}
+  for _, thread in ipairs(threads) do
+    for status, n in pairs(thread:get("counts")) do
+      statuses[tostring(status)] = (statuses[tostring(status)] or 0) + n
+    end
+  end
+  local parts = {}
+  for status, n in pairs(statuses) do parts[#parts + 1] = string.format('"%s": %d', status, n) end
+  local e = summary.errors
+  io.write(string.format(
+    'WRKJSON {"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, "max_us": %d, ' ..
+    '"errors": {"connect": %d, "read": %d, "write": %d, "timeout": %d}, "statuses": {%s}}\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    latency.max, e.connect, e.read, e.write, e.timeout, table.concat(parts, ", ")))
+end
+"""
+
+NGINX_CONF = """
+daemon off;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi; uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+    default_type text/html;
+    server {{
+        listen 127.0.0.1:{http_port};
+        listen 127.0.0.1:{https_port} ssl;
+        ssl_certificate {dir}/cert.pem;
+        ssl_certificate_key {dir}/key.pem;
+        location / {{ return 200 "{body}"; }}
+    }}
+}}
+"""
+
+
+# --------------------------------------------------------------------------- tools
+
+
+def missing_tools() -> list[str]:
+    """What this script needs and cannot find, as Debian package names."""
+    need = []
+    if not shutil.which("wrk"):
+        need.append("wrk")
+    if not nginx_path():
+        need.append("nginx-light")
+    if not shutil.which("openssl"):
+        need.append("openssl")
+    return need
+
+
+def nginx_path() -> str | None:
+    return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
+
+
+def mitmdump_path() -> str:
+    found = shutil.which("mitmdump", path=str(Path(sys.executable).parent)) or shutil.which("mitmdump")
+    if not found:
+        raise SystemExit("mitmdump not found next to this Python (run scripts/setup.sh)")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout}s")
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+class Nginx:
+    """The upstream: one worker, a 1 KB answer to every request, plain and TLS listeners."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.http_port, self.https_port = free_port(), free_port()
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> Nginx:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1", "-nodes", "-subj", "/CN=localhost",
+                        "-days", "2", "-keyout", str(self.dir / "key.pem"),
+                        "-out", str(self.dir / "cert.pem")], check=True, capture_output=True)
+        conf = self.dir / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(dir=self.dir, http_port=self.http_port,
+                                          https_port=self.https_port, body=BODY))
+        self.process = subprocess.Popen([nginx_path(), "-p", str(self.dir), "-c", str(conf),
+                                         "-e", str(self.dir / "error.log")])
+        wait_listening(self.http_port)
+        wait_listening(self.https_port)
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGQUIT)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class Data:
+    """Synthetic lists and the request set, generated once into the work directory."""
+
+    directory: Path
+    big: int
+    domains_1m: Path = field(init=False)
+    domains_big: Path = field(init=False)
+    urls: Path = field(init=False)
+    requests: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        d = self.directory
+        self.domains_1m = d / "synth-1000000.txt"
+        self.domains_big = d / f"synth-{self.big}.txt"
+        self.urls = d / f"synth-urls-{URL_ENTRIES}.txt"
+        self.requests = d / f"requests-{REQUESTS}-v2.txt"
+
+    def prepare(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if not self.domains_1m.exists():
+            say(f"generating {self.domains_1m.name} ...")
+            _write_lines(self.domains_1m, synth_domains(1_000_000, seed=1))
+        if self.big > 1_000_000 and not self.domains_big.exists():
+            # The big list is one file (as UT1's adult list is): the 1M list plus more names.
+            say(f"generating {self.domains_big.name} ...")
+            more = synth_domains(self.big - 1_000_000, seed=7)
+            tmp = self.domains_big.with_suffix(".tmp")
+            shutil.copyfile(self.domains_1m, tmp)
+            with open(tmp, "a") as out:
+                out.write("\n".join(more) + "\n")
+            tmp.rename(self.domains_big)
+        if not self.urls.exists():
+            _write_lines(self.urls, synth_urls(URL_ENTRIES))
+        if not self.requests.exists():
+            say("generating the request set ...")
+            self.requests.write_text(request_set(self.domains_1m, self.urls))
+
+
+def _write_lines(path: Path, lines: list[str]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.rename(path)
+
+
+def synth_urls(n: int, seed: int = 3) -> list[str]:
+    """URL-list entries (host/path prefix), as UT1 `urls` and CTIRU-style lists hold."""
+    rng = random.Random(seed)
+    label = Labels(rng)
+    return [f"{label()}.{rng.choice(TLDS)}/{label()}/{label()}" for _ in range(n)]
+
+
+def request_set(domains_file: Path, urls_file: Path, seed: int = 4) -> str:
+    """"host path" lines: mostly misses (a quarter of them under a listed name's parent, so
+    lookups walk past the registrable level), 4% subdomains of listed domains, 2% URL-entry
+    hits, 2% URL-entry hosts with another path (a miss after the path check)."""
+    rng = random.Random(seed)
+    label = Labels(rng)
+    domains = domains_file.read_text().split()
+    urls = urls_file.read_text().split()
+    parents = [d.partition(".")[2] for d in domains[-len(domains) // 4:] if d.count(".") >= 2]
+    listed = set(domains)
+    lines = []
+    for _ in range(REQUESTS):
+        r = rng.random()
+        if r < HIT_DOMAIN:
+            host, path = prefixed(rng.choice(domains), rng, label), f"/{label()}"
+        elif r < HIT_DOMAIN + HIT_URL:
+            host, _, path = rng.choice(urls).partition("/")
+            path = f"/{path}/{label()}.html"
+        elif r < HIT_DOMAIN + HIT_URL + URL_HOST_MISS:
+            host, path = rng.choice(urls).partition("/")[0], f"/{label()}/"
+        else:
+            host, path = _miss(rng, label, parents, listed), f"/{label()}/{label()}.html"
+        lines.append(f"{host} {path}")
+    return "\n".join(lines) + "\n"
+
+
+def _miss(rng: random.Random, label: Labels, parents: list[str], listed: set[str]) -> str:
+    """A host on no list (checked against the 1M list; the other lists' random names are
+    as good as certain to differ)."""
+    while True:
+        base = f"{label()}.{rng.choice(parents)}" if rng.random() < 0.25 else \
+            f"{label()}.{rng.choice(TLDS)}"
+        host = prefixed(base, rng, label)
+        labels = host.split(".")
+        if not any(".".join(labels[i:]) in listed for i in range(len(labels))):
+            return host
+
+
+# --------------------------------------------------------------------------- proxies
+
+
+@dataclass
+class Config:
+    name: str
+    addon: bool
+    extra_lists: dict[str, Path] = field(default_factory=dict)   # list name -> source
+
+
+@dataclass
+class Proxy:
+    config: Config
+    directory: Path
+    upstream: Nginx
+    cache_dir: Path
+    http_port: int = field(default_factory=free_port)
+    https_port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+    policy_path: Path | None = None
+    start_seconds: float = 0.0
+
+    def write_policy(self, extra_source: Path) -> None:
+        """The shipped policy.yaml, its lists, plus the synthetic lists blocked for learners."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        policy = yaml.safe_load((REPO / "policy.yaml").read_text())
+        link = self.directory / "blocklists"
+        if not link.exists():
+            link.symlink_to(REPO / "blocklists")
+        policy["logging"]["directory"] = str(self.directory / "logs")
+        policy["metrics"]["listen"] = f"127.0.0.1:{free_port()}"
+        for name, source in self.config.extra_lists.items():
+            sources = [str(source)] + ([str(extra_source)] if name == "synthetic" else [])
+            policy["lists"][name] = {"category": f"Synthetic {name}", "severity": "medium",
+                                     "format": "urls" if "url" in name else "domains",
+                                     "sources": sources}
+            policy["profiles"][policy["default_profile"]]["block"].append(name)
+        self.policy_path = self.directory / "policy.yaml"
+        self.policy_path.write_text(yaml.safe_dump(policy, sort_keys=False))
+
+    def command(self) -> list[str]:
+        up = self.upstream
+        cmd = [mitmdump_path(), "--listen-host", "127.0.0.1",
+               "--mode", f"reverse:http://127.0.0.1:{up.http_port}@{self.http_port}",
+               "--mode", f"reverse:https://127.0.0.1:{up.https_port}@{self.https_port}",
+               "--set", "keep_host_header=true", "--set", "ssl_insecure=true",
+               "--set", "flow_detail=0", "--set", f"confdir={self.directory.parent / 'confdir'}"]
+        if self.config.addon:
+            cmd += ["-s", str(SHIM), "--set", f"webpolicy_policy={self.policy_path}",
+                    "--set", "webpolicy_reload_interval=0.5",
+                    "--set", f"webpolicy_cache_dir={self.cache_dir}"]
+        return cmd
+
+    def start(self) -> float:
+        """Start mitmdump; seconds until it answered its first proxied request."""
+        log = open(self.directory / "mitmdump.log", "ab")
+        started = time.monotonic()
+        self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
+                                        cwd=self.directory)
+        deadline = started + 120
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.config.name}: mitmdump exited "
+                                   f"({self.process.returncode}); see {log.name}")
+            if fetch(self.http_port, "startup.bench.test", "/") is not None:
+                self.start_seconds = time.monotonic() - started
+                return self.start_seconds
+            time.sleep(0.01)
+        raise RuntimeError(f"{self.config.name}: mitmdump did not answer within 120 s")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the proxy process has used so far, all threads."""
+        with open(f"/proc/{self.process.pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def memory(self) -> dict[str, int]:
+        """VmRSS, RssAnon and RssFile in kB (RssFile: the mapped list index, among others),
+        and the size of the newest compiled index file."""
+        found = {}
+        with open(f"/proc/{self.process.pid}/status") as status:
+            for line in status:
+                key, _, value = line.partition(":")
+                if key in ("VmRSS", "RssAnon", "RssFile"):
+                    found[key] = int(value.split()[0])
+        indexes = sorted(self.cache_dir.glob("*.wpidx"), key=lambda p: p.stat().st_mtime)
+        found["index_kb"] = indexes[-1].stat().st_size // 1024 if indexes else 0
+        return found
+
+
+def fetch(port: int, host: str, path: str, timeout: float = 5.0) -> int | None:
+    """One request on a new connection; its status, or None if the proxy did not answer."""
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        conn.request("GET", path, headers={"Host": host})
+        status = conn.getresponse().status
+        conn.close()
+        return status
+    except OSError:
+        return None
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def wrk(url: str, connections: int, seconds: float, lua: Path, requests: Path) -> dict:
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
+                          "--timeout", "10s", "-s", str(lua), url, "--", str(requests)],
+                         capture_output=True, text=True, timeout=seconds + 60)
+    for line in out.stdout.splitlines():
+        if line.startswith("WRKJSON "):
+            result = json.loads(line[8:])
+            result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+            result["failed"] = sum(result["errors"].values()) + sum(
+                n for status, n in result["statuses"].items() if status not in ("200", "403"))
+            return result
+    raise RuntimeError(f"wrk failed ({out.returncode}): {out.stderr or out.stdout}")
+
+
+class Probe(threading.Thread):
+    """Sends one request every `interval` s on a keep-alive connection and times each: the
+    longest reply is the longest time the proxy did not serve (its event loop stalled)."""
+
+    def __init__(self, port: int, interval: float = 0.005) -> None:
+        super().__init__(daemon=True)
+        self.port, self.interval = port, interval
+        self.samples: list[tuple[float, float]] = []     # (sent at, seconds)
+        self.failures: list[str] = []
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        conn = None
+        while not self._stop_event.is_set():
+            sent = time.monotonic()
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                conn.request("GET", "/probe", headers={"Host": "probe.bench.test"})
+                response = conn.getresponse()
+                response.read()
+                if response.status != 200:
+                    self.failures.append(f"status {response.status}")
+                self.samples.append((sent, time.monotonic() - sent))
+            except (OSError, http.client.HTTPException) as exc:
+                self.failures.append(repr(exc))
+                conn = None
+            self._stop_event.wait(max(0.0, self.interval - (time.monotonic() - sent)))
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+
+    def longest(self, since: float = 0.0, until: float = float("inf")) -> float:
+        return max((s for t, s in self.samples if since <= t <= until), default=0.0)
+
+    def percentile(self, q: float) -> float:
+        values = sorted(s for _, s in self.samples)
+        return values[min(len(values) - 1, int(len(values) * q))] if values else 0.0
+
+
+def trigger_reload(extra_source: Path) -> str:
+    """Edit a source of the big list (a new domain): the list is recompiled from scratch."""
+    marker = f"reload-{int(time.time() * 1000)}.bench.test"
+    extra_source.write_text(f"{marker}\n")
+    return marker
+
+
+def wait_blocked(port: int, host: str, timeout: float = 120.0) -> float:
+    """Seconds until a request for `host` is blocked (403)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if fetch(port, host, "/") == 403:
+            return time.monotonic() - started
+        time.sleep(0.02)
+    raise RuntimeError(f"{host} not blocked {timeout}s after the reload began")
+
+
+# --------------------------------------------------------------------------- report
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def ms(us: float) -> str:
+    return f"{us / 1000:.1f}"
+
+
+def report_throughput(results: dict, names: list[str], memory: dict, sizes: dict) -> None:
+    say("\n== Throughput and latency (medians over rounds; ratios: configuration / bare) ==")
+    say("CPU/req: the proxy's CPU time per request (all threads); capacity = bare's CPU/req /")
+    say("this one's, the req/s ratio a saturated proxy would show without the machine's noise.")
+    say(f"{'run':10s} {'config':8s} {'req/s':>7s} {'ratio':>6s} {'p50 ms':>7s} {'p99 ms':>7s}"
+        f" {'p99 ratio':>9s} {'CPU/req us':>10s} {'capacity':>8s} {'failed':>6s}")
+    for run in sorted({run for run, _ in results}):
+        base = results.get((run, "bare"))
+        for name in names:
+            r = results.get((run, name))
+            if r is None:
+                continue
+            nan = float("nan")
+            ratio = r["rps"] / base["rps"] if base else nan
+            p99_ratio = r["p99_us"] / base["p99_us"] if base else nan
+            capacity = base["cpu_us"] / r["cpu_us"] if base else nan
+            say(f"{run:10s} {name:8s} {r['rps']:7.0f} {ratio:6.3f} {ms(r['p50_us']):>7s} "
+                f"{ms(r['p99_us']):>7s} {p99_ratio:9.3f} {r['cpu_us']:10.0f} {capacity:8.3f} "
+                f"{r['failed']:6d}")
+    say("\n== Proxy memory after the runs (kB; growth over the shipped policy) ==")
+    say("RssFile: pages of mapped files, mostly the list index (shared with the page cache);")
+    say("RssAnon: Python objects, including the 50k URL entries.  file: the index on disk, what")
+    say("RssFile grows to once every page of it has been looked at.")
+    say(f"{'config':8s} {'VmRSS':>8s} {'RssAnon':>8s} {'RssFile':>8s} {'growth':>8s} "
+        f"{'anon +':>8s} {'file +':>8s} {'index file':>10s} {'MB per M domains':>17s}")
+    base = memory.get("shipped")
+    for name in names:
+        m = memory.get(name)
+        if not m:
+            continue
+        row = f"{name:8s} {m['VmRSS']:8d} {m['RssAnon']:8d} {m['RssFile']:8d}"
+        if base and name in sizes:
+            grow = {k: m[k] - base[k] for k in m}
+            millions = sizes[name] / 1e6
+            row += (f" {grow['VmRSS']:8d} {grow['RssAnon']:8d} {grow['RssFile']:8d} "
+                    f"{m['index_kb']:10d} {grow['VmRSS'] / 1024 / millions:17.1f}")
+        say(row)
+
+
+def _median_result(samples: list[dict]) -> dict:
+    """Per-field median of several wrk results (failures summed: one is one too many)."""
+    merged = {k: statistics.median(s[k] for s in samples)
+              for k in ("rps", "p50_us", "p99_us", "max_us", "cpu_us")}
+    merged["failed"] = sum(s["failed"] for s in samples)
+    return merged
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="3 s runs, concurrency 16 only, no 1M configuration")
+    parser.add_argument("--seconds", type=float, help="seconds per wrk run (default 10)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat every run this many times, interleaved; report medians")
+    parser.add_argument("--big", type=int, default=5_000_000,
+                        help="entries in the big synthetic list (default 5000000)")
+    parser.add_argument("--workdir", type=Path,
+                        default=Path(tempfile.gettempdir()) / "webpolicy-bench",
+                        help="where synthetic lists are kept between runs")
+    parser.add_argument("--only", help="comma-separated configurations (bare,shipped,1M,5M)")
+    parser.add_argument("--skip-reload", action="store_true")
+    args = parser.parse_args(argv)
+    need = missing_tools()
+    if need:
+        say(f"missing: {', '.join(need)}.  On Debian: apt-get install {' '.join(need)}")
+        return 2
+    seconds = args.seconds or (3.0 if args.quick else 10.0)
+    concurrencies = [16] if args.quick else [16, 64]
+    big_name = f"{args.big // 1_000_000}M" if args.big % 1_000_000 == 0 else str(args.big)
+    say(f"webpolicy proxy benchmark: {os.cpu_count()} CPUs, load average {load_average()}, "
+        f"{seconds:g} s per run, {args.rounds} round(s)")
+    data = Data(args.workdir, args.big)
+    data.prepare()
+    run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=args.workdir))
+    extra_source = run_dir / "synth-extra.txt"
+    extra_source.write_text("initial.bench.test\n")
+    configs = [Config("bare", False), Config("shipped", True)]
+    if not args.quick:
+        configs.append(Config("1M", True, {"synthetic": data.domains_1m, "synth_urls": data.urls}))
+    configs.append(Config(big_name, True, {"synthetic": data.domains_big, "synth_urls": data.urls}))
+    if args.only:
+        wanted = args.only.split(",")
+        configs = [c for c in configs if c.name in wanted]
+    sizes = {"1M": 1_000_000, big_name: args.big}
+    upstream = Nginx(run_dir / "nginx").start()
+    lua = run_dir / "requests.lua"
+    lua.write_text(WRK_LUA)
+    proxies: dict[str, Proxy] = {}
+    try:
+        for config in configs:
+            proxy = Proxy(config, run_dir / config.name, upstream, run_dir / "cache" / config.name)
+            proxy.write_policy(extra_source)
+            seconds_to_start = proxy.start()
+            say(f"started {config.name}: first answer after {seconds_to_start:.2f} s")
+            proxies[config.name] = proxy
+        starts = {}
+        if big_name in proxies and not args.skip_reload:
+            starts = start_times(proxies[big_name])
+        results = run_load(proxies, concurrencies, seconds, args.rounds, lua, data.requests)
+        memory = {name: p.memory() for name, p in proxies.items()}
+        report_throughput(results, [c.name for c in configs], memory, sizes)
+        if starts:
+            say(f"\n== Start-up of the {big_name} configuration (to the first proxied answer) ==")
+            say(f"bare mitmdump {proxies['bare'].start_seconds:.2f} s" if "bare" in proxies else "")
+            say(f"cold (empty list cache): {starts['cold']:.2f} s;  "
+                f"warm (compiled cache): {starts['warm']:.2f} s")
+        if big_name in proxies and not args.skip_reload:
+            reload_runs(proxies[big_name], proxies.get("bare"), extra_source, seconds, lua,
+                        data.requests)
+    finally:
+        for proxy in proxies.values():
+            proxy.stop()
+        upstream.stop()
+    say(f"\nload average at the end: {load_average()}")
+    return 0
+
+
+def start_times(proxy: Proxy) -> dict[str, float]:
+    """Restart the big configuration: once with an emptied cache (cold), once warm."""
+    proxy.stop()
+    shutil.rmtree(proxy.cache_dir, ignore_errors=True)
+    cold = proxy.start()
+    proxy.stop()
+    warm = proxy.start()
+    return {"cold": cold, "warm": warm}
+
+
+def run_load(proxies: dict[str, Proxy], concurrencies: list[int], seconds: float, rounds: int,
+             lua: Path, requests: Path) -> dict:
+    """Every (scheme, concurrency) against every proxy, configurations interleaved."""
+    samples: dict[tuple[str, str], list[dict]] = {}
+    for scheme in ("http", "https"):
+        for proxy in proxies.values():           # warm-up: imports, certificates, caches
+            port = proxy.http_port if scheme == "http" else proxy.https_port
+            wrk(f"{scheme}://127.0.0.1:{port}/", 16, 2, lua, requests)
+        for connections in concurrencies:
+            run = f"{scheme} c{connections}"
+            for round_ in range(rounds):
+                for name, proxy in proxies.items():
+                    port = proxy.http_port if scheme == "http" else proxy.https_port
+                    cpu = proxy.cpu_seconds()
+                    result = wrk(f"{scheme}://127.0.0.1:{port}/", connections, seconds, lua,
+                                 requests)
+                    result["cpu_us"] = (proxy.cpu_seconds() - cpu) * 1e6 / result["requests"]
+                    samples.setdefault((run, name), []).append(result)
+                    say(f"  {run} {name:8s} round {round_ + 1}: {result['rps']:.0f} req/s, "
+                        f"p99 {ms(result['p99_us'])} ms, {result['cpu_us']:.0f} us CPU/req, "
+                        f"failed {result['failed']} (load {os.getloadavg()[0]:.2f})")
+    return {key: _median_result(values) for key, values in samples.items()}
+
+
+def quiet_probe(proxy: Proxy, seconds: float = 3.0) -> Probe:
+    """The probe alone for a while: how long replies take when nothing else happens."""
+    probe = Probe(proxy.http_port)
+    probe.start()
+    time.sleep(seconds)
+    probe.stop()
+    return probe
+
+
+def reload_runs(proxy: Proxy, bare: Proxy | None, extra_source: Path, seconds: float,
+                lua: Path, requests: Path) -> None:
+    say(f"\n== Reload of the {proxy.config.name} policy (a list source edited: full recompile) ==")
+    say("probe: one request every 5 ms on a keep-alive connection; its longest reply is the")
+    say("longest time the proxy's event loop did not serve it.")
+    for name, quiet in (("bare", bare), (proxy.config.name, proxy)):
+        if quiet is not None:
+            probe = quiet_probe(quiet)
+            say(f"no reload, {name:8s}: longest probe reply {probe.longest() * 1000:.1f} ms, "
+                f"p99 {probe.percentile(0.99) * 1000:.1f} ms ({len(probe.samples)} requests)")
+    probe = Probe(proxy.http_port)
+    probe.start()
+    time.sleep(1.0)
+    began = time.monotonic()
+    marker = trigger_reload(extra_source)
+    took = wait_blocked(proxy.http_port, marker)
+    time.sleep(0.5)
+    probe.stop()
+    say(f"reload, probe only: new entry blocking {took:.2f} s after the edit; longest probe "
+        f"reply {probe.longest(began) * 1000:.1f} ms, p99 {probe.percentile(0.99) * 1000:.1f} "
+        f"ms; failed probe requests: {len(probe.failures)} {probe.failures[:3]}")
+
+    # The same under load, against a run of the same length without a reload.
+    url = f"http://127.0.0.1:{proxy.http_port}/"
+    length = max(seconds, 15.0)
+    steady = wrk(url, 16, length, lua, requests)
+    probe = Probe(proxy.http_port)
+    probe.start()
+    done: dict = {}
+    runner = threading.Thread(target=lambda: done.update(wrk(url, 16, length, lua, requests)))
+    runner.start()
+    time.sleep(2.0)
+    began = time.monotonic()
+    marker = trigger_reload(extra_source)
+    took = wait_blocked(proxy.http_port, marker)
+    runner.join()
+    probe.stop()
+    say(f"reload under c16 load ({length:g} s wrk runs): new entry blocking {took:.2f} s after "
+        f"the edit; without a reload {steady['rps']:.0f} req/s, p99 {ms(steady['p99_us'])} ms, "
+        f"max {ms(steady['max_us'])} ms; with one {done['rps']:.0f} req/s, p99 "
+        f"{ms(done['p99_us'])} ms, max {ms(done['max_us'])} ms; failed requests: wrk "
+        f"{done['failed']}, probe {len(probe.failures)}; longest probe reply during the reload "
+        f"{probe.longest(began, began + took) * 1000:.1f} ms (p99 of the whole run "
+        f"{probe.percentile(0.99) * 1000:.1f} ms)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

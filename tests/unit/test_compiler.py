@@ -1,0 +1,374 @@
+"""The list compiler: cache key, reuse, corruption, the worker process, and what stays exact.
+
+The worker is run for real (`python -m webpolicy.compiler` in a subprocess), as the proxy runs
+it; with two CPUs it reads lists and hashes names in two processes, so the tests that compare
+its result with the in-process build also cover those paths.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.unit.helpers import write_policy
+from webpolicy import compiler
+from webpolicy.canonical import canonical_url
+from webpolicy.compiler import (CompileError, ListCache, ListJob, cache_key, compile_lists,
+                                open_cache, prepare_directory)
+from webpolicy.decision import decide
+from webpolicy.domainindex import DomainIndex
+from webpolicy.engine import build_engine, load_engine
+from webpolicy.policy import load_policy
+
+
+@pytest.fixture
+def lists(tmp_path: Path) -> Path:
+    d = tmp_path / "lists"
+    (d / "ut1").mkdir(parents=True)
+    (d / "big.txt").write_text("big.test\nwww.other.test\n10.1.2.3\n")
+    (d / "ut1" / "domains").write_text("ut1.test\n")
+    (d / "ut1" / "urls").write_text("news.test/bad/page\n")
+    return d
+
+
+def jobs_for(d: Path) -> list[ListJob]:
+    return [ListJob("big", 1 << 1, "domains", (str(d / "big.txt"),)),
+            ListJob("ut1", 1 << 2, "ut1", (str(d / "ut1"),), expressions=True)]
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> ListCache:
+    return ListCache(prepare_directory(tmp_path / "cache"))
+
+
+@pytest.fixture
+def worker_runs(monkeypatch) -> list[list[str]]:
+    """The worker command lines run (each is still run for real)."""
+    runs: list[list[str]] = []
+    real = subprocess.run
+
+    def spy(command, *args, **kwargs):
+        runs.append(command)
+        return real(command, *args, **kwargs)
+
+    monkeypatch.setattr(compiler.subprocess, "run", spy)
+    return runs
+
+
+def touch_later(path: Path) -> None:
+    """A new mtime even on file systems with coarse timestamps."""
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+
+
+# --------------------------------------------------------------------------- the key
+
+
+def test_key_is_stable_while_nothing_changes(lists):
+    assert cache_key(jobs_for(lists)) == cache_key(jobs_for(lists))
+
+
+@pytest.mark.parametrize("change", ["edit file", "touch file", "replace file",
+                                    "new file in directory", "edit file in directory",
+                                    "delete source"])
+def test_key_changes_when_a_source_changes(lists, change):
+    before = cache_key(jobs_for(lists))
+    if change == "edit file":
+        (lists / "big.txt").write_text("big.test\nwww.other.test\n10.1.2.3\nmore.test\n")
+    elif change == "touch file":
+        touch_later(lists / "big.txt")
+    elif change == "replace file":          # same size, same mtime: a new inode
+        text, st = (lists / "big.txt").read_text(), (lists / "big.txt").stat()
+        (lists / "new.txt").write_text(text)
+        os.utime(lists / "new.txt", ns=(st.st_atime_ns, st.st_mtime_ns))
+        os.replace(lists / "new.txt", lists / "big.txt")
+    elif change == "new file in directory":
+        (lists / "ut1" / "expressions").write_text("porn\n")
+    elif change == "edit file in directory":
+        (lists / "ut1" / "domains").write_text("ut1.test\nut2.test\n")
+    else:
+        (lists / "big.txt").unlink()
+    assert cache_key(jobs_for(lists)) != before
+
+
+def test_key_changes_with_what_the_lists_mean(lists):
+    base = jobs_for(lists)
+    other_bit = [ListJob("big", 1 << 5, "domains", base[0].sources), base[1]]
+    other_format = [ListJob("big", 1 << 1, "hosts", base[0].sources), base[1]]
+    other_name = [ListJob("large", 1 << 1, "domains", base[0].sources), base[1]]
+    no_expressions = [base[0], ListJob("ut1", 1 << 2, "ut1", base[1].sources)]
+    keys = {cache_key(jobs) for jobs in (base, other_bit, other_format, other_name,
+                                         no_expressions, base[::-1])}
+    assert len(keys) == 6
+
+
+def test_key_changes_with_the_code(lists, monkeypatch):
+    before = cache_key(jobs_for(lists))
+    monkeypatch.setattr(compiler, "_code_fingerprint", lambda: "another release")
+    assert cache_key(jobs_for(lists)) != before
+
+
+# --------------------------------------------------------------------------- the cache
+
+
+def test_worker_compiles_once_and_the_cache_is_reused(lists, cache, worker_runs):
+    first = cache.compile(jobs_for(lists))
+    assert len(worker_runs) == 1 and worker_runs[0][1:3] == ["-m", "webpolicy.compiler"]
+    again = cache.compile(jobs_for(lists))
+    assert len(worker_runs) == 1, "an unchanged policy must start from the cache"
+    for compiled in (first, again):
+        assert compiled.index.match("a.big.test") == [("big.test", 1 << 1)]
+        assert compiled.index.match("10.1.2.3") == [("10.1.2.3", 1 << 1)]
+        assert compiled.index.match("www.ut1.test") == [("ut1.test", 1 << 2)]
+        assert [e for chunk in compiled.url_chunks() for e in chunk] == \
+            [("news.test", "/bad/page", 1 << 2)]
+        assert compiled.lists["big"].status.entries == 3
+        assert compiled.lists["ut1"].status.entries == 2
+    names = {p.name for p in cache.directory.iterdir()}
+    key = cache_key(jobs_for(lists))
+    assert {f"{key}.wpidx", f"{key}.urls", f"{key}.json"} <= names
+
+
+def test_an_edited_source_is_compiled_again(lists, cache, worker_runs):
+    cache.compile(jobs_for(lists))
+    (lists / "big.txt").write_text("changed.test\n")
+    compiled = cache.compile(jobs_for(lists))
+    assert len(worker_runs) == 2
+    assert compiled.index.match("changed.test") == [("changed.test", 1 << 1)]
+    assert compiled.index.match("big.test") == ()
+
+
+@pytest.mark.parametrize("part", [".wpidx", ".json", ".urls"])
+@pytest.mark.parametrize("damage", ["flip a byte", "truncate", "delete"])
+def test_a_corrupt_cache_file_is_compiled_again(lists, cache, worker_runs, part, damage, caplog):
+    cache.compile(jobs_for(lists))
+    path = cache.directory / f"{cache_key(jobs_for(lists))}{part}"
+    data = bytearray(path.read_bytes())
+    if damage == "flip a byte":
+        data[len(data) // 2] ^= 0x20
+        path.write_bytes(bytes(data))
+    elif damage == "truncate":
+        path.write_bytes(bytes(data[: len(data) // 2]))
+    else:
+        path.unlink()
+    with caplog.at_level(logging.WARNING):
+        compiled = cache.compile(jobs_for(lists))
+    assert len(worker_runs) == 2, "a damaged set must be rebuilt, not used"
+    assert compiled.index.match("www.big.test") == [("big.test", 1 << 1)]
+    assert [e for chunk in compiled.url_chunks() for e in chunk] == \
+        [("news.test", "/bad/page", 1 << 2)]
+    if not (part == ".json" and damage == "delete"):   # a missing sidecar is simply absent
+        assert "compiling again" in caplog.text
+
+
+def test_old_sets_are_pruned(lists, cache):
+    keys = []
+    for i in range(4):
+        (lists / "big.txt").write_text(f"v{i}.test\n")
+        cache.compile(jobs_for(lists))
+        keys.append(cache_key(jobs_for(lists)))
+        time.sleep(0.02)                      # distinct sidecar mtimes
+    stems = {p.name.partition(".")[0] for p in cache.directory.iterdir()
+             if not p.name.startswith(".")}
+    assert stems == set(keys[-compiler.KEEP:])
+
+
+def test_a_failing_worker_raises_compile_error(lists, cache, monkeypatch):
+    monkeypatch.setattr(compiler.sys, "executable", "/bin/false")
+    with pytest.raises(CompileError, match="exit 1"):
+        cache.compile(jobs_for(lists))
+
+
+def test_worker_result_equals_the_in_process_build(tmp_path, cache):
+    """Big enough for the worker's two processes (compile_in_two)."""
+    rng = random.Random(5)
+    names = {f"{rng.getrandbits(40):x}.{rng.choice(['com', 'net', 'co.uk'])}"
+             for _ in range(90_000)}
+    names = sorted(names)
+    subs = [f"www{i}.{n}" for i, n in enumerate(names[:60_000:2])]
+    ips = [f"10.0.{i // 256}.{i % 256}" for i in range(300)]
+    a, b = names[:70_000] + subs + ips, names[60_000:] + ["single"]
+    (tmp_path / "a.txt").write_text("\n".join(a) + "\n")
+    (tmp_path / "b.txt").write_text("\n".join(b) + "\n")
+    jobs = [ListJob("a", 1, "domains", (str(tmp_path / "a.txt"),)),
+            ListJob("b", 2, "domains", (str(tmp_path / "b.txt"),))]
+    assert compiler._total_size(jobs) >= compiler.PARALLEL_BYTES
+    worker, local = cache.compile(jobs), compile_lists(jobs)
+    assert worker.lists["b"].status == local.lists["b"].status
+    assert local.lists["b"].status.skipped == 1          # "single": not a domain name
+    worker, local = worker.index, local.index
+    assert len(worker) == len(local) == len(set(names) | set(subs) | set(ips))
+    hosts = [f"x.{n}" for n in names[::7]] + [f"y.{s}" for s in subs[::5]] + ips[::3]
+    hosts += [f"{rng.getrandbits(40):x}.com" for _ in range(2000)] + ["single", "q.single"]
+    for host in hosts:
+        assert worker.match(host) == local.match(host), host
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+STATUTORY_POLICY = """\
+version: "s1"
+default_profile: learner
+profiles:
+  learner: {block: [adult]}
+lists:
+  ctiru: {statutory: true, category: CTIRU, severity: critical, format: domains, sources: [ctiru.txt]}
+  adult: {category: Adult, sources: [adult.txt]}
+"""
+
+
+def test_statutory_lists_never_come_from_the_hashed_index(tmp_path):
+    path = write_policy(tmp_path, STATUTORY_POLICY,
+                        {"ctiru.txt": "terror.test\n", "adult.txt": "adult.test\n"})
+    seen: list[list[ListJob]] = []
+
+    def spy(jobs):
+        seen.append(jobs)
+        return compile_lists(jobs)
+
+    engine = build_engine(load_policy(path), spy)
+    assert [job.name for job in seen[0]] == ["adult"]
+    assert engine.domains.match("www.terror.test") == ()
+    assert engine.domains.match("www.adult.test") == [("adult.test", 1 << 1)]
+    decision = decide(engine, canonical_url("http://www.terror.test/"))
+    assert decision.blocked and decision.statutory and decision.entry == "terror.test"
+
+
+def test_engine_from_the_worker_decides_like_the_in_process_one(tmp_path, cache):
+    path = write_policy(tmp_path, STATUTORY_POLICY.replace(
+        "adult: {category: Adult, sources: [adult.txt]}",
+        "adult: {category: Adult, format: ut1, expressions: true, sources: [adult]}"),
+        {"ctiru.txt": "terror.test\n", "adult/domains": "adult.test\nbad line!\n",
+         "adult/urls": "news.test/adult\n", "adult/expressions": "(porn|xxx)\n"})
+    local, mapped = build_engine(load_policy(path)), load_engine(path, cache)
+    for url in ("http://adult.test/", "http://news.test/adult/x", "http://news.test/ok",
+                "http://site.test/xxx-page", "http://www.terror.test/", "http://fine.test/"):
+        a, b = (decide(e, canonical_url(url)) for e in (local, mapped))
+        assert a == b, url
+    assert [str(w) for w in local.warnings] == [str(w) for w in mapped.warnings]
+    assert any("skipped 1 bad lines" in str(w) for w in mapped.warnings)
+    assert mapped.status["adult"] == local.status["adult"]
+
+
+def test_reload_refuses_when_the_worker_fails_but_startup_compiles_in_process(
+        tmp_path, cache, monkeypatch, caplog):
+    path = write_policy(tmp_path, STATUTORY_POLICY,
+                        {"ctiru.txt": "terror.test\n", "adult.txt": "adult.test\n"})
+    monkeypatch.setattr(compiler.sys, "executable", "/bin/false")
+    with pytest.raises(CompileError):
+        load_engine(path, cache, reload=True)
+    with caplog.at_level(logging.WARNING):
+        engine = load_engine(path, cache)
+    assert "compiling the lists in the proxy process" in caplog.text
+    assert engine.domains.match("adult.test") == [("adult.test", 1 << 1)]
+
+
+def test_reload_yields_between_url_chunks(tmp_path, monkeypatch):
+    monkeypatch.setattr(compiler, "URL_CHUNK", 10)
+    urls = "".join(f"u{i}.test/p{i}\n" for i in range(95))
+    path = write_policy(tmp_path, STATUTORY_POLICY.replace("sources: [adult.txt]",
+                                                           "format: urls, sources: [adult.txt]"),
+                        {"ctiru.txt": "terror.test\n", "adult.txt": urls})
+    pauses = []
+    cache = ListCache(prepare_directory(tmp_path / "cache"))
+    engine = build_engine(load_policy(path), cache.compile, pause=lambda: pauses.append(1))
+    assert len(pauses) > 2, "the URL entries must be built in chunks, pausing between them"
+    assert decide(engine, canonical_url("http://u94.test/p94/x")).blocked
+
+
+# --------------------------------------------------------------------------- the directory
+
+
+def test_default_directory_is_in_the_confdir(tmp_path):
+    cache = open_cache("", str(tmp_path / "confdir"))
+    assert cache.directory == tmp_path / "confdir" / "webpolicy-cache"
+    assert cache.directory.stat().st_mode & 0o022 == 0
+
+
+def test_unusable_directory_falls_back_to_a_private_temporary_one(tmp_path, caplog):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with caplog.at_level(logging.WARNING):
+        cache = open_cache(str(blocker / "cache"), str(tmp_path))
+    assert "cannot use" in caplog.text
+    assert cache.directory.is_dir() and cache.directory.stat().st_mode & 0o077 == 0
+
+
+def test_world_writable_directory_is_refused(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(OSError, match="world-writable"):
+        prepare_directory(shared)
+
+
+def test_build_runs_equals_build():
+    entries = [("a.com", 1), ("b.a.com", 1), ("1.2.3.4", 2), ("a.com", 2), ("xyz", 4)]
+    runs = [(["a.com", "b.a.com"], 1), (["1.2.3.4", "a.com"], 2), ([], 8), (["xyz"], 4)]
+    built, from_runs = DomainIndex.build(entries), DomainIndex.build_runs(runs)
+    for host in ("a.com", "c.b.a.com", "1.2.3.4", "q.xyz", "xyz", "b.com"):
+        assert built.match(host) == from_runs.match(host)
+
+
+def _two_process_jobs(tmp_path: Path) -> list[ListJob]:
+    rng = random.Random(9)
+    names = [f"{rng.getrandbits(48):x}.example" for _ in range(80_000)]
+    (tmp_path / "many.txt").write_text("\n".join(names + ["10.9.8.7"]) + "\n")
+    (tmp_path / "few.txt").write_text("a.few.test\nwww.b.few.test\n")
+    return [ListJob("many", 1, "domains", (str(tmp_path / "many.txt"),)),
+            ListJob("few", 4, "domains", (str(tmp_path / "few.txt"),))]
+
+
+def run_isolated(code: str, tmp_path: Path) -> None:
+    """Run `code` in a fresh interpreter: compile_in_two forks, which is only safe in a
+    process without other threads (the worker; not pytest's, which other tests leave some
+    in)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(Path(compiler.__file__).parents[1]), str(Path(__file__).parents[2])]))
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def test_two_processes_build_the_same_index(tmp_path):
+    run_isolated("""
+import sys
+from pathlib import Path
+from tests.unit.test_compiler import _two_process_jobs
+from webpolicy import compiler
+tmp = Path(sys.argv[1])
+jobs = _two_process_jobs(tmp)
+both, one = compiler.compile_in_two(jobs), compiler.compile_lists(jobs)
+assert len(both.index) == len(one.index) == 80_003, (len(both.index), len(one.index))
+hosts = ["x.10.9.8.7", "10.9.8.7", "www.a.few.test", "c.b.few.test", "nope.example"]
+hosts += [f"w.{line}" for line in (tmp / "many.txt").read_text().split()[:3000:7]]
+for host in hosts:
+    assert both.index.match(host) == one.index.match(host), host
+assert both.index.match("www.a.few.test") == [("a.few.test", 4)]
+""", tmp_path)
+
+
+def test_two_processes_notice_a_source_changing_under_them(tmp_path):
+    run_isolated("""
+import sys
+from pathlib import Path
+from tests.unit.test_compiler import _two_process_jobs
+from webpolicy import compiler
+jobs = _two_process_jobs(Path(sys.argv[1]))
+keys = iter(["before", "after"])
+compiler.cache_key = lambda jobs: next(keys)
+try:
+    compiler.compile_in_two(jobs)
+except compiler.SourcesChanged:
+    pass
+else:
+    raise AssertionError("a changed source went unnoticed")
+""", tmp_path)
