@@ -174,7 +174,7 @@ def test_erase_while_writing_loses_nothing_of_anyone_else(tmp_path):
 
 
 SIGTERM_SCRIPT = textwrap.dedent("""
-    import signal, sys
+    import signal, sys, time
     from pathlib import Path
     from webpolicy.auditlog import AuditLog
     log = AuditLog(Path(sys.argv[1]), 30)
@@ -185,7 +185,8 @@ SIGTERM_SCRIPT = textwrap.dedent("""
     for i in range(20000):
         log.write({"id": f"WP-{i}"})
     print("queued", flush=True)
-    signal.pause()
+    while True:             # not signal.pause(): a SIGTERM landing just before it is lost
+        time.sleep(0.05)
 """)
 
 
