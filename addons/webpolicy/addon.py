@@ -29,7 +29,7 @@ from .alerts import Alerter
 from .auditlog import AuditLog
 from .canonical import CanonicalURL, canonical_host, from_parts
 from .compiler import open_cache
-from .decision import Decision, decide, unavailable
+from .decision import ACTION_RANK, Decision, decide, unavailable
 from .engine import Engine, load_engine
 from .events import RequestFacts, event_action, make_record, new_event_id
 from .metrics import Metrics
@@ -246,14 +246,14 @@ class WebPolicy:
         """
         engine = self.engine
         request = flow.request
-        host = request.pretty_host
+        host, connection_host = request_hosts(flow)
         if engine is None:
             return unavailable("unknown", "default", "none"), None, host
         try:
             url = from_parts(request.scheme, host, request.port, request.path)
             decision = decide(engine, url, client_ip, user)
-            if request.host != host and not decision.blocked:
-                other = from_parts(request.scheme, request.host, request.port, request.path)
+            if connection_host != host and not decision.blocked:
+                other = from_parts(request.scheme, connection_host, request.port, request.path)
                 if other.host != url.host:
                     second = decide(engine, other, client_ip, user)
                     if _stricter(second, decision):
@@ -444,15 +444,16 @@ class WebPolicy:
         profile with on_error: allow, only record it)."""
         client_ip = flow.client_conn.peername[0] if flow.client_conn.peername else ""
         request = flow.request
+        host = request_hosts(flow)[0]
         try:
-            url = from_parts(request.scheme, request.pretty_host, request.port, request.path)
+            url = from_parts(request.scheme, host, request.port, request.path)
         except ValueError:
             url = None
-        facts = RequestFacts(client_ip, self._user(flow), request.method, url,
-                             request.pretty_host, request.headers.get("user-agent", ""))
+        facts = RequestFacts(client_ip, self._user(flow), request.method, url, host,
+                             request.headers.get("user-agent", ""))
         event_id = self._record(decision, facts)
         if decision.blocked:
-            self._block(flow, decision, event_id, url, request.pretty_host)
+            self._block(flow, decision, event_id, url, host)
 
     def companion_failed(self, flow: http.HTTPFlow, exc: BaseException) -> None:
         """A companion add-on raised: fail closed for profiles that block, as for decide()."""
@@ -488,8 +489,23 @@ class WebPolicy:
 
 
 def _stricter(a: Decision, b: Decision) -> bool:
-    rank = {"allow": 0, "log": 1, "block": 2}
-    return rank[a.action] > rank[b.action]
+    return ACTION_RANK[a.action] > ACTION_RANK[b.action]
+
+
+_HOSTS = "webpolicy_hosts"
+
+
+def request_hosts(flow: http.HTTPFlow) -> tuple[str, str]:
+    """(the Host header / :authority host, the connection's host), as the client sent them.
+
+    Every webpolicy add-on needs both; mitmproxy parses the Host header again on each
+    `pretty_host` access, so they are read once per request and kept on the flow.
+    """
+    hosts = flow.metadata.get(_HOSTS)
+    if hosts is None:
+        request = flow.request
+        hosts = flow.metadata[_HOSTS] = (request.pretty_host, request.host)
+    return hosts
 
 
 # Modes where the client names its destination (CONNECT, SOCKS): the server address is that

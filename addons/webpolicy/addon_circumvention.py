@@ -15,7 +15,7 @@ from mitmproxy import dns, http
 from mitmproxy.net.dns import response_codes
 
 from . import circumvention
-from .addon import NAMED_DESTINATION_MODES, WebPolicy
+from .addon import NAMED_DESTINATION_MODES, WebPolicy, request_hosts
 from .decision import Decision
 
 
@@ -27,7 +27,7 @@ class Circumvention:
         if flow.response is not None:      # blocked, or proxyauth's 407: never touch it
             return
         try:
-            host = flow.request.pretty_host
+            host = request_hosts(flow)[0]
             if circumvention.is_canary(host.lower().rstrip(".")):
                 flow.response = _canary_answer()
                 return
@@ -40,7 +40,7 @@ class Circumvention:
     def _ip_refusal(self, flow: http.HTTPFlow, host: str) -> Decision | None:
         names = [host]            # transparent modes: request.host is just the IP connected to
         if isinstance(flow.client_conn.proxy_mode, NAMED_DESTINATION_MODES):
-            names.append(flow.request.host)
+            names.append(request_hosts(flow)[1])
         for name in names:
             if circumvention.is_ip_literal(name):       # cheap; the profile is asked only then
                 refusal = self.policy.circumvention_refusal(flow, name, None)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from mitmproxy import http
 
 from . import safesearch
-from .addon import WebPolicy
+from .addon import WebPolicy, request_hosts
 from .canonical import canonical_host
 
 _FORM = "webpolicy_safesearch_form"       # flow.metadata: form fields to force in `request`
@@ -46,7 +46,7 @@ class SafeSearch:
 
     def _rewrite(self, flow: http.HTTPFlow) -> None:
         request = flow.request
-        hosts = [h for h in dict.fromkeys(map(_canonical, (request.pretty_host, request.host)))
+        hosts = [h for h in dict.fromkeys(map(_canonical, request_hosts(flow)))
                  if safesearch.engine_for(h)]
         if not hosts:
             return                         # not a search engine: the usual case, kept cheap

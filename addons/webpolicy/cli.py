@@ -12,7 +12,7 @@ from pathlib import Path
 from . import report_cli
 from .canonical import canonical_url
 from .decision import decide
-from .engine import Engine, build_engine
+from .engine import Engine, load_engine
 from .policy import PolicyError, load_policy
 from .watchlist import Watchlist
 
@@ -63,11 +63,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_engine(policy_path: str) -> Engine:
-    """Load and compile a policy; PolicyError carries every `file:line: message` problem."""
-    return build_engine(load_policy(Path(policy_path)))
-
-
 def _print_problems(exc: PolicyError) -> None:
     errors = [p for p in exc.problems if not p.warning]
     for problem in exc.problems:
@@ -78,7 +73,7 @@ def _print_problems(exc: PolicyError) -> None:
 def _engine_or_report(policy_path: str) -> Engine | None:
     """The compiled policy, or None after printing every problem as file:line: message."""
     try:
-        return load_engine(policy_path)
+        return load_engine(Path(policy_path))
     except PolicyError as exc:
         _print_problems(exc)
         return None
