@@ -5,9 +5,7 @@ load unloads the filter.  All the code lives in the `webpolicy` package, which i
 """
 
 from webpolicy.addon import WebPolicy
-from webpolicy.addon_circumvention import Circumvention
-from webpolicy.addon_safesearch import SafeSearch
 
-# Order matters: WebPolicy decides first; the companions only touch flows it let through.
+# One add-on: it runs its companions (circumvention, safe search) itself, in order.
 policy = WebPolicy()
-addons = [policy, Circumvention(policy), SafeSearch(policy)]
+addons = [policy]

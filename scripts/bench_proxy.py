@@ -357,13 +357,13 @@ class Proxy:
                     "--set", f"webpolicy_cache_dir={self.cache_dir}"]
         return cmd
 
-    def start(self) -> float:
+    def start(self, timeout: float = 120.0) -> float:
         """Start mitmdump; seconds until it answered its first proxied request."""
         log = open(self.directory / "mitmdump.log", "ab")
         started = time.monotonic()
         self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
                                         cwd=self.directory)
-        deadline = started + 120
+        deadline = started + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.config.name}: mitmdump exited "
@@ -372,7 +372,7 @@ class Proxy:
                 self.start_seconds = time.monotonic() - started
                 return self.start_seconds
             time.sleep(0.01)
-        raise RuntimeError(f"{self.config.name}: mitmdump did not answer within 120 s")
+        raise RuntimeError(f"{self.config.name}: mitmdump did not answer within {timeout:g} s")
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

@@ -20,11 +20,12 @@ import signal
 import time
 from pathlib import Path
 
-from mitmproxy import ctx, exceptions, http, tcp, tls
-from mitmproxy.proxy import mode_specs
+from mitmproxy import ctx, dns, exceptions, http, tcp, tls
 from OpenSSL import SSL
 
 from . import blockpage, circumvention, searchterms
+from .addon_circumvention import Circumvention
+from .addon_safesearch import SafeSearch
 from .alerts import Alerter
 from .auditlog import AuditLog
 from .canonical import CanonicalURL, canonical_host, from_parts
@@ -32,6 +33,9 @@ from .compiler import open_cache
 from .decision import ACTION_RANK, Decision, decide, unavailable
 from .engine import Engine, load_engine
 from .events import RequestFacts, event_action, make_record, new_event_id
+from .flows import client_ip as _client_ip
+from .flows import connect_host as _connect_host
+from .flows import request_hosts
 from .metrics import Metrics
 from .policy import BlockPageSettings, PolicyError, Profile
 from .reloader import Reloader
@@ -52,6 +56,11 @@ class WebPolicy:
         self._users: dict[str, str] = {}          # client connection id -> proxy-auth user
         self._refuse: dict[str, Decision] = {}    # client connection id -> refusal (TLS hooks)
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Companions, called from this add-on's hooks rather than registered with mitmproxy:
+        # mitmproxy dispatches every event (eight or so per request) to every add-on, and
+        # one add-on that runs them in order costs less than three (docs/benchmarks.md).
+        self.circumvention = Circumvention(self)
+        self.safesearch = SafeSearch(self)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -201,23 +210,41 @@ class WebPolicy:
     # -- HTTP -----------------------------------------------------------------------------
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
+        """Decide; then, on a flow that goes on, the circumvention and safe-search stages.
+        Each stage fails closed on its own: a raised hook would forward the request."""
         if flow.response is not None:      # e.g. proxyauth's 407: never overwrite it
             return
+        decided_hosts = self._filter(flow)
+        if flow.response is None:
+            self.circumvention.requestheaders(flow)
+        if flow.response is None:
+            self.safesearch.requestheaders(flow, decided_hosts)
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        self.safesearch.request(flow)      # form posts: the body is only here
+
+    def dns_request(self, flow: dns.DNSFlow) -> None:
+        self.circumvention.dns_request(flow)
+
+    def _filter(self, flow: http.HTTPFlow) -> tuple[str, ...] | None:
+        """The decision, its record and the block page; returns the canonical hosts decided
+        (None if none could be), so the later stages need not parse them again."""
         started = time.perf_counter()
-        client_ip = flow.client_conn.peername[0] if flow.client_conn.peername else ""
+        client_ip = _client_ip(flow)
         user = self._user(flow)
-        decision, url, host = self._decide_request(flow, client_ip, user)
+        decision, url, host, decided_hosts = self._decide_request(flow, client_ip, user)
         self.metrics.observe(decision.profile, decision.action, time.perf_counter() - started)
         search, watch = self._search(flow, url) if url is not None and url.query else (None, None)
         if decision.action == "allow" and not decision.error:
             if watch is None or self._repeated_suggestion(search, watch, client_ip, user):
-                return
+                return decided_hosts
         facts = RequestFacts(client_ip, user, flow.request.method, url, host,
                              flow.request.headers.get("user-agent", ""),
                              search.term if search else None)
         event_id = self._record(decision, facts, watch=watch)
         if decision.blocked:
             self._block(flow, decision, event_id, url, host)
+        return decided_hosts
 
     def _search(self, flow: http.HTTPFlow, url: CanonicalURL
                 ) -> tuple[searchterms.SearchTerm | None, WatchHit | None]:
@@ -237,30 +264,33 @@ class WebPolicy:
         return search.suggestion and self._recent_hits.repeated(
             (client_ip, user, watch.term), time.monotonic())
 
-    def _decide_request(self, flow: http.HTTPFlow, client_ip: str,
-                        user: str | None) -> tuple[Decision, CanonicalURL | None, str]:
+    def _decide_request(self, flow: http.HTTPFlow, client_ip: str, user: str | None
+                        ) -> tuple[Decision, CanonicalURL | None, str, tuple[str, ...] | None]:
         """Decide on the host actually requested (Host / :authority) and the connection's host.
 
         An allowed CONNECT/SNI host carrying a blocked Host header (domain fronting) is blocked:
-        both are decided and the stricter answer wins.
+        both are decided and the stricter answer wins.  Returns the decision, the URL it was
+        made on, the Host as sent, and the canonical hosts decided.
         """
         engine = self.engine
         request = flow.request
         host, connection_host = request_hosts(flow)
         if engine is None:
-            return unavailable("unknown", "default", "none"), None, host
+            return unavailable("unknown", "default", "none"), None, host, None
         try:
             url = from_parts(request.scheme, host, request.port, request.path)
             decision = decide(engine, url, client_ip, user)
-            if connection_host != host and not decision.blocked:
-                other = from_parts(request.scheme, connection_host, request.port, request.path)
-                if other.host != url.host:
-                    second = decide(engine, other, client_ip, user)
-                    if _stricter(second, decision):
-                        decision, url = second, other
-            return decision, url, host
+            if connection_host == host:
+                return decision, url, host, (url.host,)
+            other = from_parts(request.scheme, connection_host, request.port, request.path)
+            decided = (url.host, other.host)
+            if other.host != url.host and not decision.blocked:
+                second = decide(engine, other, client_ip, user)
+                if _stricter(second, decision):
+                    decision, url = second, other
+            return decision, url, host, decided
         except Exception as exc:  # noqa: BLE001 - fail closed, never open
-            return self._failure(engine, client_ip, user, exc), None, host
+            return self._failure(engine, client_ip, user, exc), None, host, None
 
     def _failure(self, engine: Engine, client_ip: str, user: str | None,
                  exc: BaseException) -> Decision:
@@ -401,7 +431,7 @@ class WebPolicy:
         engine = self.engine
         if engine is None:
             return None
-        client_ip = flow.client_conn.peername[0] if flow.client_conn.peername else ""
+        client_ip = _client_ip(flow)
         rules, reason = engine.identify(self._user(flow), client_ip)
         return rules.profile, reason
 
@@ -412,7 +442,7 @@ class WebPolicy:
         engine = self.engine
         if engine is None:
             return None                    # nothing is allowed without a policy anyway
-        client_ip = flow.client_conn.peername[0] if flow.client_conn.peername else ""
+        client_ip = _client_ip(flow)
         user = self._user(flow)
         try:
             rules, reason = engine.identify(user, client_ip)
@@ -442,7 +472,7 @@ class WebPolicy:
     def refuse_request(self, flow: http.HTTPFlow, decision: Decision) -> None:
         """Record a companion add-on's decision and answer with the block page (or, for a
         profile with on_error: allow, only record it)."""
-        client_ip = flow.client_conn.peername[0] if flow.client_conn.peername else ""
+        client_ip = _client_ip(flow)
         request = flow.request
         host = request_hosts(flow)[0]
         try:
@@ -461,7 +491,7 @@ class WebPolicy:
         if engine is None:
             decision = unavailable("unknown", "default", "none")
         else:
-            client_ip = flow.client_conn.peername[0] if flow.client_conn.peername else ""
+            client_ip = _client_ip(flow)
             decision = self._failure(engine, client_ip, self._user(flow), exc)
         self.refuse_request(flow, decision)
 
@@ -490,35 +520,6 @@ class WebPolicy:
 
 def _stricter(a: Decision, b: Decision) -> bool:
     return ACTION_RANK[a.action] > ACTION_RANK[b.action]
-
-
-_HOSTS = "webpolicy_hosts"
-
-
-def request_hosts(flow: http.HTTPFlow) -> tuple[str, str]:
-    """(the Host header / :authority host, the connection's host), as the client sent them.
-
-    Every webpolicy add-on needs both; mitmproxy parses the Host header again on each
-    `pretty_host` access, so they are read once per request and kept on the flow.
-    """
-    hosts = flow.metadata.get(_HOSTS)
-    if hosts is None:
-        request = flow.request
-        hosts = flow.metadata[_HOSTS] = (request.pretty_host, request.host)
-    return hosts
-
-
-# Modes where the client names its destination (CONNECT, SOCKS): the server address is that
-# name.  In transparent-style modes it is only the IP address the client connected to.
-NAMED_DESTINATION_MODES = (mode_specs.RegularMode, mode_specs.UpstreamMode,
-                           mode_specs.Socks5Mode)
-
-
-def _connect_host(context) -> str | None:
-    """The host the client asked the proxy for (CONNECT / SOCKS), if the mode has one."""
-    if isinstance(context.client.proxy_mode, NAMED_DESTINATION_MODES) and context.server.address:
-        return context.server.address[0]
-    return None
 
 
 _DEFAULT_PAGE = BlockPageSettings()

@@ -1,7 +1,9 @@
-"""mitmproxy add-on: the circumvention rules that need a whole request, and the DNS canary.
+"""The circumvention rules that need a whole request, and the DNS canary.
 
-CONNECT and TLS rules live in WebPolicy's own hooks (http_connect, tls_clienthello); this
-add-on runs after WebPolicy and only ever touches a flow it has not answered already:
+CONNECT and TLS rules live in WebPolicy's own hooks (http_connect, tls_clienthello).  This
+companion is called from WebPolicy's requestheaders and dns_request hooks (it is not
+registered with mitmproxy itself), after the decision, and only ever touches a flow that
+has no answer yet:
 - a plain HTTP request (or an intercepted one in transparent mode) to an IP address is
   refused for profiles with `connect.block_ip_literals`;
 - Firefox's DoH canary `use-application-dns.net` is answered locally over HTTP, and with
@@ -11,16 +13,21 @@ add-on runs after WebPolicy and only ever touches a flow it has not answered alr
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from mitmproxy import dns, http
 from mitmproxy.net.dns import response_codes
 
 from . import circumvention
-from .addon import NAMED_DESTINATION_MODES, WebPolicy, request_hosts
 from .decision import Decision
+from .flows import NAMED_DESTINATION_MODES, request_hosts
+
+if TYPE_CHECKING:
+    from .addon import WebPolicy
 
 
 class Circumvention:
-    def __init__(self, policy: WebPolicy) -> None:
+    def __init__(self, policy: "WebPolicy") -> None:
         self.policy = policy
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:

@@ -1,6 +1,8 @@
-"""mitmproxy add-on: enforce safe search on allowed, intercepted requests, per profile.
+"""Enforce safe search on allowed, intercepted requests, per profile.
 
-Runs after WebPolicy (and Circumvention) and never touches a flow that already has a response:
+Called from WebPolicy's requestheaders and request hooks (not registered with mitmproxy
+itself), after the decision and the circumvention rules; never touches a flow that already
+has a response:
 a blocked request is never rewritten, and nothing here can unblock one.  The rules themselves
 are in safesearch.py; this only reads the request and applies what they say.  A failure fails
 closed for profiles that block, like any other filter error: an unrewritten search must not
@@ -9,31 +11,39 @@ pass for a learner.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from mitmproxy import http
 
 from . import safesearch
-from .addon import WebPolicy, request_hosts
 from .canonical import canonical_host
+from .flows import request_hosts
+
+if TYPE_CHECKING:
+    from .addon import WebPolicy
 
 _FORM = "webpolicy_safesearch_form"       # flow.metadata: form fields to force in `request`
 
 
 class SafeSearch:
-    def __init__(self, policy: WebPolicy) -> None:
+    def __init__(self, policy: "WebPolicy") -> None:
         self.policy = policy
 
-    def requestheaders(self, flow: http.HTTPFlow) -> None:
-        """Query, headers and cookies: before anything is sent, streamed bodies included."""
+    def requestheaders(self, flow: http.HTTPFlow, hosts: tuple[str, ...] | None = None) -> None:
+        """Query, headers and cookies: before anything is sent, streamed bodies included.
+        `hosts`: the request's canonical hosts when the decision has them already."""
         if flow.response is not None:
             return
         try:
-            self._rewrite(flow)
+            self._rewrite(flow, hosts)
         except Exception as exc:  # noqa: BLE001 - a raised hook would forward it unchanged
             self.policy.companion_failed(flow, exc)
 
     def request(self, flow: http.HTTPFlow) -> None:
         """Form posts (DuckDuckGo's HTML version): the body is only here."""
-        fields = flow.metadata.pop(_FORM, None)
+        if _FORM not in flow.metadata:
+            return                         # nearly every request
+        fields = flow.metadata.pop(_FORM)
         if flow.response is not None or not fields or flow.request.stream:
             return                         # a streamed body has gone already (URL and cookie held)
         try:
@@ -44,10 +54,11 @@ class SafeSearch:
         except Exception as exc:  # noqa: BLE001
             self.policy.companion_failed(flow, exc)
 
-    def _rewrite(self, flow: http.HTTPFlow) -> None:
+    def _rewrite(self, flow: http.HTTPFlow, hosts: tuple[str, ...] | None) -> None:
         request = flow.request
-        hosts = [h for h in dict.fromkeys(map(_canonical, request_hosts(flow)))
-                 if safesearch.engine_for(h)]
+        if hosts is None:
+            hosts = tuple(map(_canonical, request_hosts(flow)))
+        hosts = [h for h in dict.fromkeys(hosts) if safesearch.engine_for(h)]
         if not hosts:
             return                         # not a search engine: the usual case, kept cheap
         identity = self.policy.identify(flow)

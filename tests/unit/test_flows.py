@@ -1,0 +1,89 @@
+"""flows.py on mitmproxy's own test flows: which hosts a request is decided on, per mode, and
+the Host header read without pretty_host's cost but with its answer."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from mitmproxy import http
+from mitmproxy.net.check import is_valid_host
+from mitmproxy.proxy.mode_specs import ProxyMode
+from mitmproxy.test import tflow, tutils
+
+from webpolicy.flows import client_ip, request_hosts
+
+
+def flow(connection_host: str, host_header: str | None, mode: str = "regular",
+         http_version: str = "HTTP/1.1") -> http.HTTPFlow:
+    headers = [] if host_header is None else [(b"host", host_header.encode("utf-8",
+                                                                           "surrogateescape"))]
+    request = tutils.treq(host=connection_host, port=80, path=b"/", scheme=b"http",
+                          headers=http.Headers(headers), http_version=http_version.encode())
+    f = tflow.tflow(req=request)
+    f.client_conn.proxy_mode = ProxyMode.parse(mode)
+    return f
+
+
+def test_host_header_and_connection_host():
+    assert request_hosts(flow("203.0.113.9", "blocked.example:8080")) == \
+        ("blocked.example", "203.0.113.9")
+
+
+def test_transparent_mode_keeps_the_address_connected_to():
+    assert request_hosts(flow("203.0.113.9", "site.example", mode="transparent")) == \
+        ("site.example", "203.0.113.9")
+
+
+def test_reverse_mode_upstream_is_configuration_not_a_client_choice():
+    f = flow("127.0.0.1", "site.example", mode="reverse:http://127.0.0.1:8080")
+    assert request_hosts(f) == ("site.example", "site.example")
+
+
+def test_no_host_header_falls_back_to_the_connection_host():
+    assert request_hosts(flow("site.example", None)) == ("site.example", "site.example")
+
+
+@pytest.mark.parametrize("authority", [
+    "[2001:db8::1]:8080", "[::ffff:127.0.0.1]", "ÉXAMPLE.com:80", "bücher.de",
+    "a b.example", "evil.example:80:80", "evil.example@good.example", "x.example:",
+    "xn--bcher-kva.example", "EXAMPLE.COM.:443", "",
+])
+def test_unusual_host_headers_read_as_mitmproxy_reads_them(authority):
+    f = flow("upstream.example", authority)
+    assert request_hosts(f)[0] == flow("upstream.example", authority).request.pretty_host
+
+
+@given(st.from_regex(r"[A-Za-z0-9_.-]{1,70}(:[0-9]{1,5})?", fullmatch=True))
+def test_plain_host_headers_as_pretty_host(authority):
+    """Where mitmproxy accepts the host, the fast path gives its answer exactly; where it
+    does not, mitmproxy returns the whole header (port included) and the fast path the host
+    part: the name the client asked for either way, and canonicalisation judges it next."""
+    expected = flow("upstream.example", authority).request.pretty_host
+    host = request_hosts(flow("upstream.example", authority))[0]
+    name, _, port = authority.partition(":")
+    if is_valid_host(name) and (not port or int(port) <= 65535):
+        assert host == expected
+    else:
+        assert host == name
+
+
+def test_http2_authority_is_the_host():
+    f = flow("upstream.example", None, http_version="HTTP/2.0")
+    f.request.authority = "site.example:443"
+    assert request_hosts(f)[0] == "site.example"
+
+
+def test_hosts_are_read_once_per_flow():
+    f = flow("203.0.113.9", "first.example")
+    first = request_hosts(f)
+    f.request.headers["host"] = "second.example"      # e.g. a later rewrite
+    assert request_hosts(f) is first
+
+
+def test_client_ip():
+    f = flow("site.example", "site.example")
+    f.client_conn.peername = ("10.0.0.7", 50000)
+    assert client_ip(f) == "10.0.0.7"
+    f.client_conn.peername = None
+    assert client_ip(f) == ""
