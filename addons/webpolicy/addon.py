@@ -35,7 +35,7 @@ from .engine import Engine, load_engine
 from .events import RequestFacts, event_action, make_record, new_event_id
 from .flows import client_ip as _client_ip
 from .flows import connect_host as _connect_host
-from .flows import request_hosts
+from .flows import make_response, request_hosts
 from .metrics import Metrics
 from .policy import BlockPageSettings, PolicyError, Profile
 from .reloader import Reloader
@@ -310,11 +310,11 @@ class WebPolicy:
                                 url.host if url else host, settings or _DEFAULT_PAGE,
                                 flow.request.headers.get("accept", ""))
         flow.request.stream = False        # a streamed body must not reach the upstream
-        flow.response = http.Response.make(page.status, page.body, {
-            "Content-Type": page.content_type,
-            "Cache-Control": "no-store",
-            "X-Webpolicy-Reference": event_id,
-        })
+        flow.response = make_response(page.status, page.body, [
+            (b"content-type", page.content_type.encode()),
+            (b"cache-control", b"no-store"),
+            (b"x-webpolicy-reference", event_id.encode()),
+        ])
 
     # -- connections that never become HTTP requests --------------------------------------
 

@@ -1,4 +1,5 @@
-"""What the webpolicy hooks read off mitmproxy's flows and connections, read once per request.
+"""What the webpolicy hooks read off mitmproxy's flows (once per request) and the answers they
+put on them.
 
 Kept apart from the hooks so addon.py and its companions (addon_circumvention.py,
 addon_safesearch.py) share one reading of "which host is this request for".
@@ -6,9 +7,12 @@ addon_safesearch.py) share one reading of "which host is this request for".
 
 from __future__ import annotations
 
+import copy
 import re
+import time
 
 from mitmproxy import http
+from mitmproxy.net.http import status_codes
 from mitmproxy.proxy import mode_specs
 
 # Modes where the client names its destination (CONNECT, SOCKS): the server address is that
@@ -63,3 +67,22 @@ def connect_host(context) -> str | None:
     if isinstance(context.client.proxy_mode, NAMED_DESTINATION_MODES) and context.server.address:
         return context.server.address[0]
     return None
+
+
+# A checked response to clone: mitmproxy type-checks every field of a new Response (unless
+# Python runs with -O), ~70 us of a blocked request's ~110 us in Response.make.  The fields
+# set below have the types that check wants.
+_TEMPLATE = http.Response.make(200)
+
+
+def make_response(status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> http.Response:
+    """http.Response.make(status, body, headers) for the proxy's own answers, at a sixth of
+    the cost; Content-Length is added here."""
+    response = copy.copy(_TEMPLATE)
+    data = response.data = copy.copy(_TEMPLATE.data)
+    data.status_code = status
+    data.reason = status_codes.RESPONSES.get(status, "").encode()
+    data.headers = http.Headers([*headers, (b"content-length", str(len(body)).encode())])
+    data.content = body
+    data.timestamp_start = data.timestamp_end = time.time()
+    return response

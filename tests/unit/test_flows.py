@@ -11,7 +11,7 @@ from mitmproxy.net.check import is_valid_host
 from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import tflow, tutils
 
-from webpolicy.flows import client_ip, request_hosts
+from webpolicy.flows import client_ip, make_response, request_hosts
 
 
 def flow(connection_host: str, host_header: str | None, mode: str = "regular",
@@ -87,3 +87,26 @@ def test_client_ip():
     assert client_ip(f) == "10.0.0.7"
     f.client_conn.peername = None
     assert client_ip(f) == ""
+
+
+@pytest.mark.parametrize("status", [403, 451, 503])
+def test_make_response_equals_mitmproxys_own(status):
+    """The cloned response is what Response.make builds: same fields, checked types."""
+    body = "Blocked: é".encode()
+    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"x-webpolicy-reference", b"WP-1")]
+    ours = make_response(status, body, headers)
+    theirs = http.Response.make(status, body, dict((k.decode(), v.decode()) for k, v in headers))
+    assert ours.status_code == theirs.status_code and ours.reason == theirs.reason
+    assert ours.http_version == theirs.http_version
+    assert ours.content == theirs.content == body
+    assert list(ours.headers.fields) == list(theirs.headers.fields)
+    assert ours.timestamp_start and ours.timestamp_end
+    http.ResponseData.__post_init__(ours.data)        # mitmproxy's own type check passes
+
+
+def test_make_response_never_shares_state():
+    first = make_response(403, b"one", [])
+    second = make_response(503, b"two", [])
+    first.headers["x-test"] = "1"
+    assert "x-test" not in second.headers and second.content == b"two"
+    assert first.data is not second.data
