@@ -342,7 +342,18 @@ def test_formats_constant():
 
 line_text = st.text(alphabet="ab0-.9xZ_ /*", max_size=12) | st.sampled_from(
     ["a.com", "x-y.net", "1.2.3.4", "01.2.3.4", "a--b.com", "-a.com", "a.b-", ".a.com",
-     "a..com", "com", "a.0x1", "a.1b", "a" * 70 + ".com", "", "# c", "A.COM"])
+     "a..com", "com", "a.0x1", "a.1b", "a" * 70 + ".com", "", "# c", "A.COM",
+     "a" * 63 + ".com", "a" * 30 + "-" + "b" * 40 + ".com",
+     ".".join(["a" * 63] * 3 + ["b" * 57]) + ".com", ".".join(["a" * 63] * 3 + ["b" * 58]) + ".com"])
+
+
+@pytest.mark.parametrize("name", [
+    "a" * 64 + ".com", "a" * 30 + "-" + "b" * 40 + ".com",
+    ".".join(["a" * 63] * 3 + ["b" * 58]) + ".com",             # 254 characters
+])
+def test_bulk_scan_finds_long_labels_and_names(name):
+    lines = ["first.example", name, "last.example"]
+    assert 1 in listformats._suspect_lines("\n".join(lines) + "\n", lines)
 
 
 @settings(max_examples=400, deadline=None)
