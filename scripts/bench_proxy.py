@@ -505,6 +505,7 @@ def report_throughput(results: dict, names: list[str], memory: dict, sizes: dict
     say("\n== Throughput and latency (medians over rounds; ratios: configuration / bare) ==")
     say("CPU/req: the proxy's CPU time per request (all threads); capacity = bare's CPU/req /")
     say("this one's, the req/s ratio a saturated proxy would show without the machine's noise.")
+    say("ratio and capacity: the median over rounds of each round's ratio to that round's bare.")
     say(f"{'run':10s} {'config':8s} {'req/s':>7s} {'ratio':>6s} {'p50 ms':>7s} {'p99 ms':>7s}"
         f" {'p99 ratio':>9s} {'CPU/req us':>10s} {'capacity':>8s} {'failed':>6s}")
     for run in sorted({run for run, _ in results}):
@@ -514,9 +515,9 @@ def report_throughput(results: dict, names: list[str], memory: dict, sizes: dict
             if r is None:
                 continue
             nan = float("nan")
-            ratio = r["rps"] / base["rps"] if base else nan
+            ratio = r.get("ratio", nan)
             p99_ratio = r["p99_us"] / base["p99_us"] if base else nan
-            capacity = base["cpu_us"] / r["cpu_us"] if base else nan
+            capacity = r.get("capacity", nan)
             say(f"{run:10s} {name:8s} {r['rps']:7.0f} {ratio:6.3f} {ms(r['p50_us']):>7s} "
                 f"{ms(r['p99_us']):>7s} {p99_ratio:9.3f} {r['cpu_us']:10.0f} {capacity:8.3f} "
                 f"{r['failed']:6d}")
@@ -653,7 +654,15 @@ def run_load(proxies: dict[str, Proxy], concurrencies: list[int], seconds: float
                     say(f"  {run} {name:8s} round {round_ + 1}: {result['rps']:.0f} req/s, "
                         f"p99 {ms(result['p99_us'])} ms, {result['cpu_us']:.0f} us CPU/req, "
                         f"failed {result['failed']} (load {os.getloadavg()[0]:.2f})")
-    return {key: _median_result(values) for key, values in samples.items()}
+    results = {key: _median_result(values) for key, values in samples.items()}
+    for (run, name), values in samples.items():
+        base = samples.get((run, "bare"))
+        if base:        # the same round's bare run: a drift in the machine's speed cancels out
+            results[(run, name)]["ratio"] = statistics.median(
+                v["rps"] / b["rps"] for v, b in zip(values, base))
+            results[(run, name)]["capacity"] = statistics.median(
+                b["cpu_us"] / v["cpu_us"] for v, b in zip(values, base))
+    return results
 
 
 def quiet_probe(proxy: Proxy, seconds: float = 3.0) -> Probe:

@@ -17,15 +17,15 @@ Semantics
     in a new list, or the shared empty tuple ``NO_MATCH`` on a miss.
 
 Keys
-    A name's key is a chain of xxh3-64 hashes over its labels, from the TLD out::
+    A name's key is the xxh3-64 hash of the whole name (UTF-8)::
 
-        key("com") = xxh3_64(b"com")
-        key("example.com") = xxh3_64(b"example", seed=key("com"))
+        key("example.com") = xxh3_64(b"example.com")
 
-    This is an ordinary 64-bit hash of the name, but a lookup walking
-    ``com -> example.com -> www.example.com`` hashes one label per level instead
-    of finding, slicing and re-hashing every suffix.  No key value is reserved
-    (0 is an ordinary key); the largest value is the end sentinel, see below.
+    A lookup walking ``com -> example.com -> www.example.com`` hashes each suffix
+    (a slice of the host).  Version 1 chained per-label hashes instead, which made
+    a lookup no cheaper but the build ~40% dearer: every entry needed its parent's
+    key as a seed.  No key value is reserved (0 is an ordinary key); the largest
+    value is the end sentinel, see below.
 
 Layout (little-endian; each section 8-byte aligned; see ``_HEADER``)
     header  64 bytes: b"WPIDX", version, parameters, counts, xxh3-64 checksum
@@ -51,9 +51,8 @@ Layout (little-endian; each section 8-byte aligned; see ``_HEADER``)
     old file keeps a valid index until it swaps in the new one.
 
 Build
-    Parents' keys are computed on demand while the entries are hashed (see _Seeds),
-    in C-level passes over the names (~0.6 us per entry at 5M on the 2-core VM
-    measured).  Then one record per entry and per marker is sorted with numpy;
+    Entries and the distinct proper parents are hashed in C-level passes over the
+    names (see _hash_names).  Then one record per entry and per marker is sorted with numpy;
     repeated keys (an entry on several lists, an entry that is also a parent) end up
     adjacent and are OR-merged.  About 0.8 s of CPU per million entries in all, of
     which two processes can share the hashing (scripts/bench_index.py prints
@@ -83,7 +82,7 @@ import tempfile
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from itertools import accumulate, compress, count, groupby, repeat, tee
+from itertools import accumulate, compress, count, groupby, repeat
 from operator import itemgetter, not_
 from typing import Any, NamedTuple
 
@@ -92,7 +91,7 @@ import xxhash
 __all__ = ["DomainIndex", "NO_MATCH", "hash_half", "is_ip_literal"]
 
 MAGIC = b"WPIDX"
-VERSION = 1
+VERSION = 2
 # magic, version, hash_bits, dir_bits, val_size, flags, pad,
 # n_entries, n_items, n_combos, tld_len, checksum, pad -> 64 bytes.  The checksum
 # (xxh3-64) covers the header up to itself and everything after the header.
@@ -127,26 +126,21 @@ def _hash_fn(bits: int) -> Callable[..., int]:
         return _xxh3
     drop = 64 - bits
 
-    def truncated(data: bytes, seed: int = 0) -> int:
-        return _xxh3(data, seed) >> drop
+    def truncated(data: bytes) -> int:
+        return _xxh3(data) >> drop
 
     return truncated
 
 
-def _chain_key(name: str, hashf: Callable[..., int]) -> int:
-    """Key of one name, label by label (used for IP literals and TLDs only)."""
-    key = 0
-    for label in reversed(name.encode().split(b".")):
-        key = hashf(label, key)
-    return key
+def _key(name: str, hashf: Callable[..., int]) -> int:
+    return hashf(name.encode())
 
 
 # --------------------------------------------------------------------------- build
 #
 # build() runs in the list compiler's worker process (compiler.py) at start-up and on
-# reload, and must handle 5M entries in a few seconds.  Per entry, only the chain keys
-# need Python: a pipeline of whole-list C-level passes (map, tee) with bytecode only per
-# distinct parent name (_Seeds), never per entry.  Everything after that -- sorting,
+# reload, and must handle 5M entries in a few seconds.  Hashing is whole-list C-level
+# passes (map, set), with no bytecode per entry.  Everything after that -- sorting,
 # merging repeated keys, numbering the list masks, the directory -- is whole-array numpy
 # work, which does it 10-20x faster than list.sort() over packed Python ints did.  numpy
 # is imported inside build() only: the proxy process never builds (it maps files the
@@ -192,56 +186,31 @@ def _parents(names: Iterable[str]) -> Iterator[str]:
     return map(itemgetter(2), map(str.partition, names, repeat(".")))
 
 
-def _chain_keys(
-    names: Iterable[str], seeds: dict[str, int], hashf: Callable[..., int]
-) -> Iterator[int]:
-    """Stream of chain keys: each name's first label hashed with its parent's key as seed."""
-    left, right = tee(map(str.partition, names, repeat(".")))
-    labels = map(str.encode, map(itemgetter(0), left))
-    return map(hashf, labels, map(seeds.__getitem__, map(itemgetter(2), right)))
+def _proper_parents(names: Iterable[str]) -> tuple[set[str], bool]:
+    """Every proper parent of the names, up to the TLDs, each once; and whether some name
+    is a single label.  One C-level pass per level: the distinct parents of each level are
+    far fewer than the names."""
+    level = set(_parents(names))
+    single_label_entries = "" in level
+    found: set[str] = set()
+    while level:
+        level.discard("")
+        found |= level
+        level = set(_parents(level)) - found
+    return found, single_label_entries
 
 
-class _Seeds(dict[str, int]):
-    """Parent name -> chain key, filled on demand while the entries are hashed.
-
-    An entry's key needs its parent's key as the seed; a missing parent is hashed
-    (recursively up to its TLD) the first time an entry asks for it.  The filled
-    dict is then exactly the set of markers, found in the same single pass over the
-    entries, with Python code running once per distinct parent, not per entry.
-    """
-
-    def __init__(self, hashf: Callable[..., int]) -> None:
-        super().__init__()
-        self.hashf = hashf
-        self.tlds: list[str] = []  # single-label parents
-        self.single_label_entries = False  # some entry had no dot (parent "")
-
-    def __missing__(self, parent: str) -> int:
-        if not parent:
-            self.single_label_entries = True
-            self[""] = 0
-            return 0
-        label, _, grand = parent.partition(".")
-        if grand:
-            key = self.hashf(label.encode(), self[grand])
-        else:
-            key = self.hashf(label.encode())
-            self.tlds.append(parent)
-        self[parent] = key
-        return key
-
-
-def _find_ips(names: list[str], seeds: _Seeds) -> list[int]:
+def _find_ips(names: list[str], parents: set[str], single_label_entries: bool) -> list[int]:
     """Positions of IP-literal names.  A dotted quad (or an IPv6 literal with an IPv4 tail)
     ends in a digit and so has a parent ending in one; any other IPv6 literal has no dot,
     hence no parent.  So a list with neither kind of parent (most lists) needs no pass at
     all, and otherwise only names ending in a digit, or holding ':', go through the regex."""
-    if not seeds.single_label_entries and \
-            not any(map(_DIGITS.__contains__, map(itemgetter(-1), seeds))):
+    if not single_label_entries and \
+            not any(map(_DIGITS.__contains__, map(itemgetter(-1), parents))):
         return []
     last_digit = map(_DIGITS.__contains__, map(itemgetter(-1), names))
     candidates = set(compress(count(), last_digit))
-    if seeds.single_label_entries:
+    if single_label_entries:
         candidates.update(compress(count(), map(str.__contains__, names, repeat(":"))))
     return sorted(i for i in candidates if is_ip_literal(names[i]))
 
@@ -261,11 +230,12 @@ def _hash_names(names: list[str], hashf: Callable[..., int], part: int = 0,
                 parts: int = 1) -> _Hashed:
     """Hash names[part::parts]; IP positions are positions in `names`."""
     share = names if parts == 1 else names[part::parts]
-    seeds = _Seeds(hashf)
-    keys = array("Q", _chain_keys(share, seeds, hashf))
-    seeds.pop("", None)
-    ips = [i * parts + part for i in _find_ips(share, seeds)]
-    return _Hashed(keys, array("Q", seeds.values()), seeds.tlds, ips, seeds.single_label_entries)
+    keys = array("Q", map(hashf, map(str.encode, share)))
+    parents, single = _proper_parents(share)
+    markers = array("Q", map(hashf, map(str.encode, parents)))
+    ips = [i * parts + part for i in _find_ips(share, parents, single)]
+    tlds = sorted(parent for parent in parents if "." not in parent)
+    return _Hashed(keys, markers, tlds, ips, single)
 
 
 def hash_half(names: list[str], part: int) -> bytes:
@@ -695,7 +665,7 @@ def _make_match(
 
     def exact(host: str) -> Sequence[tuple[str, int]]:
         """An IP-literal host matches only an entry equal to it; no walk."""
-        word = probe(_chain_key(host, hashf))
+        word = probe(hashf(host.encode()))
         return [(host, combos[word >> _SHIFT])] if word >> _SHIFT else NO_MATCH
 
     def match(host: str) -> Sequence[tuple[str, int]]:
@@ -706,6 +676,7 @@ def _make_match(
         labels = host.split(".")
         n = len(labels) - 1
         word, key = tld_get(labels[n], absent)
+        start = len(host) - len(labels[n])     # where the suffix being looked at begins
         if not word:
             # Unknown TLD: usually a miss.  tld_get never knows an all-digit label, so
             # dotted quads land here and are recognised only here, off the common path.
@@ -720,7 +691,7 @@ def _make_match(
         # (combo != 0), word & 2 is _EXACT, word & 1 is _BELOW, word >> 2 the combo.
         while word:
             if word > 3 and not word & 2:
-                hit = (".".join(labels[n:]) if n else host, combos[word >> 2])
+                hit = (host[start:] if start else host, combos[word >> 2])
                 if found:
                     found.append(hit)  # type: ignore[union-attr]
                 else:
@@ -728,7 +699,8 @@ def _make_match(
             if not word & 1 or not n:
                 return found
             n -= 1
-            key = hashf(labels[n].encode(), key)
+            start -= len(labels[n]) + 1
+            key = hashf(host[start:].encode())
             j = directory[key >> shift]
             while (k := keys[j]) < key:
                 j += 1
