@@ -74,6 +74,7 @@ from __future__ import annotations
 import gc
 import json
 import mmap
+import operator
 import os
 import re
 import struct
@@ -234,7 +235,8 @@ def _hash_names(names: list[str], hashf: Callable[..., int], part: int = 0,
     parents, single = _proper_parents(share)
     markers = array("Q", map(hashf, map(str.encode, parents)))
     ips = [i * parts + part for i in _find_ips(share, parents, single)]
-    tlds = sorted(parent for parent in parents if "." not in parent)
+    dotted = map(operator.contains, parents, repeat("."))       # C-level, like the rest
+    tlds = sorted(compress(parents, map(not_, dotted)))
     return _Hashed(keys, markers, tlds, ips, single)
 
 
