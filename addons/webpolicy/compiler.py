@@ -41,11 +41,13 @@ import os
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import BinaryIO
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -53,8 +55,8 @@ from pathlib import Path
 import xxhash
 
 from .domainindex import VERSION as INDEX_VERSION
-from .domainindex import DomainIndex, hash_half
-from .listformats import ParsedSource, SourceError, parse_source
+from .domainindex import DomainIndex, hash_half, hash_part
+from .listformats import ParsedSource, SourceError, parse_source, splits
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,7 @@ FORMAT = 1                      # of the sidecar and .urls files; part of the ke
 KEEP = 2                        # compiled sets kept: the one in force and the one before
 WORKER_TIMEOUT = 900.0          # seconds; a 5M-entry list takes ~4 s on a 2-core VM
 PARALLEL_BYTES = 1 << 20        # below this much list text, one process does it all
+SPLIT_SHARE = 0.6               # one file with this share of the text is parsed half each
 URL_CHUNK = 500                 # URL entries handed over per chunk (see CompiledLists.url_chunks)
 _KEY = re.compile(r"[0-9a-f]{32}")
 _CODE = ("compiler.py", "listformats.py", "canonical.py", "domainindex.py")
@@ -116,25 +119,30 @@ class CompiledList:
     expressions: list[tuple[str, list[str]]]   # (source path, UT1 expressions), if opted in
 
 
-def read_list(job: ListJob) -> ListContents:
+def read_list(job: ListJob, piece: Piece | None = None) -> ListContents:
     """Parse every source of one list.  Never raises for a bad source: a source that cannot
     be read is a failed source, and whether that is an error is the caller's decision
-    (statutory lists fail the policy, others only warn)."""
+    (statutory lists fail the policy, others only warn).  `piece`: one source is parsed half
+    here and half in another process (compile_in_two)."""
     status = ListStatus(job.name)
     messages: list[str] = []
     parsed = []
     for source in job.sources:
         try:
-            result = parse_source(source, job.format)
+            if piece is not None and source == piece.source:
+                result = parse_source(source, job.format, part=(0, 2))
+                result.add_piece(piece.other_summary())
+            else:
+                result = parse_source(source, job.format)
         except SourceError as exc:
             status.failed_sources.append(str(source))
             messages.append(f"lists.{job.name}: source {exc}")
             continue
         parsed.append(result)
-        status.entries += len(result.domains) + len(result.urls)
+        status.entries += result.entries
         status.skipped += result.skipped
         status.skipped_examples.extend(result.skipped_examples[: 5 - len(status.skipped_examples)])
-        if not result.domains and not result.urls:
+        if not result.entries:
             messages.append(f"lists.{job.name}: source {source} yields no entries")
     if status.entries == 0 and not job.statutory and not status.failed_sources:
         status.failed_sources.append("(no entries)")
@@ -159,15 +167,26 @@ class CompiledLists:
         return self._urls()
 
 
+@dataclass
+class Piece:
+    """A source parsed half here, half by another process: what that process found."""
+
+    job: str
+    source: str
+    other_summary: Callable[[], dict]            # ParsedSource.summary() of its half
+    other_hashes: Callable[[], tuple[int, bytes]]  # (list bit, hash_part() of its names)
+
+
 def compile_lists(jobs: Sequence[ListJob],
-                  other_half: Callable[[], bytes] | None = None) -> CompiledLists:
+                  other_half: Callable[[], bytes] | None = None,
+                  piece: Piece | None = None) -> CompiledLists:
     """Read and index the lists in this process (the CLI, tests; the worker, which passes
-    `other_half`: see DomainIndex.build_runs)."""
+    `other_half` or `piece`: see DomainIndex.build_runs)."""
     runs: list[tuple[list[str], int]] = []
     urls: list[tuple[str, str, int]] = []
     lists: dict[str, CompiledList] = {}
     for job in jobs:
-        contents = read_list(job)
+        contents = read_list(job, piece if piece is not None and piece.job == job.name else None)
         expressions = []
         for source in contents.sources:
             runs.append((source.domains, job.bit))
@@ -176,7 +195,8 @@ def compile_lists(jobs: Sequence[ListJob],
                 expressions.append((source.path, source.expressions))
         lists[job.name] = CompiledList(contents.status, contents.messages, expressions)
         del contents
-    index = DomainIndex.build_runs(runs, other_half=other_half)
+    index = DomainIndex.build_runs(runs, other_half=other_half,
+                                   other_part=piece.other_hashes if piece else None)
 
     def chunks() -> Iterator[list[tuple[str, str, int]]]:
         for start in range(0, len(urls), URL_CHUNK):
@@ -190,49 +210,128 @@ class SourcesChanged(Exception):
 
 
 def compile_in_two(jobs: Sequence[ListJob]) -> CompiledLists:
-    """compile_lists() on both CPUs: a forked child reads the same lists and hashes the
-    odd-numbered names while this process reads them and hashes the even-numbered ones.
-    Reading twice spends CPU the second core would otherwise idle away while the one big
-    list is parsed, and the processes share nothing: no names are copied over a pipe and no
-    copy-on-write pages are touched (both measured slower).  Only for a process without
-    threads (the worker).  SourcesChanged if a source changed meanwhile: then the two
-    processes may have read different names."""
-    before = cache_key(jobs)
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child's coverage is not collected
-        status = 1
-        try:
-            os.close(read_fd)
-            names = [name for job in jobs for source in read_list(job).sources
-                     for name in source.domains]
-            with os.fdopen(write_fd, "wb") as out:
-                out.write(hash_half(names, 1))
-            status = 0
-        finally:
-            os._exit(status)
-    os.close(write_fd)
-    pipe = os.fdopen(read_fd, "rb")
-    reaped = False
+    """compile_lists() on both CPUs, with a forked child process.  Only for a process
+    without threads (the worker).  SourcesChanged if a source changed meanwhile: then the
+    two processes may have read different names.
 
-    def other_half() -> bytes:
-        nonlocal reaped
-        data = pipe.read()
-        _, status = os.waitpid(pid, 0)
-        reaped = True
-        if status != 0 or not data:
-            raise RuntimeError(f"the list compiler's second process failed ({status})")
-        if cache_key(jobs) != before:
-            raise SourcesChanged()
+    When one plain list file holds most of the text (UT1's adult list is ~4.5M lines),
+    each process parses half of that file and hashes its own names; the child sends its
+    hashes and a summary of its half (_compile_split).  Otherwise both processes read every
+    list and each hashes every other name (_compile_interleaved).  No names are copied over
+    the pipe and no copy-on-write pages are touched: both were measured slower.
+    """
+    big = _big_source(jobs)
+    if big is not None:
+        return _compile_split(jobs, *big)
+    return _compile_interleaved(jobs)
+
+
+def _big_source(jobs: Sequence[ListJob]) -> tuple[ListJob, str] | None:
+    """The one source worth splitting: a plain list file with at least SPLIT_SHARE of all
+    the bytes (below that, the other process would wait on this one's other lists)."""
+    sizes = [(_total_size([ListJob(job.name, job.bit, job.format, (source,))]), job, source)
+             for job in jobs if not job.statutory for source in job.sources]
+    if not sizes:
+        return None
+    size, job, source = max(sizes, key=lambda item: item[0])
+    if size < SPLIT_SHARE * sum(item[0] for item in sizes) or not splits(source, job.format):
+        return None
+    return job, source
+
+
+def _compile_interleaved(jobs: Sequence[ListJob]) -> CompiledLists:
+    def child(out: BinaryIO) -> None:
+        names = [name for job in jobs for source in read_list(job).sources
+                 for name in source.domains]
+        out.write(hash_half(names, 1))
+
+    with _Forked(jobs, child) as other:
+        return compile_lists(jobs, other_half=other.last)
+
+
+def _compile_split(jobs: Sequence[ListJob], job: ListJob, source: str) -> CompiledLists:
+    def child(out: BinaryIO) -> None:
+        half = parse_source(source, job.format, part=(1, 2))
+        _send(out, json.dumps(half.summary()).encode())
+        _send(out, hash_part(half.domains))
+
+    with _Forked(jobs, child) as other:
+        piece = Piece(job.name, source, lambda: json.loads(other.message()),
+                      lambda: (job.bit, other.message()))
+        return compile_lists(jobs, piece=piece)
+
+
+def _send(out: BinaryIO, data: bytes) -> None:
+    """One length-prefixed message, flushed: the other process may be waiting for it."""
+    out.write(struct.pack("<Q", len(data)))
+    out.write(data)
+    out.flush()
+
+
+class _Forked:
+    """A forked child running `work(pipe)`; its messages are read in order, and the child
+    is reaped (killed first if this process gave up) on leaving the block."""
+
+    def __init__(self, jobs: Sequence[ListJob], work: Callable[[BinaryIO], None]) -> None:
+        self.jobs = jobs
+        self.before = cache_key(jobs)
+        read_fd, write_fd = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:  # pragma: no cover - the child's coverage is not collected
+            status = 1
+            try:
+                os.close(read_fd)
+                with os.fdopen(write_fd, "wb") as out:
+                    work(out)
+                status = 0
+            finally:
+                os._exit(status)
+        os.close(write_fd)
+        self.pipe = os.fdopen(read_fd, "rb")
+        self.reaped = False
+
+    def __enter__(self) -> _Forked:
+        return self
+
+    def message(self) -> bytes:
+        """The child's next length-prefixed message."""
+        head = self.pipe.read(8)
+        data = self.pipe.read(struct.unpack("<Q", head)[0]) if len(head) == 8 else b""
+        if len(head) != 8 or not data:
+            self._failed()
         return data
 
-    try:
-        return compile_lists(jobs, other_half)
-    finally:
-        pipe.close()
-        if not reaped:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
+    def last(self) -> bytes:
+        """Everything the child writes; it has exited (successfully) when this returns."""
+        data = self.pipe.read()
+        _, status = os.waitpid(self.pid, 0)
+        self.reaped = True
+        if status != 0 or not data:
+            raise RuntimeError(f"the list compiler's second process failed ({status})")
+        self._check_sources()
+        return data
+
+    def _failed(self) -> None:
+        _, status = os.waitpid(self.pid, 0)
+        self.reaped = True
+        raise RuntimeError(f"the list compiler's second process failed ({status})")
+
+    def _check_sources(self) -> None:
+        if cache_key(self.jobs) != self.before:
+            raise SourcesChanged()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.pipe.close()
+        if not self.reaped:
+            if exc_info[0] is None:           # the split protocol: the child is done now
+                _, status = os.waitpid(self.pid, 0)
+                self.reaped = True
+                if status != 0:
+                    raise RuntimeError(f"the list compiler's second process failed ({status})")
+                self._check_sources()
+                return
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
 
 
 def _total_size(jobs: Sequence[ListJob]) -> int:

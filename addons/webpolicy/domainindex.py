@@ -89,7 +89,7 @@ from typing import Any, NamedTuple
 
 import xxhash
 
-__all__ = ["DomainIndex", "NO_MATCH", "hash_half", "is_ip_literal"]
+__all__ = ["DomainIndex", "NO_MATCH", "hash_half", "hash_part", "is_ip_literal"]
 
 MAGIC = b"WPIDX"
 VERSION = 2
@@ -220,11 +220,12 @@ class _Hashed(NamedTuple):
     """What hashing the names yields; keys and markers are uint64 arrays (array("Q")
     from one process, numpy from two)."""
 
-    keys: Any  # the chain key of every name, in order
+    keys: Any  # the key of every name, in order
     markers: Any  # the keys of every proper parent (two processes may both report one)
     tlds: list[str]  # single-label parents
     ips: list[int]  # positions of IP-literal names
     single_label_entries: bool  # some name has no dot
+    singles: list[str] | None = None  # _singles(), when names from elsewhere are included
 
 
 def _hash_names(names: list[str], hashf: Callable[..., int], part: int = 0,
@@ -269,8 +270,37 @@ def _merge_halves(names: list[str], mine: _Hashed, data: bytes) -> _Hashed:
                    mine.single_label_entries or single)
 
 
+def hash_part(names: list[str]) -> bytes:
+    """Hash all of `names`, a piece of a list that another process indexes after its own
+    names (see build_runs(other_part=)); the result as bytes, to send there.  For one big
+    list file that two processes parse half each (the list compiler's worker)."""
+    hashed = _hash_names(names, _xxh3)
+    meta = json.dumps([len(hashed.keys), len(hashed.markers), hashed.tlds, hashed.ips,
+                       hashed.single_label_entries, _singles(names, hashed)]).encode()
+    return b"".join([struct.pack("<Q", len(meta)), meta, memoryview(hashed.keys).cast("B"),
+                     memoryview(hashed.markers).cast("B")])
+
+
+def _merge_part(names: list[str], mine: _Hashed, data: bytes) -> tuple[_Hashed, int]:
+    """This process's names, then another's (hash_part()): the hashes of both, and how many
+    names the other had."""
+    import numpy as np
+
+    size = struct.unpack_from("<Q", data)[0]
+    n_keys, n_markers, tlds, ips, single, singles = json.loads(data[8:8 + size])
+    theirs = np.frombuffer(data, np.uint64, n_keys + n_markers, 8 + size)
+    keys = np.concatenate([np.asarray(mine.keys, np.uint64), theirs[:n_keys]])
+    markers = np.concatenate([np.asarray(mine.markers, np.uint64), theirs[n_keys:]])
+    merged = _Hashed(keys, markers, sorted(set(mine.tlds).union(tlds)),
+                     mine.ips + [len(names) + i for i in ips], mine.single_label_entries or single,
+                     sorted(set(_singles(names, mine)).union(singles)))
+    return merged, n_keys
+
+
 def _singles(names: list[str], hashed: _Hashed) -> list[str]:
     """Single-label names: TLD parents, plus single-label entries other than IPv6 literals."""
+    if hashed.singles is not None:
+        return hashed.singles
     if not hashed.single_label_entries:
         return hashed.tlds
     ipset = {names[i] for i in hashed.ips}
@@ -525,11 +555,14 @@ class DomainIndex:
     @classmethod
     def build_runs(cls, runs: Iterable[tuple[list[str], int]], *,
                    other_half: Callable[[], bytes] | None = None,
+                   other_part: Callable[[], tuple[int, bytes]] | None = None,
                    _hash_bits: int = 64) -> DomainIndex:
         """build() for names that come in runs sharing one mask, as a list's sources do:
         no per-entry tuple is made.  With ``other_half``, this process hashes only the
         even-numbered names, and other_half() returns hash_half(names, 1) as computed,
-        meanwhile, by another process from the same runs (the list compiler's worker)."""
+        meanwhile, by another process from the same runs (the list compiler's worker).
+        With ``other_part``, another process parsed and hashed more names (a piece of a big
+        file): other_part() returns their mask and hash_part(), indexed as a last run."""
         runs = [(run, mask) for run, mask in runs if run]
         names: list[str] = runs[0][0] if len(runs) == 1 else []   # read, never changed
         for run, _ in runs if len(runs) > 1 else ():
@@ -537,17 +570,26 @@ class DomainIndex:
         counts = [(mask, len(run)) for run, mask in runs]
         _check_masks(mask for mask, _ in counts)
         with _gc_paused():
-            return cls._build(names, counts, _hash_bits, other_half)
+            return cls._build(names, counts, _hash_bits, other_half, other_part)
 
     @classmethod
     def _build(cls, names: list[str], runs: list[tuple[int, int]], hash_bits: int,
-               other_half: Callable[[], bytes] | None = None) -> DomainIndex:
+               other_half: Callable[[], bytes] | None = None,
+               other_part: Callable[[], tuple[int, bytes]] | None = None) -> DomainIndex:
         if not 8 <= hash_bits <= 64:
             raise ValueError("_hash_bits must be between 8 and 64")
         if "" in names:
             raise ValueError("empty domain name in entries")
         hashf = _hash_fn(hash_bits)
-        if other_half is None:
+        if other_part is not None:
+            if hash_bits != 64:
+                raise ValueError("other_part needs 64-bit keys")
+            mine = _hash_names(names, hashf)          # while the other process hashes its own
+            mask, data = other_part()
+            _check_masks([mask])
+            hashed, count = _merge_part(names, mine, data)
+            runs = [*runs, (mask, count)]
+        elif other_half is None:
             hashed = _hash_names(names, hashf)
         else:
             if hash_bits != 64:

@@ -83,6 +83,8 @@ _HOSTS_LOCAL_NAMES = frozenset({
 _HOSTS_DOTTED_LOCAL_NAMES = ("localhost.localdomain",)
 _HOSTS_PREFIXES = ("0.0.0.0 ", "127.0.0.1 ")
 _SAMPLE_LINES = 500
+_HEAD_CHARS = 1 << 20           # what _detect reads of a file that is split
+_SPLIT_FORMATS = ("auto", "domains", "wildcard", "urls")
 
 
 class SourceError(Exception):
@@ -104,6 +106,30 @@ class ParsedSource:
     lines: int = 0
     skipped: int = 0
     skipped_examples: list[str] = field(default_factory=list)  # first 5 "file:line: reason"
+    elsewhere: int = 0                # domains of this source that another process parsed
+
+    @property
+    def entries(self) -> int:
+        return len(self.domains) + self.elsewhere + len(self.urls)
+
+    def summary(self) -> dict:
+        """What another process needs of this piece but its domain names (see add_piece)."""
+        return {"format": self.format, "domains": len(self.domains), "urls": self.urls,
+                "lines": self.lines, "skipped": self.skipped,
+                "skipped_examples": self.skipped_examples}
+
+    def add_piece(self, later: dict) -> None:
+        """Count in the summary() of the piece after this one, whose domains are indexed
+        by the process that parsed it."""
+        self.elsewhere += later["domains"]
+        self.urls.extend(map(tuple, later["urls"]))
+        self.lines += later["lines"]
+        self.skipped += later["skipped"]
+        room = MAX_EXAMPLES - len(self.skipped_examples)
+        self.skipped_examples.extend(later["skipped_examples"][:max(room, 0)])
+        formats = {self.format, later["format"]}
+        self.format = next((f for f in ("urls", "wildcard", "domains") if f in formats),
+                           self.format)
 
     def skip(self, file: str, lineno: int, reason: str) -> None:
         """Count a bad entry; keep the first few so the admin can find and fix them."""
@@ -116,8 +142,18 @@ class _Bad(ValueError):
     """One entry is unusable; the message says why (it becomes a skipped example)."""
 
 
-def parse_source(path: str | Path, fmt: str = "auto") -> ParsedSource:
-    """Parse one list source (a file, or a UT1 category directory) in format `fmt`."""
+def parse_source(path: str | Path, fmt: str = "auto", part: tuple[int, int] = (0, 1)
+                 ) -> ParsedSource:
+    """Parse one list source (a file, or a UT1 category directory) in format `fmt`.
+
+    `part` (k, n) parses only the k-th of n pieces of a plain list file, or of a UT1
+    category's `domains` file (its other files go with piece 0), cut at line ends, so that n
+    processes can share one big list (compiler.py).  Line numbers still count from the
+    file's start; ParsedSource.add_piece() puts the pieces' counts together.  Only sources
+    for which splits() is true can be split.
+    """
+    if part != (0, 1):
+        return _parse_piece(Path(path), fmt, *part)
     p = Path(path)
     if fmt not in FORMATS:
         raise SourceError(p, f"unknown list format {fmt!r} (expected one of {', '.join(FORMATS)})")
@@ -141,10 +177,76 @@ def parse_source(path: str | Path, fmt: str = "auto") -> ParsedSource:
     return result
 
 
+def splits(path: str | Path, fmt: str) -> bool:
+    """Whether parse_source(path, fmt, part) splits this source: a plain list file (not hosts
+    or adblock; an `auto` file is detected from its head, the same way in every process), or
+    a UT1 category directory, whose `domains` file is split."""
+    p = Path(path)
+    if p.is_dir():
+        return fmt in ("auto", "ut1") and _ut1_file(p, "domains") is not None
+    if fmt not in _SPLIT_FORMATS or not p.is_file():
+        return False
+    if fmt != "auto":
+        return True
+    try:
+        return _detect(_head_lines(read_text(p, split=False)[0])) == "auto"
+    except SourceError:
+        return False
+
+
+def _parse_piece(path: Path, fmt: str, k: int, n: int) -> ParsedSource:
+    if path.is_dir():
+        found = {name: _ut1_file(path, name) for name in UT1_FILES}
+        if found["domains"] is None:
+            raise SourceError(path, "only a UT1 category with a domains file is split")
+        result = ParsedSource(str(path), "ut1")
+        _parse_plain_piece(found["domains"], read_text(found["domains"], split=False)[0],
+                           result, k, n, allow_paths=True)
+        if k == 0:                 # the rest of the category goes with the first piece
+            if found["urls"] is not None:
+                text, lines = read_text(found["urls"])
+                result.lines += len(lines)
+                _parse_plain(text, lines, result, str(found["urls"]), allow_paths=True)
+            if found["expressions"] is not None:
+                _parse_expressions(found["expressions"], result)
+        return result
+    text = read_text(path, split=False)[0]
+    if fmt not in _SPLIT_FORMATS or (fmt == "auto" and _detect(_head_lines(text)) != "auto"):
+        raise SourceError(path, "only plain domain, wildcard or URL lists are split")
+    result = ParsedSource(str(path), fmt)
+    _parse_plain_piece(path, text, result, k, n, allow_paths=fmt in ("urls", "auto"))
+    return result
+
+
+def _parse_plain_piece(file: Path, text: str, result: ParsedSource, k: int, n: int,
+                       allow_paths: bool) -> None:
+    """The k-th of n pieces of the text, cut at line ends, into result."""
+    bounds = [0] + [_line_start(text, len(text) * i // n) for i in range(1, n)] + [len(text)]
+    piece = text[bounds[k]:bounds[k + 1]]
+    lines = piece.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    result.lines += len(lines)
+    _parse_plain(piece, lines, result, str(file), allow_paths,
+                 first_line=text.count("\n", 0, bounds[k]))
+
+
+def _line_start(text: str, position: int) -> int:
+    """The start of the line after the one holding `position` (or the end of the text)."""
+    end = text.find("\n", position)
+    return len(text) if end == -1 else end + 1
+
+
+def _head_lines(text: str) -> list[str]:
+    """Enough lines from the start for _detect (it stops after _SAMPLE_LINES entries)."""
+    return text[:_HEAD_CHARS].split("\n")
+
+
 # --- reading ------------------------------------------------------------------------------
 
-def read_text(path: Path) -> tuple[str, list[str]]:
+def read_text(path: Path, split: bool = True) -> tuple[str, list[str]]:
     """The file's text ("\n" line ends) and lines: gzip, BOM, UTF-16, CRLF, stray latin-1.
+    `split=False`: the text only (no lines).
 
     Bytes that are not UTF-8 are kept as lone surrogates ("surrogateescape"), so one bad line
     is skipped and reported (see _clean) instead of the whole list failing to load.
@@ -163,6 +265,8 @@ def read_text(path: Path) -> tuple[str, list[str]]:
         text = text[1:]
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if not split:
+        return text, []
     lines = text.split("\n")
     if lines[-1] == "":
         lines.pop()
@@ -243,7 +347,7 @@ def _is_ip(text: str) -> bool:
 # --- plain lists: domains, wildcard, urls -------------------------------------------------
 
 def _parse_plain(text: str, lines: list[str], result: ParsedSource, file: str,
-                 allow_paths: bool) -> None:
+                 allow_paths: bool, first_line: int = 0) -> None:
     """Domain, wildcard and URL lines, in file order; clean domains are taken in bulk.
 
     With allow_paths false (format domains/wildcard) a line with a real path is skipped rather
@@ -262,7 +366,7 @@ def _parse_plain(text: str, lines: list[str], result: ParsedSource, file: str,
         try:
             entry = _plain_entry(line, allow_paths, saw)
         except _Bad as exc:
-            result.skip(file, index + 1, str(exc))
+            result.skip(file, first_line + index + 1, str(exc))
             continue
         if entry is not None:
             host, prefix = entry

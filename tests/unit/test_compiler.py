@@ -23,7 +23,7 @@ from webpolicy.canonical import canonical_url
 from webpolicy.compiler import (CompileError, ListCache, ListJob, cache_key, compile_lists,
                                 open_cache, prepare_directory)
 from webpolicy.decision import decide
-from webpolicy.domainindex import DomainIndex
+from webpolicy.domainindex import DomainIndex, hash_part
 from webpolicy.engine import build_engine, load_engine
 from webpolicy.policy import load_policy
 
@@ -200,7 +200,9 @@ def test_worker_result_equals_the_in_process_build(tmp_path, cache):
     jobs = [ListJob("a", 1, "domains", (str(tmp_path / "a.txt"),)),
             ListJob("b", 2, "domains", (str(tmp_path / "b.txt"),))]
     assert compiler._total_size(jobs) >= compiler.PARALLEL_BYTES
+    assert compiler._big_source(jobs) == (jobs[0], str(tmp_path / "a.txt"))   # split in two
     worker, local = cache.compile(jobs), compile_lists(jobs)
+    assert worker.lists["a"].status == local.lists["a"].status
     assert worker.lists["b"].status == local.lists["b"].status
     assert local.lists["b"].status.skipped == 1          # "single": not a domain name
     worker, local = worker.index, local.index
@@ -316,6 +318,51 @@ def test_build_runs_equals_build():
     built, from_runs = DomainIndex.build(entries), DomainIndex.build_runs(runs)
     for host in ("a.com", "c.b.a.com", "1.2.3.4", "q.xyz", "xyz", "b.com"):
         assert built.match(host) == from_runs.match(host)
+
+
+def test_other_part_indexes_like_one_build():
+    """A piece hashed by another process (hash_part) is indexed as a last run of its mask:
+    IP literals and single-label names in it included."""
+    mine = [(["a.com", "b.a.com", "10.0.0.1"], 1), (["x.net"], 2)]
+    theirs = ["c.a.com", "10.0.0.2", "solo", "::1", "deep.x.net", "a.com"]
+    built = DomainIndex.build_runs([*mine, (theirs, 4)])
+    split = DomainIndex.build_runs(mine, other_part=lambda: (4, hash_part(theirs)))
+    assert len(split) == len(built)
+    for host in ("a.com", "q.c.a.com", "10.0.0.1", "10.0.0.2", "x.10.0.0.2", "solo", "w.solo",
+                 "::1", "deep.x.net", "z.x.net", "com", "nope.org"):
+        assert split.match(host) == built.match(host), host
+
+
+def test_big_source_is_split_only_when_it_holds_most_of_the_text(tmp_path):
+    big, small, hosts = tmp_path / "big.txt", tmp_path / "small.txt", tmp_path / "hosts.txt"
+    big.write_text("a.example\n" * 700)
+    small.write_text("b.example\n" * 300)
+    hosts.write_text("0.0.0.0 c.example\n" * 2000)
+    job = lambda name, bit, source, fmt="domains", **kw: ListJob(name, bit, fmt, (str(source),), **kw)  # noqa: E731
+    assert compiler._big_source([job("a", 1, big), job("b", 2, small)]) == \
+        (job("a", 1, big), str(big))
+    assert compiler._big_source([job("a", 1, small), job("b", 2, small)]) is None
+    assert compiler._big_source([job("a", 1, hosts, "auto"), job("b", 2, small)]) is None
+    assert compiler._big_source([job("a", 1, big, statutory=True)]) is None
+
+
+def test_two_processes_interleave_when_no_file_dominates(tmp_path):
+    run_isolated("""
+import sys
+from pathlib import Path
+from tests.unit.test_compiler import _two_process_jobs
+from webpolicy import compiler
+tmp = Path(sys.argv[1])
+jobs = _two_process_jobs(tmp)
+(tmp / "more.txt").write_text((tmp / "many.txt").read_text().replace(".example", ".test"))
+jobs.append(compiler.ListJob("more", 8, "domains", (str(tmp / "more.txt"),)))
+assert compiler._big_source(jobs) is None
+both, one = compiler.compile_in_two(jobs), compiler.compile_lists(jobs)
+assert len(both.index) == len(one.index)
+for host in ["x.10.9.8.7", "10.9.8.7", "www.a.few.test", "nope.example"] + [
+        f"w.{line}" for line in (tmp / "more.txt").read_text().split()[:3000:7]]:
+    assert both.index.match(host) == one.index.match(host), host
+""", tmp_path)
 
 
 def _two_process_jobs(tmp_path: Path) -> list[ListJob]:

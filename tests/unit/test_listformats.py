@@ -467,3 +467,70 @@ def test_real_ut1_files_parse_as_plain_lists():
     assert {"bet365.com", "pokerstars.com", "williamhill.com"} <= set(result.domains)
     urls = parse_source(UT1 / "adult" / "urls")
     assert urls.format == "urls" and ("020sextoy.com", "/sk") in urls.urls
+
+
+# --------------------------------------------------------------------------- split parsing
+
+
+def _pieces(path: Path, fmt: str) -> ParsedSource:
+    """parse_source in two pieces, put together as the list compiler does; the domains of
+    the second piece appended (the compiler indexes them from the other process)."""
+    first, second = parse_source(path, fmt, part=(0, 2)), parse_source(path, fmt, part=(1, 2))
+    first.add_piece(second.summary())
+    first.elsewhere -= len(second.domains)
+    first.domains += second.domains
+    return first
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(line_text, max_size=40), st.sampled_from(["auto", "domains", "urls"]),
+       st.booleans())
+def test_two_pieces_parse_as_the_whole(tmp_path_factory, lines, fmt, crlf):
+    path = tmp_path_factory.mktemp("split") / "list.txt"
+    path.write_bytes(("\r\n" if crlf else "\n").join(["# a list", *lines, "last.example"])
+                     .encode())
+    whole = parse_source(path, fmt)
+    if not listformats.splits(path, fmt):
+        assert whole.format in ("hosts", "adblock")
+        return
+    pieced = _pieces(path, fmt)
+    assert pieced.domains == whole.domains and pieced.urls == whole.urls
+    assert (pieced.lines, pieced.skipped, pieced.format) == \
+        (whole.lines, whole.skipped, whole.format)
+    assert pieced.skipped_examples == whole.skipped_examples       # file:line as in the whole
+    assert pieced.entries == whole.entries
+
+
+def test_split_line_numbers_count_from_the_file_start(tmp_path):
+    path = tmp_path / "list.txt"
+    path.write_text("".join(f"site{i}.example\n" for i in range(1000)) + "exa mple.com\n")
+    second = parse_source(path, "domains", part=(1, 2))
+    assert second.skipped_examples == [f"{path}:1001: 'exa mple.com': contains whitespace"]
+    assert parse_source(path, "domains").skipped_examples == second.skipped_examples
+    assert len(parse_source(path, "domains", part=(0, 2)).domains) + len(second.domains) == 1000
+
+
+def test_ut1_category_splits_its_domains_file(tmp_path):
+    category = tmp_path / "adult"
+    category.mkdir()
+    (category / "domains").write_text("".join(f"d{i}.example\n" for i in range(500)))
+    (category / "urls").write_text("u.example/path\n")
+    (category / "expressions").write_text("(porn|xxx)\n")
+    assert listformats.splits(category, "ut1") and listformats.splits(category, "auto")
+    whole, pieced = parse_source(category, "ut1"), _pieces(category, "ut1")
+    assert pieced.domains == whole.domains and pieced.urls == whole.urls == [("u.example", "/path")]
+    assert pieced.expressions == whole.expressions and pieced.lines == whole.lines
+    assert pieced.format == "ut1"
+
+
+@pytest.mark.parametrize("text, fmt", [
+    ("0.0.0.0 a.example\n0.0.0.0 b.example\n", "auto"),      # hosts: parsed whole
+    ("||a.example^\n||b.example^\n", "auto"),                  # adblock
+    ("a.example\n", "hosts"),
+])
+def test_hosts_and_adblock_lists_are_not_split(tmp_path, text, fmt):
+    path = tmp_path / "list.txt"
+    path.write_text(text)
+    assert not listformats.splits(path, fmt)
+    with pytest.raises(SourceError, match="split"):
+        parse_source(path, fmt, part=(1, 2))
