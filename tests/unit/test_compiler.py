@@ -365,6 +365,37 @@ for host in ["x.10.9.8.7", "10.9.8.7", "www.a.few.test", "nope.example"] + [
 """, tmp_path)
 
 
+def test_two_processes_split_a_ut1_category(tmp_path):
+    """UT1's adult category is one big `domains` file beside `urls` and `expressions`: the
+    domains are split between the processes; counts, skipped lines and URL entries add up."""
+    run_isolated("""
+import sys
+from pathlib import Path
+from webpolicy import compiler
+tmp = Path(sys.argv[1])
+adult = tmp / "adult"
+adult.mkdir()
+names = [f"site{i}.example" for i in range(60_000)]
+names[45_000] = "exa mple.com"                      # a bad line in the second half
+(adult / "domains").write_text("\\n".join(names) + "\\n")
+(adult / "urls").write_text("u.example/path\\n")
+(adult / "expressions").write_text("(porn|xxx)\\n")
+(tmp / "small.txt").write_text("small.example\\n")
+jobs = [compiler.ListJob("adult", 1, "ut1", (str(adult),), expressions=True),
+        compiler.ListJob("small", 2, "domains", (str(tmp / "small.txt"),))]
+assert compiler._big_source(jobs) == (jobs[0], str(adult))
+both, one = compiler.compile_in_two(jobs), compiler.compile_lists(jobs)
+assert both.lists["adult"].status == one.lists["adult"].status
+status = both.lists["adult"].status
+assert status.entries == 60_000 and status.skipped == 1, status
+assert status.skipped_examples[0].startswith(f"{adult / 'domains'}:45001:"), status
+assert both.lists["adult"].expressions == one.lists["adult"].expressions
+assert [u for chunk in both.url_chunks() for u in chunk] == [("u.example", "/path", 1)]
+for host in ["site0.example", "w.site59999.example", "site45000.example", "small.example"]:
+    assert both.index.match(host) == one.index.match(host), host
+""", tmp_path)
+
+
 def _two_process_jobs(tmp_path: Path) -> list[ListJob]:
     rng = random.Random(9)
     names = [f"{rng.getrandbits(48):x}.example" for _ in range(80_000)]
