@@ -20,7 +20,7 @@ from mitmproxy.net.dns import response_codes
 
 from . import circumvention
 from .decision import Decision
-from .flows import NAMED_DESTINATION_MODES, request_hosts
+from .flows import names_destination, request_hosts
 
 if TYPE_CHECKING:
     from .addon import WebPolicy
@@ -46,7 +46,7 @@ class Circumvention:
 
     def _ip_refusal(self, flow: http.HTTPFlow, host: str) -> Decision | None:
         names = [host]            # transparent modes: request.host is just the IP connected to
-        if isinstance(flow.client_conn.proxy_mode, NAMED_DESTINATION_MODES):
+        if names_destination(flow.client_conn.proxy_mode):
             names.append(request_hosts(flow)[1])
         for name in names:
             if circumvention.is_ip_literal(name):       # cheap; the profile is asked only then

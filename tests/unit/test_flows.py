@@ -11,7 +11,8 @@ from mitmproxy.net.check import is_valid_host
 from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import tflow, tutils
 
-from webpolicy.flows import client_ip, make_response, request_hosts
+from webpolicy.flows import (NAMED_DESTINATION_MODES, client_ip, make_response,
+                            names_destination, request_hosts)
 
 
 def flow(connection_host: str, host_header: str | None, mode: str = "regular",
@@ -110,3 +111,24 @@ def test_make_response_never_shares_state():
     first.headers["x-test"] = "1"
     assert "x-test" not in second.headers and second.content == b"two"
     assert first.data is not second.data
+
+
+@pytest.mark.parametrize("spec", ["regular", "upstream:http://127.0.0.1:3128", "socks5",
+                                  "transparent", "reverse:http://127.0.0.1:8080", "dns",
+                                  "wireguard", "local"])
+def test_names_destination_agrees_with_isinstance(spec):
+    mode = ProxyMode.parse(spec)
+    assert names_destination(mode) == isinstance(mode, NAMED_DESTINATION_MODES)
+
+
+@pytest.mark.parametrize("fields", [
+    [(b"Host", b"a.example")], [(b"HOST", b"a.example:81")],
+    [(b"host", b"a.example"), (b"host", b"b.example")],        # repeated: mitmproxy folds
+    [(b"host", b"\xff\xfe.example")],                          # not UTF-8
+    [(b"x-host", b"a.example"), (b"hostx", b"b.example")],     # not the Host header
+    [],
+])
+def test_host_header_read_as_mitmproxy_reads_it(fields):
+    f = flow("upstream.example", None)
+    f.request.headers = http.Headers(fields)
+    assert request_hosts(f)[0] == f.request.pretty_host
