@@ -153,8 +153,9 @@ class WebPolicy:
         if self.reloader:
             self.reloader.request()
 
-    def _install(self, engine: Engine) -> None:
-        """Swap a whole new engine in: one assignment, so no request sees a mixture."""
+    def _install(self, engine: Engine) -> Engine | None:
+        """Swap a whole new engine in: one assignment, so no request sees a mixture.  Returns
+        the engine replaced (the reloader frees it, piecemeal)."""
         old = self.engine
         settings = engine.policy.logging
         if self.audit is None or (old and old.policy.logging != settings):
@@ -169,14 +170,16 @@ class WebPolicy:
             log.warning("webpolicy: %s", warning)
         log.info("webpolicy: policy %s in force (%s)", engine.version,
                  ", ".join(f"{n}: {s.entries}" for n, s in engine.status.items()))
+        return old
 
-    def _reloaded(self, engine: Engine) -> None:
-        """Called from the reload thread; the swap itself is atomic."""
-        self._install(engine)
+    def _reloaded(self, engine: Engine) -> Engine | None:
+        """Called from the reload thread; the swap itself is atomic.  Returns the old engine."""
+        old = self._install(engine)
         try:
             self._serve_metrics(engine)        # metrics.listen may have changed
         except OSError as exc:
             log.error("webpolicy: %s", exc)
+        return old
 
     def _serve_metrics(self, engine: Engine) -> None:
         """Start, move or stop the metrics endpoint as the policy and options say."""

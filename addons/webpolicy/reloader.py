@@ -6,9 +6,10 @@ with one callback, so a request sees either the old policy or the new one, never
 broken edit reports its problems and the last good policy stays in force.
 
 The heavy part of a rebuild, the big lists, runs in a worker process (compiler.py), so this
-thread mostly waits.  What it still does in Python runs with short GIL slices (below), and the
-old Engine holds no reference cycle and no big Python structure, so dropping it frees it at
-once and cheaply (its domain index is an mmap: unmapping it costs well under a millisecond).
+thread mostly waits.  What it still does in Python runs with short GIL slices (below).  The
+old Engine holds no reference cycle, and its one big Python structure, the URL entries, is
+freed piecemeal after a grace period (Engine.release): freed at once, 50k entries would stop
+the proxy for several ms.  Its domain index is an mmap: unmapping costs well under a ms.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +29,9 @@ from .policy import Policy, PolicyError
 log = logging.getLogger(__name__)
 
 Signature = tuple[tuple[str, int, int], ...]
+# After a swap, the old engine is dismantled only once no hook can still be using it: hooks
+# are synchronous and take microseconds, so a second is a wide margin.
+RELEASE_GRACE = 1.0
 
 
 def file_signature(paths: list[Path]) -> Signature:
@@ -45,7 +50,7 @@ def file_signature(paths: list[Path]) -> Signature:
 
 class Reloader:
     def __init__(self, policy_path: Path, build: Callable[[Path], Engine],
-                 on_success: Callable[[Engine], None],
+                 on_success: Callable[[Engine], Engine | None],
                  on_failure: Callable[[PolicyError | Exception], None],
                  interval: float = 2.0):
         self.policy_path = policy_path
@@ -99,7 +104,16 @@ class Reloader:
             # Watch what the new policy names; lists may have changed while it was built.
             self._watched = engine.policy.files()
             self._signature = file_signature(self._watched)
-            self.on_success(engine)         # the swap; the old engine is freed there
+            old = self.on_success(engine)   # the swap; it returns the engine replaced
+            del engine
+            if old is not None:
+                time.sleep(RELEASE_GRACE)
+                old.release(_pause)
+
+
+def _pause() -> None:
+    """Let the event loop run between batches of freeing (see Engine.release)."""
+    time.sleep(0.001)
 
 
 @contextmanager

@@ -13,7 +13,7 @@ up in a dict: the cost follows the length of the path, not the size of the list.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 # Characters at which a path prefix may end: "/bad" matches "/bad/x" and "/bad?x".
@@ -27,6 +27,16 @@ class UrlHit(NamedTuple):
     entry: str          # the entry as canonicalised: "host" or "host/path"
     bits: int
     kind: str           # "host" (whole host and subdomains) or "url" (a path prefix)
+
+
+class _Released(dict):
+    """What a released index holds: any lookup raises, so a caller fails closed."""
+
+    def __bool__(self) -> bool:
+        return True
+
+    def get(self, *args: object) -> None:
+        raise RuntimeError("lookup in a released UrlIndex")
 
 
 class UrlIndex:
@@ -48,6 +58,19 @@ class UrlIndex:
 
     def __len__(self) -> int:
         return self._count
+
+    def release(self, pause: Callable[[], None], batch: int = 2000) -> None:
+        """Free the rules a batch at a time, calling pause() between batches: for an index
+        nothing uses any more (a replaced engine's, see reloader.py).  Freeing 50k rules at
+        once is one deallocation of several ms that no thread switch can interrupt, so the
+        proxy would serve no one meanwhile.  A lookup after this raises (fail closed)."""
+        rules, longest = self._rules, self._longest
+        self._rules = self._longest = _Released()
+        for table in (rules, longest):
+            while table:
+                for _ in range(min(batch, len(table))):
+                    table.popitem()
+                pause()
 
     def entries(self) -> Iterator[tuple[str, str, int]]:
         """Every (host, prefix, bits): for validation, never on the request path."""

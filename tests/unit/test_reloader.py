@@ -85,3 +85,35 @@ def test_a_dropped_engine_is_freed_without_the_cyclic_gc(tmp_path):
     finally:
         if was_enabled:
             gc.enable()
+
+
+def test_the_replaced_engine_is_released_after_a_grace_period(tmp_path, monkeypatch):
+    """The engine the swap returns is dismantled piecemeal, and only after the grace period
+    (a hook may still be using it for a few microseconds); a lookup in it then fails closed."""
+    from webpolicy import reloader as reloader_module
+    monkeypatch.setattr(reloader_module, "RELEASE_GRACE", 0.2)
+    path = write_policy(tmp_path, POLICY, {"adult.txt": "adult.test\n"})
+    old = build_engine(load_policy(path))
+    old.exact.add("url.test", "/x", 1)
+    swapped = threading.Event()
+
+    def on_success(engine):
+        swapped.set()
+        return old
+
+    reloader = Reloader(path, lambda p: build_engine(load_policy(p)), on_success,
+                        lambda exc: None, interval=0)
+    reloader.start(load_policy(path))
+    reloader.request()
+    assert swapped.wait(10)
+    assert old.exact.match("url.test", "/x")          # still whole within the grace period
+    deadline = threading.Event()
+    for _ in range(100):
+        try:
+            old.exact.match("url.test", "/x")
+        except RuntimeError:
+            break
+        deadline.wait(0.05)
+    else:
+        raise AssertionError("the old engine was not released")
+    reloader.stop()

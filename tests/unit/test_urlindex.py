@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -84,3 +85,14 @@ def test_cutting_agrees_with_testing_every_rule(prefixes, target):
         urlindex._FEW = saved
     assert many == expected
     assert cut == expected
+
+
+def test_release_frees_in_batches_and_then_fails_closed():
+    index = UrlIndex()
+    for i in range(5000):
+        index.add(f"h{i}.example", f"/p{i}", 1)
+    pauses = []
+    index.release(lambda: pauses.append(1), batch=1000)
+    assert len(pauses) == 10                      # 5 batches of rules, 5 of path lengths
+    with pytest.raises(RuntimeError, match="released"):
+        index.match("h1.example", "/p1")
