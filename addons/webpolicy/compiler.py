@@ -229,7 +229,7 @@ def compile_in_two(jobs: Sequence[ListJob]) -> CompiledLists:
 def _big_source(jobs: Sequence[ListJob]) -> tuple[ListJob, str] | None:
     """The one source worth splitting: a plain list file with at least SPLIT_SHARE of all
     the bytes (below that, the other process would wait on this one's other lists)."""
-    sizes = [(_total_size([ListJob(job.name, job.bit, job.format, (source,))]), job, source)
+    sizes = [(_source_size(source), job, source)
              for job in jobs if not job.statutory for source in job.sources]
     if not sizes:
         return None
@@ -243,10 +243,10 @@ def _compile_interleaved(jobs: Sequence[ListJob]) -> CompiledLists:
     def child(out: BinaryIO) -> None:
         names = [name for job in jobs for source in read_list(job).sources
                  for name in source.domains]
-        out.write(hash_half(names, 1))
+        _send(out, hash_half(names, 1))
 
     with _Forked(jobs, child) as other:
-        return compile_lists(jobs, other_half=other.last)
+        return compile_lists(jobs, other_half=other.message)
 
 
 def _compile_split(jobs: Sequence[ListJob], job: ListJob, source: str) -> CompiledLists:
@@ -269,8 +269,9 @@ def _send(out: BinaryIO, data: bytes) -> None:
 
 
 class _Forked:
-    """A forked child running `work(pipe)`; its messages are read in order, and the child
-    is reaped (killed first if this process gave up) on leaving the block."""
+    """A forked child running `work(pipe)`, which sends length-prefixed messages.  Leaving
+    the block reaps the child: normally it must have exited successfully and the sources
+    must be unchanged (else RuntimeError or SourcesChanged); after an error it is killed."""
 
     def __init__(self, jobs: Sequence[ListJob], work: Callable[[BinaryIO], None]) -> None:
         self.jobs = jobs
@@ -288,62 +289,48 @@ class _Forked:
                 os._exit(status)
         os.close(write_fd)
         self.pipe = os.fdopen(read_fd, "rb")
-        self.reaped = False
+        self.status: int | None = None           # the child's exit status, once reaped
 
     def __enter__(self) -> _Forked:
         return self
 
     def message(self) -> bytes:
-        """The child's next length-prefixed message."""
+        """The child's next message; RuntimeError if it exited without sending it."""
         head = self.pipe.read(8)
         data = self.pipe.read(struct.unpack("<Q", head)[0]) if len(head) == 8 else b""
-        if len(head) != 8 or not data:
-            self._failed()
+        if not data:
+            raise RuntimeError(f"the list compiler's second process failed ({self._reap()})")
         return data
 
-    def last(self) -> bytes:
-        """Everything the child writes; it has exited (successfully) when this returns."""
-        data = self.pipe.read()
-        _, status = os.waitpid(self.pid, 0)
-        self.reaped = True
-        if status != 0 or not data:
-            raise RuntimeError(f"the list compiler's second process failed ({status})")
-        self._check_sources()
-        return data
+    def _reap(self) -> int:
+        if self.status is None:
+            self.status = os.waitpid(self.pid, 0)[1]
+        return self.status
 
-    def _failed(self) -> None:
-        _, status = os.waitpid(self.pid, 0)
-        self.reaped = True
-        raise RuntimeError(f"the list compiler's second process failed ({status})")
-
-    def _check_sources(self) -> None:
+    def __exit__(self, error: type[BaseException] | None, *_: object) -> None:
+        self.pipe.close()
+        if error is not None:
+            if self.status is None:
+                os.kill(self.pid, signal.SIGKILL)
+                self._reap()
+            return
+        if self._reap() != 0:
+            raise RuntimeError(f"the list compiler's second process failed ({self.status})")
         if cache_key(self.jobs) != self.before:
             raise SourcesChanged()
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.pipe.close()
-        if not self.reaped:
-            if exc_info[0] is None:           # the split protocol: the child is done now
-                _, status = os.waitpid(self.pid, 0)
-                self.reaped = True
-                if status != 0:
-                    raise RuntimeError(f"the list compiler's second process failed ({status})")
-                self._check_sources()
-                return
-            os.kill(self.pid, signal.SIGKILL)
-            os.waitpid(self.pid, 0)
-
 
 def _total_size(jobs: Sequence[ListJob]) -> int:
-    size = 0
-    for job in jobs:
-        for source in job.sources:
-            try:
-                paths = list(os.scandir(source)) if os.path.isdir(source) else [source]
-                size += sum(os.stat(p).st_size for p in paths)
-            except OSError:
-                pass
-    return size
+    return sum(_source_size(source) for job in jobs for source in job.sources)
+
+
+def _source_size(source: str) -> int:
+    """Bytes of a list file, or of the files of a list directory (0 if unreadable)."""
+    try:
+        paths = list(os.scandir(source)) if os.path.isdir(source) else [source]
+        return sum(os.stat(p).st_size for p in paths)
+    except OSError:
+        return 0
 
 
 # --------------------------------------------------------------------------- the cache key

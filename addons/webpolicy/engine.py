@@ -104,11 +104,12 @@ class Engine:
                         hits.append(ListHit(list_id, "expression", found.group(0)))
         return hits
 
-    def release(self, pause: Callable[[], None]) -> None:
-        """Free the big Python structures piecemeal once this engine has been replaced (see
-        UrlIndex.release); the domain index is a mapping and unmaps in well under a ms."""
+    def release(self) -> None:
+        """Free the big Python structures piecemeal, letting the event loop run between
+        batches, once this engine has been replaced (see UrlIndex.release); the domain index
+        is a mapping and unmaps in well under a ms."""
         self.identify.cache_clear()
-        self.exact.release(pause)
+        self.exact.release(_yield_gil)
 
     def is_passthrough(self, host: str) -> bool:
         return bool(self.passthrough.match(host, "/"))

@@ -196,20 +196,9 @@ def splits(path: str | Path, fmt: str) -> bool:
 
 def _parse_piece(path: Path, fmt: str, k: int, n: int) -> ParsedSource:
     if path.is_dir():
-        found = {name: _ut1_file(path, name) for name in UT1_FILES}
-        if found["domains"] is None:
+        if _ut1_file(path, "domains") is None:
             raise SourceError(path, "only a UT1 category with a domains file is split")
-        result = ParsedSource(str(path), "ut1")
-        _parse_plain_piece(found["domains"], read_text(found["domains"], split=False)[0],
-                           result, k, n, allow_paths=True)
-        if k == 0:                 # the rest of the category goes with the first piece
-            if found["urls"] is not None:
-                text, lines = read_text(found["urls"])
-                result.lines += len(lines)
-                _parse_plain(text, lines, result, str(found["urls"]), allow_paths=True)
-            if found["expressions"] is not None:
-                _parse_expressions(found["expressions"], result)
-        return result
+        return _parse_ut1(path, k, n)
     text = read_text(path, split=False)[0]
     if fmt not in _SPLIT_FORMATS or (fmt == "auto" and _detect(_head_lines(text)) != "auto"):
         raise SourceError(path, "only plain domain, wildcard or URL lists are split")
@@ -663,20 +652,22 @@ def _adblock_reason(s: str) -> str:
 
 # --- UT1 category directories -------------------------------------------------------------
 
-def _parse_ut1(directory: Path) -> ParsedSource:
-    """A UT1 category: `domains` and/or `urls` (either may be absent), optional `expressions`."""
+def _parse_ut1(directory: Path, k: int = 0, n: int = 1) -> ParsedSource:
+    """A UT1 category: `domains` and/or `urls` (either may be absent), optional `expressions`.
+    (k, n): the k-th of n pieces of the `domains` file; the rest goes with piece 0."""
     found = {name: _ut1_file(directory, name) for name in UT1_FILES}
     if found["domains"] is None and found["urls"] is None:
         raise SourceError(directory, _not_ut1_message(directory))
     result = ParsedSource(str(directory), "ut1")
-    for name in ("domains", "urls"):
-        file = found[name]
-        if file is not None:
-            text, lines = read_text(file)
-            result.lines += len(lines)
-            _parse_plain(text, lines, result, str(file), allow_paths=True)
-    if found["expressions"] is not None:
-        _parse_expressions(found["expressions"], result)
+    if found["domains"] is not None:
+        _parse_plain_piece(found["domains"], read_text(found["domains"], split=False)[0],
+                           result, k, n, allow_paths=True)
+    if k == 0:
+        if found["urls"] is not None:
+            _parse_plain_piece(found["urls"], read_text(found["urls"], split=False)[0],
+                               result, 0, 1, allow_paths=True)
+        if found["expressions"] is not None:
+            _parse_expressions(found["expressions"], result)
     return result
 
 

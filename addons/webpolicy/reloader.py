@@ -108,12 +108,7 @@ class Reloader:
             del engine
             if old is not None:
                 time.sleep(RELEASE_GRACE)
-                old.release(_pause)
-
-
-def _pause() -> None:
-    """Let the event loop run between batches of freeing (see Engine.release)."""
-    time.sleep(0.001)
+                old.release()
 
 
 @contextmanager
