@@ -580,6 +580,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="where synthetic lists are kept between runs")
     parser.add_argument("--only", help="comma-separated configurations (bare,shipped,1M,5M)")
     parser.add_argument("--skip-reload", action="store_true")
+    parser.add_argument("--starts", type=int, default=1,
+                        help="time the big configuration's cold and warm start this many times, "
+                             "each beside a restart of bare (report every one and the medians)")
+    parser.add_argument("--starts-only", action="store_true",
+                        help="only the start-up times: no load runs, no reload")
     parser.add_argument("--reloads", type=int, default=1,
                         help="probe-only reloads to time (the longest stall of each; on a noisy "
                              "machine one is not enough)")
@@ -618,17 +623,20 @@ def main(argv: list[str] | None = None) -> int:
             say(f"started {config.name}: first answer after {seconds_to_start:.2f} s")
             proxies[config.name] = proxy
         starts = {}
-        if big_name in proxies and not args.skip_reload:
-            starts = start_times(proxies[big_name])
-        results = run_load(proxies, concurrencies, seconds, args.rounds, lua, data.requests)
-        memory = {name: p.memory() for name, p in proxies.items()}
-        report_throughput(results, [c.name for c in configs], memory, sizes)
+        if big_name in proxies and (args.starts_only or not args.skip_reload):
+            starts = start_times(proxies[big_name], proxies.get("bare"), args.starts)
+        if not args.starts_only:
+            results = run_load(proxies, concurrencies, seconds, args.rounds, lua, data.requests)
+            memory = {name: p.memory() for name, p in proxies.items()}
+            report_throughput(results, [c.name for c in configs], memory, sizes)
         if starts:
             say(f"\n== Start-up of the {big_name} configuration (to the first proxied answer) ==")
-            say(f"bare mitmdump {proxies['bare'].start_seconds:.2f} s" if "bare" in proxies else "")
-            say(f"cold (empty list cache): {starts['cold']:.2f} s;  "
-                f"warm (compiled cache): {starts['warm']:.2f} s")
-        if big_name in proxies and not args.skip_reload:
+            for kind in ("bare", "cold", "warm"):
+                if starts[kind]:
+                    times = ", ".join(f"{t:.2f}" for t in starts[kind])
+                    say(f"{kind:>5}: median {statistics.median(starts[kind]):.2f} s  ({times})")
+            say("bare: mitmdump alone; cold: empty list cache; warm: compiled cache")
+        if big_name in proxies and not args.skip_reload and not args.starts_only:
             reload_runs(proxies[big_name], proxies.get("bare"), extra_source, seconds, lua,
                         data.requests, args.reloads)
     finally:
@@ -639,14 +647,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def start_times(proxy: Proxy) -> dict[str, float]:
-    """Restart the big configuration: once with an emptied cache (cold), once warm."""
-    proxy.stop()
-    shutil.rmtree(proxy.cache_dir, ignore_errors=True)
-    cold = proxy.start()
-    proxy.stop()
-    warm = proxy.start()
-    return {"cold": cold, "warm": warm}
+def start_times(proxy: Proxy, bare: Proxy | None, rounds: int) -> dict[str, list[float]]:
+    """Restart the big configuration, rounds times: with an emptied cache (cold), then
+    warm; and bare mitmdump beside each, so that its own start-up is measured alike."""
+    times: dict[str, list[float]] = {"bare": [], "cold": [], "warm": []}
+    for _ in range(rounds):
+        if bare is not None:
+            bare.stop()
+            times["bare"].append(bare.start())
+        proxy.stop()
+        shutil.rmtree(proxy.cache_dir, ignore_errors=True)
+        times["cold"].append(proxy.start())
+        proxy.stop()
+        times["warm"].append(proxy.start())
+    return times
 
 
 def run_load(proxies: dict[str, Proxy], concurrencies: list[int], seconds: float, rounds: int,

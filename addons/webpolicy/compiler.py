@@ -55,7 +55,7 @@ from pathlib import Path
 import xxhash
 
 from .domainindex import VERSION as INDEX_VERSION
-from .domainindex import DomainIndex, hash_half, hash_part
+from .domainindex import DomainIndex, Run, hash_half, hash_part
 from .listformats import ParsedSource, SourceError, parse_source, splits
 
 log = logging.getLogger(__name__)
@@ -182,14 +182,14 @@ def compile_lists(jobs: Sequence[ListJob],
                   piece: Piece | None = None) -> CompiledLists:
     """Read and index the lists in this process (the CLI, tests; the worker, which passes
     `other_half` or `piece`: see DomainIndex.build_runs)."""
-    runs: list[tuple[list[str], int]] = []
+    runs: list[Run] = []
     urls: list[tuple[str, str, int]] = []
     lists: dict[str, CompiledList] = {}
     for job in jobs:
         contents = read_list(job, piece if piece is not None and piece.job == job.name else None)
         expressions = []
         for source in contents.sources:
-            runs.append((source.domains, job.bit))
+            runs += [(source.hosts, job.bit), (source.others, job.bit)]
             urls.extend((host, prefix, job.bit) for host, prefix in source.urls)
             if job.expressions and source.expressions:
                 expressions.append((source.path, source.expressions))
@@ -241,9 +241,9 @@ def _big_source(jobs: Sequence[ListJob]) -> tuple[ListJob, str] | None:
 
 def _compile_interleaved(jobs: Sequence[ListJob]) -> CompiledLists:
     def child(out: BinaryIO) -> None:
-        names = [name for job in jobs for source in read_list(job).sources
-                 for name in source.domains]
-        _send(out, hash_half(names, 1))
+        runs = [(names, job.bit) for job in jobs for source in read_list(job).sources
+                for names in (source.hosts, source.others)]
+        _send(out, hash_half(runs, 1))
 
     with _Forked(jobs, child) as other:
         return compile_lists(jobs, other_half=other.message)
@@ -253,7 +253,7 @@ def _compile_split(jobs: Sequence[ListJob], job: ListJob, source: str) -> Compil
     def child(out: BinaryIO) -> None:
         half = parse_source(source, job.format, part=(1, 2))
         _send(out, json.dumps(half.summary()).encode())
-        _send(out, hash_part(half.domains))
+        _send(out, hash_part(half.hosts))
 
     with _Forked(jobs, child) as other:
         piece = Piece(job.name, source, lambda: json.loads(other.message()),

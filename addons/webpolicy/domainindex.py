@@ -21,24 +21,24 @@ Keys
 
         key("example.com") = xxh3_64(b"example.com")
 
-    A lookup walking ``com -> example.com -> www.example.com`` hashes each suffix
-    (a slice of the host).  Version 1 chained per-label hashes instead, which made
-    a lookup no cheaper but the build ~40% dearer: every entry needed its parent's
-    key as a seed.  No key value is reserved (0 is an ordinary key); the largest
-    value is the end sentinel, see below.
+    A lookup walking ``example.com -> www.example.com`` hashes each suffix (a slice of
+    the host).  No key value is reserved (0 is an ordinary key); the largest value is the
+    end sentinel, see below.
 
 Layout (little-endian; each section 8-byte aligned; see ``_HEADER``)
-    header  64 bytes: b"WPIDX", version, parameters, counts, xxh3-64 checksum
+    header  64 bytes: b"WPIDX", version, parameters, flags, counts, xxh3-64 checksum
     keys    uint64[n+1]  sorted; keys[n] is the sentinel 2**hash_bits - 1
     dir     uint32[2**d] dir[b] = index of the first key whose top d bits >= b
-    vals    uint16 or uint32[n+1]  word = combo << 2 | exact << 1 | below
+    vals    uint16 or uint32[n+1]  word = combo << 1 | exact
     combos  uint64[c+1]  the distinct list masks; combo 0 means "not an entry"
-    tlds    "\n"-joined single-label names (empty above _TLD_DICT_MAX of them)
 
-    ``below`` marks a name with a longer entry under it.  Every proper parent of an
-    entry is stored (as an entry, or as a bare marker), so a lookup walking out
-    from the TLD stops at the first absent name: a typical miss costs one dict
-    lookup (the TLD level, exact) and one hashed probe.
+    A lookup probes every suffix of the host that has a dot, shortest first, and the
+    last label too when the index holds single-label entries (a header flag; real lists
+    have none or a handful): one probe for ``example.com``, two for ``www.example.com``.
+    Versions 1 and 2 also stored every proper parent of an entry as a marker, so that
+    a walk could stop at the first absent name; finding those parents for 5M names was
+    the largest part of the build (1-2 s of CPU per process on the VM measured), and
+    saved about one probe (~0.3 us) per lookup.  Version 3 stores entries only.
 
     A probe is ``j = dir[key >> shift]``, then step while ``keys[j] < key``: keys
     are sorted and the sentinel ends the array, so no bucket end is needed; with
@@ -51,30 +51,29 @@ Layout (little-endian; each section 8-byte aligned; see ``_HEADER``)
     old file keeps a valid index until it swaps in the new one.
 
 Build
-    Entries and the distinct proper parents are hashed in C-level passes over the
-    names (see _hash_names).  Then one record per entry and per marker is sorted with numpy;
-    repeated keys (an entry on several lists, an entry that is also a parent) end up
-    adjacent and are OR-merged.  About 0.8 s of CPU per million entries in all, of
-    which two processes can share the hashing (scripts/bench_index.py prints
-    current figures; the list compiler, compiler.py, runs builds in a worker).
+    Names come as UTF-8 bytes.  Most are the list parser's clean lines, handed over as
+    ``bytes`` with a promise (dotted, not an IP literal: see build_runs), so the build
+    only hashes them, one C-level pass.  Names given as ``str`` are checked for IP
+    literals and single labels first.  Then one record per name is sorted with numpy;
+    repeated keys (an entry on several lists, a collision) end up adjacent and are
+    OR-merged.  Two processes can share the hashing (hash_half, hash_part; the list
+    compiler, compiler.py, runs builds in a worker; scripts/bench_index.py prints
+    current figures).
 
 False positives
-    A key collision makes an unlisted name look listed.  With N stored names
-    (entries and markers) and b-bit keys, one hashed probe collides with
-    probability about N / 2**b, so a lookup making p hashed probes (the TLD level
-    is exact; p is 1 for a typical miss, rarely above 3) falsely matches with
-    probability at most about p * N / 2**b: ~1e-12 for 6M names and b = 64.
-    Callers that must not over-block (statutory lists) confirm a hit against the
-    exact entry.  A collision can add a match or a list bit, never hide one.
-    Tests build with ``_hash_bits=16`` to measure the rate against this bound.
+    A key collision makes an unlisted name look listed.  With N entries and b-bit keys,
+    one hashed probe collides with probability about N / 2**b, so a lookup making p
+    probes (one per label of the host, less one) falsely matches with probability at
+    most about p * N / 2**b: ~1e-12 for 5M names, b = 64 and a 5-label host.  Callers
+    that must not over-block (statutory lists) confirm a hit against the exact entry.
+    A collision can add a match or a list bit, never hide one.  Tests build with
+    ``_hash_bits=16`` to measure the rate against this bound.
 """
 
 from __future__ import annotations
 
 import gc
-import json
 import mmap
-import operator
 import os
 import re
 import struct
@@ -92,21 +91,16 @@ import xxhash
 __all__ = ["DomainIndex", "NO_MATCH", "hash_half", "hash_part", "is_ip_literal"]
 
 MAGIC = b"WPIDX"
-VERSION = 2
+VERSION = 3
 # magic, version, hash_bits, dir_bits, val_size, flags, pad,
-# n_entries, n_items, n_combos, tld_len, checksum, pad -> 64 bytes.  The checksum
+# n_entries, n_items, n_combos, checksum, pad -> 64 bytes.  The checksum
 # (xxh3-64) covers the header up to itself and everything after the header.
-_HEADER = struct.Struct("<5sBBBBB2xQQQQQ12x")
-_CHECKSUM_AT = 44
-_FLAG_TLD_DICT = 1
-# Above this many single-label names the TLD level is hashed like any other,
-# so that open() stays O(1) in the number of entries.
-_TLD_DICT_MAX = 1 << 16
+_HEADER = struct.Struct("<5sBBBBB2xQQQQ20x")
+_CHECKSUM_AT = 36
+_FLAG_SINGLE_LABELS = 1  # some entry is a single label: lookups probe the last label too
 
-# A vals word is combo << _SHIFT | _EXACT? | _BELOW? (match() spells these as literals).
-_BELOW = 1  # a longer entry exists under this name
-_EXACT = 2  # IP literal: matches only a host equal to it
-_SHIFT = 2  # vals >> _SHIFT = combo index
+# A vals word is combo << 1 | exact (match() spells these as literals).
+_EXACT = 1  # IP literal: matches only a host equal to it
 
 NO_MATCH: tuple[()] = ()
 """Shared result for a miss (immutable, so callers cannot corrupt it)."""
@@ -140,21 +134,25 @@ def _key(name: str, hashf: Callable[..., int]) -> int:
 # --------------------------------------------------------------------------- build
 #
 # build() runs in the list compiler's worker process (compiler.py) at start-up and on
-# reload, and must handle 5M entries in a few seconds.  Hashing is whole-list C-level
-# passes (map, set), with no bytecode per entry.  Everything after that -- sorting,
-# merging repeated keys, numbering the list masks, the directory -- is whole-array numpy
-# work, which does it 10-20x faster than list.sort() over packed Python ints did.  numpy
-# is imported inside build() only: the proxy process never builds (it maps files the
-# worker wrote), and the lookup path uses none.  The hashing can be shared with a second
-# process (hash_half, build_runs(other_half=)): the compiler's worker uses both CPUs so.
+# reload, and must handle 5M entries in a few seconds.  Hashing is one C-level pass (map)
+# over bytes the list parser cut from the file, with no bytecode per entry.  Everything
+# after that -- sorting, merging repeated keys, numbering the list masks, the directory --
+# is whole-array numpy work, which does it 10-20x faster than list.sort() over packed
+# Python ints did.  numpy is imported inside build() only: the proxy process never builds
+# (it maps files the worker wrote), and the lookup path uses none.  The hashing can be
+# shared with a second process (hash_half, hash_part): the compiler's worker uses both
+# CPUs so.
 
 _M64 = (1 << 64) - 1
+
+Run = tuple[Sequence[str] | Sequence[bytes], int]
+"""Names sharing one list mask: ``str`` (any canonical hosts) or ``bytes`` (see build_runs)."""
 
 
 @contextmanager
 def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic GC: the passes allocate millions of short-lived tuples, and
-    each generation-2 collection would re-walk every live container (2x slower)."""
+    """Pause the cyclic GC: the passes allocate millions of objects, and each
+    generation-2 collection would re-walk every live container (2x slower)."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -164,215 +162,167 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _columns(entries: Iterable[tuple[str, int]]) -> tuple[list[str], list[int], set[int]]:
-    """Names, masks and the distinct masks."""
-    pairs = entries if isinstance(entries, list) else list(entries)
-    names = list(map(itemgetter(0), pairs))
-    masks = list(map(itemgetter(1), pairs))
-    return names, masks, set(masks)  # usually a handful of shared objects: one fast pass
-
-
 def _check_masks(distinct: Iterable[int]) -> None:
     distinct = list(distinct)
     if distinct and (min(distinct) <= 0 or max(distinct) > _M64):
         raise ValueError("list masks must be non-zero unsigned 64-bit integers")
 
 
-def _parents(names: Iterable[str]) -> Iterator[str]:
-    """Stream of each name's parent ('' for a single label).
-
-    Streams rather than lists: first-touch page faults cost ~0.4-2 s per GB on the
-    VM measured, so materialising millions of tuples costs more than recomputing.
-    """
-    return map(itemgetter(2), map(str.partition, names, repeat(".")))
-
-
-def _proper_parents(names: Iterable[str]) -> tuple[set[str], bool]:
-    """Every proper parent of the names, up to the TLDs, each once; and whether some name
-    is a single label.  One C-level pass per level: the distinct parents of each level are
-    far fewer than the names."""
-    level = set(_parents(names))
-    single_label_entries = "" in level
-    found: set[str] = set()
-    while level:
-        level.discard("")
-        found |= level
-        level = set(_parents(level)) - found
-    return found, single_label_entries
-
-
-def _find_ips(names: list[str], parents: set[str], single_label_entries: bool) -> list[int]:
-    """Positions of IP-literal names.  A dotted quad (or an IPv6 literal with an IPv4 tail)
-    ends in a digit and so has a parent ending in one; any other IPv6 literal has no dot,
-    hence no parent.  So a list with neither kind of parent (most lists) needs no pass at
-    all, and otherwise only names ending in a digit, or holding ':', go through the regex."""
-    if not single_label_entries and \
-            not any(map(_DIGITS.__contains__, map(itemgetter(-1), parents))):
-        return []
+def _find_ips(names: Sequence[str]) -> list[int]:
+    """Positions of IP-literal names.  Only names ending in a digit or holding ':' can be
+    one; those are found in C-level passes and only they go through the regex."""
     last_digit = map(_DIGITS.__contains__, map(itemgetter(-1), names))
     candidates = set(compress(count(), last_digit))
-    if single_label_entries:
-        candidates.update(compress(count(), map(str.__contains__, names, repeat(":"))))
+    candidates.update(compress(count(), map(str.__contains__, names, repeat(":"))))
     return sorted(i for i in candidates if is_ip_literal(names[i]))
 
 
-class _Hashed(NamedTuple):
-    """What hashing the names yields; keys and markers are uint64 arrays (array("Q")
-    from one process, numpy from two)."""
-
-    keys: Any  # the key of every name, in order
-    markers: Any  # the keys of every proper parent (two processes may both report one)
-    tlds: list[str]  # single-label parents
-    ips: list[int]  # positions of IP-literal names
-    single_label_entries: bool  # some name has no dot
-    singles: list[str] | None = None  # _singles(), when names from elsewhere are included
+def _has_single_labels(names: Sequence[str]) -> bool:
+    """Whether a name other than an IPv6 literal has no dot."""
+    undotted = compress(names, map(not_, map(str.__contains__, names, repeat("."))))
+    return any(":" not in name for name in undotted)
 
 
-def _hash_names(names: list[str], hashf: Callable[..., int], part: int = 0,
-                parts: int = 1) -> _Hashed:
-    """Hash names[part::parts]; IP positions are positions in `names`."""
-    share = names if parts == 1 else names[part::parts]
-    keys = array("Q", map(hashf, map(str.encode, share)))
-    parents, single = _proper_parents(share)
-    markers = array("Q", map(hashf, map(str.encode, parents)))
-    ips = [i * parts + part for i in _find_ips(share, parents, single)]
-    dotted = map(operator.contains, parents, repeat("."))       # C-level, like the rest
-    tlds = sorted(compress(parents, map(not_, dotted)))
-    return _Hashed(keys, markers, tlds, ips, single)
+class _Names(NamedTuple):
+    """Every name of the runs, in order, as bytes; and what the str runs held."""
+
+    names: list[bytes]
+    ips: list[int]  # positions of IP literals
+    single_labels: bool  # some entry (not an IP literal) has no dot
 
 
-def hash_half(names: list[str], part: int) -> bytes:
-    """Hash names[part::2] for a build in another process (see build_runs(other_half=));
-    the result as bytes, to send there.  Interleaved, not halves: lists cluster their
-    costly names (subdomains under many distinct parents), and halves would leave one
-    process idle."""
-    hashed = _hash_names(names, _xxh3, part, 2)
-    meta = json.dumps([part, len(names), len(hashed.keys), len(hashed.markers), hashed.tlds,
-                       hashed.ips, hashed.single_label_entries]).encode()
-    return b"".join([struct.pack("<Q", len(meta)), meta, memoryview(hashed.keys).cast("B"),
-                     memoryview(hashed.markers).cast("B")])
+def _gather(runs: Sequence[Run]) -> _Names:
+    """The runs' names in one list.  A run of str is checked (IP literals, single labels,
+    empty names) and encoded; a run of bytes is taken as it is (build_runs' promise)."""
+    if len(runs) == 1 and not isinstance(runs[0][0][0], str):
+        return _Names(runs[0][0], [], False)          # type: ignore[arg-type]
+    names: list[bytes] = []
+    ips: list[int] = []
+    single_labels = False
+    for run, _ in runs:
+        if isinstance(run[0], str):
+            if "" in run:
+                raise ValueError("empty domain name in entries")
+            ips += (len(names) + i for i in _find_ips(run))   # type: ignore[arg-type]
+            single_labels = single_labels or _has_single_labels(run)  # type: ignore[arg-type]
+            names += map(str.encode, run)                      # type: ignore[arg-type]
+        else:
+            names += run                                       # type: ignore[arg-type]
+    return _Names(names, ips, single_labels)
 
 
-def _merge_halves(names: list[str], mine: _Hashed, data: bytes) -> _Hashed:
-    """Put this process's half (part 0) and another's (hash_half(names, 1)) together."""
+def _hash(names: Sequence[bytes], hashf: Callable[..., int]) -> array:
+    return array("Q", map(hashf, names))
+
+
+def hash_half(runs: Sequence[Run], part: int) -> bytes:
+    """The keys of the runs' names number part, part + 2, ... (as build_runs gathers them),
+    for a build in another process (see build_runs(other_half=)); as bytes, to send there.
+    Interleaved, not halves: lists cluster their long names."""
+    names = _gather([(run, mask) for run, mask in runs if run]).names
+    keys = _hash(names[part::2], _xxh3)
+    return struct.pack("<QQ", part, len(names)) + memoryview(keys).cast("B")
+
+
+def _merge_halves(names: list[bytes], mine: array, data: bytes) -> Any:
+    """This process's keys (names[0::2]) and another's (hash_half(runs, 1)), interleaved."""
     import numpy as np
 
-    size = struct.unpack_from("<Q", data)[0]
-    part, n_names, n_keys, n_markers, tlds, ips, single = json.loads(data[8:8 + size])
-    if (part, n_names, n_keys) != (1, len(names), len(names) // 2):
+    part, n_names = struct.unpack_from("<QQ", data)
+    if (part, n_names, len(data) - 16) != (1, len(names), len(names) // 2 * 8):
         raise ValueError("domain index: the other half was hashed from other names")
-    theirs = np.frombuffer(data, np.uint64, n_keys + n_markers, 8 + size)
     keys = np.empty(len(names), np.uint64)
-    keys[0::2] = np.frombuffer(mine.keys, np.uint64)
-    keys[1::2] = theirs[:n_keys]
-    markers = np.concatenate([np.frombuffer(mine.markers, np.uint64), theirs[n_keys:]])
-    return _Hashed(keys, markers, sorted(set(mine.tlds).union(tlds)), sorted(mine.ips + ips),
-                   mine.single_label_entries or single)
+    keys[0::2] = np.frombuffer(mine, np.uint64)
+    keys[1::2] = np.frombuffer(data, np.uint64, offset=16)
+    return keys
 
 
-def hash_part(names: list[str]) -> bytes:
-    """Hash all of `names`, a piece of a list that another process indexes after its own
-    names (see build_runs(other_part=)); the result as bytes, to send there.  For one big
-    list file that two processes parse half each (the list compiler's worker)."""
-    hashed = _hash_names(names, _xxh3)
-    meta = json.dumps([len(hashed.keys), len(hashed.markers), hashed.tlds, hashed.ips,
-                       hashed.single_label_entries, _singles(names, hashed)]).encode()
-    return b"".join([struct.pack("<Q", len(meta)), meta, memoryview(hashed.keys).cast("B"),
-                     memoryview(hashed.markers).cast("B")])
+def hash_part(names: Sequence[bytes]) -> bytes:
+    """The keys of `names`, a piece of a list that another process indexes after its own
+    names (see build_runs(other_part=)), as bytes, to send there.  The names are bytes, as
+    build_runs takes them (dotted, no IP literals); the list compiler's worker parses one
+    big list file half in each process and sends this for its half."""
+    return memoryview(_hash(names, _xxh3)).cast("B").tobytes()
 
 
-def _merge_part(names: list[str], mine: _Hashed, data: bytes) -> tuple[_Hashed, int]:
-    """This process's names, then another's (hash_part()): the hashes of both, and how many
-    names the other had."""
+def _merge_part(mine: array, data: bytes) -> tuple[Any, int]:
+    """This process's keys, then another's (hash_part()); and how many the other had."""
     import numpy as np
 
-    size = struct.unpack_from("<Q", data)[0]
-    n_keys, n_markers, tlds, ips, single, singles = json.loads(data[8:8 + size])
-    theirs = np.frombuffer(data, np.uint64, n_keys + n_markers, 8 + size)
-    keys = np.concatenate([np.asarray(mine.keys, np.uint64), theirs[:n_keys]])
-    markers = np.concatenate([np.asarray(mine.markers, np.uint64), theirs[n_keys:]])
-    merged = _Hashed(keys, markers, sorted(set(mine.tlds).union(tlds)),
-                     mine.ips + [len(names) + i for i in ips], mine.single_label_entries or single,
-                     sorted(set(_singles(names, mine)).union(singles)))
-    return merged, n_keys
-
-
-def _singles(names: list[str], hashed: _Hashed) -> list[str]:
-    """Single-label names: TLD parents, plus single-label entries other than IPv6 literals."""
-    if hashed.singles is not None:
-        return hashed.singles
-    if not hashed.single_label_entries:
-        return hashed.tlds
-    ipset = {names[i] for i in hashed.ips}
-    single_entries = compress(names, map(not_, _parents(names)))
-    return sorted(set(hashed.tlds).union(n for n in single_entries if n not in ipset))
+    if len(data) % 8:
+        raise ValueError("domain index: the other part's keys are not whole")
+    theirs = np.frombuffer(data, np.uint64)
+    return np.concatenate([np.asarray(mine, np.uint64), theirs]), len(theirs)
 
 
 class _Segments(NamedTuple):
-    """Every record (entry or marker) in segments that share mask and flags, each segment
-    sorted by key, all in one array."""
+    """Every record in segments that share mask and flag, each segment sorted by key,
+    all in one array."""
 
     keys: Any  # numpy uint64, segment after segment
     lengths: list[int]
-    masks: list[int]  # per segment; 0 for the markers
+    masks: list[int]  # per segment
     exact: list[bool]  # IP literals: match only themselves
-    below: list[bool]  # markers: a longer entry exists under the name
 
 
-def _segments(np: Any, hashed: _Hashed, runs: Sequence[tuple[int, int]]) -> _Segments:
-    """Per run of one mask its plain entries and its IP literals, then the markers.
-    Sorting segments apart and merging them (a stable sort of presorted runs) beats one
-    argsort of random keys 3x, and each record's mask and flags then come from a segment
-    number instead of three gathers."""
-    keys = np.asarray(hashed.keys, np.uint64)
-    markers = np.asarray(hashed.markers, np.uint64)
-    ips = np.asarray(hashed.ips, np.intp)
-    out = np.empty(len(keys) + len(markers), np.uint64)
-    table = _Segments(out, [], [], [], [])
+def _segments(np: Any, keys: Any, ips: Sequence[int], runs: Sequence[tuple[int, int]]
+              ) -> _Segments:
+    """Per run of one mask its plain entries and its IP literals.  Sorting segments apart
+    and merging them (a stable sort of presorted runs) beats one argsort of random keys
+    3x, and each record's mask and flag then come from a segment number instead of
+    gathers."""
+    keys = np.asarray(keys, np.uint64)
+    ip_positions = np.asarray(ips, np.intp)
+    out = np.empty(len(keys), np.uint64)
+    table = _Segments(out, [], [], [])
     at = start = 0
 
-    def add(part: Any, mask: int, exact: bool, below: bool) -> None:
+    def add(part: Any, mask: int, exact: bool) -> None:
         nonlocal at
         view = out[at:at + len(part)]
         view[:] = part
         view.sort()
         at += len(part)
-        for column, value in zip(table[1:], (len(part), mask, exact, below)):
+        for column, value in zip(table[1:], (len(part), mask, exact)):
             column.append(value)
 
     for mask, length in runs:
         run = keys[start:start + length]
-        lo, hi = np.searchsorted(ips, [start, start + length]) if len(ips) else (0, 0)
+        lo, hi = (np.searchsorted(ip_positions, [start, start + length])
+                  if len(ip_positions) else (0, 0))
         if hi > lo:
-            local = ips[lo:hi] - start
-            add(run[local], mask, True, False)
+            local = ip_positions[lo:hi] - start
+            add(run[local], mask, True)
             run = np.delete(run, local)
-        add(run, mask, False, False)
+        add(run, mask, False)
         start += length
-    add(markers, 0, False, True)
     return table
 
 
-def _image(names: list[str], runs: Sequence[tuple[int, int]], hashed: _Hashed,
-           hash_bits: int) -> bytearray:
-    """The whole file image.  ``runs`` gives (mask, count) for consecutive names.
+def _image(keys: Any, ips: Sequence[int], runs: Sequence[tuple[int, int]],
+           single_labels: bool, hash_bits: int) -> bytearray:
+    """The whole file image.  ``runs`` gives (mask, count) for consecutive keys.
 
-    One record per entry and per marker (a marker's mask is 0), sorted by key, so an
-    entry on two lists, an entry that is also a parent, or a hash collision end up
-    adjacent and are merged: OR of masks and flags, except that the exact-only flag
-    survives only if no record in the group is a plain domain entry (a collision may
-    add a false positive but must never hide a real entry).
+    Records sorted by key, so an entry on two lists or a hash collision end up adjacent
+    and are merged: OR of masks, and the exact-only flag survives only if every record
+    in the group is an IP literal (a collision may add a false positive but must never
+    hide a real entry).
     """
     import numpy as np
 
-    segments = _segments(np, hashed, runs)
-    order = np.argsort(segments.keys, kind="stable")
-    keys = segments.keys[order]
-    number = np.repeat(np.arange(len(segments.lengths), dtype=np.intp), segments.lengths)[order]
-    del order
+    segments = _segments(np, keys, ips, runs)
+    del keys
+    if len(segments.lengths) == 1:
+        keys = segments.keys                    # one segment: sorted already
+        number = np.zeros(len(keys), np.intp)
+    else:
+        order = np.argsort(segments.keys, kind="stable")
+        keys = segments.keys[order]
+        number = np.repeat(np.arange(len(segments.lengths), dtype=np.intp),
+                           segments.lengths)[order]
+        del order
     masks = np.array(segments.masks, np.uint64)[number]
     exact = np.array(segments.exact, np.bool_)[number]
-    below = np.array(segments.below, np.bool_)[number]
     del number
     distinct = set(segments.masks) | {0}
     first = np.ones(len(keys), np.bool_)      # the record starts a group of equal keys
@@ -384,35 +334,23 @@ def _image(names: list[str], runs: Sequence[tuple[int, int]], hashed: _Hashed,
         last[:-1] = first[1:]
         multi = ~(first & last)
         starts = np.flatnonzero(first[multi])
-        group_masks = masks[multi]
-        group_exact = exact[multi]
-        plain = (group_masks != 0) & ~group_exact
-        group_masks = np.bitwise_or.reduceat(group_masks, starts)
-        group_exact = np.logical_or.reduceat(group_exact, starts)
-        group_exact &= ~np.logical_or.reduceat(plain, starts)
-        group_below = np.logical_or.reduceat(below[multi], starts)
+        group_masks = np.bitwise_or.reduceat(masks[multi], starts)
+        group_exact = np.logical_and.reduceat(exact[multi], starts)
         where = np.flatnonzero(~last[first])  # which groups those are
-        keys, masks, exact, below = keys[first], masks[first], exact[first], below[first]
-        masks[where], exact[where], below[where] = group_masks, group_exact, group_below
+        keys, masks, exact = keys[first], masks[first], exact[first]
+        masks[where], exact[where] = group_masks, group_exact
         distinct.update(np.unique(group_masks).tolist())
-        del last, multi, starts, plain, where
+        del last, multi, starts, where
     del first
     combos = np.array(sorted(distinct), np.uint64)  # combos[0] = 0: "not an entry"
-    combo = np.searchsorted(combos, masks).astype(np.uint16 if len(combos) <= 1 << 14
-                                                   else np.uint32)
+    words = np.searchsorted(combos, masks).astype(np.uint16 if len(combos) <= 1 << 15
+                                                  else np.uint32)
     del masks
     n = len(keys)
-    n_entries = int(np.count_nonzero(combo))
-    combo <<= _SHIFT
-    combo |= exact.view(np.uint8) << 1
-    combo |= below.view(np.uint8)
-    words = combo
+    words <<= 1
+    words |= exact.view(np.uint8)
     dir_bits = min(hash_bits, 30, max(0, n.bit_length() - 1))
-    singles = _singles(names, hashed)
-    use_tlds = len(singles) <= _TLD_DICT_MAX and not any("\n" in s for s in singles)
-    tld_blob = "\n".join(singles).encode() if use_tlds else b""
-    sizes = [(n + 1) * 8, (1 << dir_bits) * 4, (n + 1) * words.itemsize, len(combos) * 8,
-             len(tld_blob)]
+    sizes = [(n + 1) * 8, (1 << dir_bits) * 4, (n + 1) * words.itemsize, len(combos) * 8]
     image = bytearray(_HEADER.size + sum(size + (-size % 8) for size in sizes))
     offsets = list(accumulate([_HEADER.size] + [size + (-size % 8) for size in sizes]))
     view = memoryview(image)
@@ -420,10 +358,8 @@ def _image(names: list[str], runs: Sequence[tuple[int, int]], hashed: _Hashed,
     _directory(np, keys, hash_bits, np.frombuffer(view, np.uint32, 1 << dir_bits, offsets[1]))
     _fill(np, view, offsets[2], words.dtype, words, 0)
     _fill(np, view, offsets[3], np.uint64, combos, None)
-    image[offsets[4]:offsets[4] + len(tld_blob)] = tld_blob
-    flags = _FLAG_TLD_DICT if use_tlds else 0
-    fields = [MAGIC, VERSION, hash_bits, dir_bits, words.itemsize, flags]
-    fields += [n_entries, n, len(combos) - 1, len(tld_blob)]
+    flags = _FLAG_SINGLE_LABELS if single_labels else 0
+    fields = [MAGIC, VERSION, hash_bits, dir_bits, words.itemsize, flags, n, n, len(combos) - 1]
     _HEADER.pack_into(image, 0, *fields, 0)
     _HEADER.pack_into(image, 0, *fields, _checksum(view))
     return image
@@ -466,7 +402,6 @@ class _Header(NamedTuple):
     n_entries: int
     n_items: int
     n_combos: int
-    tld_len: int
     checksum: int
 
 
@@ -477,13 +412,12 @@ def _section_sizes(h: _Header) -> list[int]:
         (1 << h.dir_bits) * 4,
         (h.n_items + 1) * h.val_size,
         (h.n_combos + 1) * 8,
-        h.tld_len,
     ]
 
 
 def _parse(view: memoryview, source: str) -> tuple[_Header, list[memoryview]]:
     """Validate the image and return its header and section views (keys, dir, vals,
-    combos, tlds).  Any inconsistency is a ValueError naming the file."""
+    combos).  Any inconsistency is a ValueError naming the file."""
     if len(view) < _HEADER.size:
         raise ValueError(f"{source}: truncated domain index ({len(view)} bytes)")
     h = _Header(*_HEADER.unpack_from(view, 0))
@@ -503,7 +437,7 @@ def _parse(view: memoryview, source: str) -> tuple[_Header, list[memoryview]]:
     if _checksum(view) != h.checksum:
         raise ValueError(f"{source}: domain index checksum mismatch (corrupt file)")
     sections, offset = [], _HEADER.size
-    for size, code in zip(sizes, ("Q", "I", "H" if h.val_size == 2 else "I", "Q", "B")):
+    for size, code in zip(sizes, ("Q", "I", "H" if h.val_size == 2 else "I", "Q")):
         sections.append(view[offset : offset + size].cast(code))
         offset += size + (-size % 8)
     if sections[0][h.n_items] != (1 << h.hash_bits) - 1:
@@ -525,17 +459,12 @@ class DomainIndex:
         """Wrap a complete file image (use build() or open(), not this)."""
         self._buffer = buffer
         self._source = _source
-        h, (keys, directory, vals, combos, tld_blob) = _parse(memoryview(buffer), _source)
+        h, (keys, directory, vals, combos) = _parse(memoryview(buffer), _source)
         self._len = h.n_entries
         self.nbytes = len(buffer)
         self.hash_bits = h.hash_bits
-        hashf = _hash_fn(h.hash_bits)
-        shift = h.hash_bits - h.dir_bits
-        probe = _make_probe(keys, directory, vals, shift)
-        use_dict = bool(h.flags & _FLAG_TLD_DICT)
-        tlds = bytes(tld_blob).decode().split("\n") if use_dict and h.tld_len else []
-        tld_get = _tld_getter(tlds, probe, hashf, use_dict, _source)
-        self.match = _make_match(keys, directory, vals, combos, shift, hashf, tld_get, probe)
+        self.match = _make_match(keys, directory, vals, combos, h.hash_bits - h.dir_bits,
+                                 _hash_fn(h.hash_bits), bool(h.flags & _FLAG_SINGLE_LABELS))
 
     # -- construction ---------------------------------------------------------
 
@@ -546,56 +475,54 @@ class DomainIndex:
         ``_hash_bits`` < 64 exists only so tests can provoke and measure collisions.
         """
         with _gc_paused():
-            names, masks, distinct = _columns(entries)
-            _check_masks(distinct)
-            runs = [(mask, sum(1 for _ in group)) for mask, group in groupby(masks)]
-            del masks
-            return cls._build(names, runs, _hash_bits)
+            pairs = entries if isinstance(entries, list) else list(entries)
+            names = list(map(itemgetter(0), pairs))
+            runs: list[Run] = []
+            start = 0
+            for mask, group in groupby(map(itemgetter(1), pairs)):
+                length = sum(1 for _ in group)
+                runs.append((names[start:start + length], mask))
+                start += length
+            return cls.build_runs(runs, _hash_bits=_hash_bits)
 
     @classmethod
-    def build_runs(cls, runs: Iterable[tuple[list[str], int]], *,
+    def build_runs(cls, runs: Iterable[Run], *,
                    other_half: Callable[[], bytes] | None = None,
                    other_part: Callable[[], tuple[int, bytes]] | None = None,
                    _hash_bits: int = 64) -> DomainIndex:
         """build() for names that come in runs sharing one mask, as a list's sources do:
-        no per-entry tuple is made.  With ``other_half``, this process hashes only the
-        even-numbered names, and other_half() returns hash_half(names, 1) as computed,
-        meanwhile, by another process from the same runs (the list compiler's worker).
-        With ``other_part``, another process parsed and hashed more names (a piece of a big
-        file): other_part() returns their mask and hash_part(), indexed as a last run."""
-        runs = [(run, mask) for run, mask in runs if run]
-        names: list[str] = runs[0][0] if len(runs) == 1 else []   # read, never changed
-        for run, _ in runs if len(runs) > 1 else ():
-            names += run
-        counts = [(mask, len(run)) for run, mask in runs]
-        _check_masks(mask for mask, _ in counts)
-        with _gc_paused():
-            return cls._build(names, counts, _hash_bits, other_half, other_part)
+        no per-entry tuple is made.  A run of ``str`` may hold any canonical hosts; a run
+        of ``bytes`` promises names that are canonical ASCII hosts with a dot and no IP
+        literal among them (the list parser's clean lines), and is not checked: an IP
+        literal there would match as a domain, a dotless name never.
 
-    @classmethod
-    def _build(cls, names: list[str], runs: list[tuple[int, int]], hash_bits: int,
-               other_half: Callable[[], bytes] | None = None,
-               other_part: Callable[[], tuple[int, bytes]] | None = None) -> DomainIndex:
-        if not 8 <= hash_bits <= 64:
+        With ``other_half``, this process hashes only the even-numbered names, and
+        other_half() returns hash_half(runs, 1) as computed, meanwhile, by another process
+        from the same runs (the list compiler's worker).  With ``other_part``, another
+        process parsed and hashed more names (a piece of a big file): other_part()
+        returns their mask and hash_part(), indexed as a last run."""
+        runs = [(run, mask) for run, mask in runs if run]
+        _check_masks(mask for _, mask in runs)
+        if not 8 <= _hash_bits <= 64:
             raise ValueError("_hash_bits must be between 8 and 64")
-        if "" in names:
-            raise ValueError("empty domain name in entries")
-        hashf = _hash_fn(hash_bits)
-        if other_part is not None:
-            if hash_bits != 64:
-                raise ValueError("other_part needs 64-bit keys")
-            mine = _hash_names(names, hashf)          # while the other process hashes its own
-            mask, data = other_part()
-            _check_masks([mask])
-            hashed, count = _merge_part(names, mine, data)
-            runs = [*runs, (mask, count)]
-        elif other_half is None:
-            hashed = _hash_names(names, hashf)
-        else:
-            if hash_bits != 64:
-                raise ValueError("other_half needs 64-bit keys")
-            hashed = _merge_halves(names, _hash_names(names, hashf, 0, 2), other_half())
-        return cls(_image(names, runs, hashed, hash_bits))
+        if (other_half or other_part) and _hash_bits != 64:
+            raise ValueError("another process hashes with 64-bit keys only")
+        counts = [(mask, len(run)) for run, mask in runs]
+        with _gc_paused():
+            gathered = _gather(runs)
+            names = gathered.names
+            hashf = _hash_fn(_hash_bits)
+            if other_part is not None:
+                mine = _hash(names, hashf)           # while the other process hashes its own
+                mask, data = other_part()
+                _check_masks([mask])
+                keys, count = _merge_part(mine, data)
+                counts.append((mask, count))
+            elif other_half is not None:
+                keys = _merge_halves(names, _hash(names[0::2], hashf), other_half())
+            else:
+                keys = _hash(names, hashf)
+            return cls(_image(keys, gathered.ips, counts, gathered.single_labels, _hash_bits))
 
     def save(self, path: str | os.PathLike[str], *, durable: bool = True) -> None:
         """Write the file atomically: a reader sees the old file or the new one, never half.
@@ -634,8 +561,8 @@ class DomainIndex:
     # -- queries ----------------------------------------------------------------
 
     def __len__(self) -> int:
-        """Number of distinct entries given to build(); parent markers are not counted
-        (nor, in theory, a second name whose 64-bit key collides with the first)."""
+        """Number of distinct entries given to build() (less, in theory, a second name
+        whose 64-bit key collides with the first)."""
         return self._len
 
     def __repr__(self) -> str:
@@ -645,54 +572,6 @@ class DomainIndex:
 # --------------------------------------------------------------------------- lookup
 
 
-def _make_probe(
-    keys: memoryview, directory: memoryview, vals: memoryview, shift: int
-) -> Callable[[int], int]:
-    """key -> its vals word, or 0 when absent (slow path helper; match() inlines it)."""
-
-    def probe(key: int) -> int:
-        j = directory[key >> shift]
-        while (k := keys[j]) < key:
-            j += 1
-        return vals[j] if k == key else 0
-
-    return probe
-
-
-def _tld_getter(
-    tlds: list[str],
-    probe: Callable[[int], int],
-    hashf: Callable[..., int],
-    enabled: bool,
-    source: str,
-) -> Callable[[str, tuple[int, int]], tuple[int, int]]:
-    """label -> (vals word, key) for the first level of a walk, or the default.
-
-    A dict when the single-label names are few (always, for real lists): exact, and
-    it saves one hash and one probe per lookup.  Otherwise a hashed probe.  Either way
-    an all-digit label answers "absent", so that match() only has to look for a
-    dotted-quad host when the TLD is unknown (see match()).
-    """
-    if not enabled:
-
-        def hashed(label: str, default: tuple[int, int]) -> tuple[int, int]:
-            if label.isdigit():
-                return default
-            key = hashf(label.encode())
-            return probe(key), key
-
-        return hashed
-    table: dict[str, tuple[int, int]] = {}
-    for label in tlds:
-        key = hashf(label.encode())
-        word = probe(key)
-        if not word:
-            raise ValueError(f"{source}: corrupt domain index (TLD table)")
-        if not label.isdigit():
-            table[label] = (word, key)
-    return table.get
-
-
 def _make_match(
     keys: memoryview,
     directory: memoryview,
@@ -700,57 +579,54 @@ def _make_match(
     combos: memoryview,
     shift: int,
     hashf: Callable[..., int],
-    tld_get: Callable[[str, tuple[int, int]], tuple[int, int]],
-    probe: Callable[[int], int],
+    single_labels: bool,
 ) -> Callable[[str], Sequence[tuple[str, int]]]:
     """Build the hot-path lookup as a closure (locals and cells are the cheapest loads)."""
-    absent = (0, 0)
     ipv4 = _IPV4.fullmatch
+
+    def probe(key: int) -> int:
+        j = directory[key >> shift]
+        while (k := keys[j]) < key:
+            j += 1
+        return vals[j] if k == key else 0
 
     def exact(host: str) -> Sequence[tuple[str, int]]:
         """An IP-literal host matches only an entry equal to it; no walk."""
         word = probe(hashf(host.encode()))
-        return [(host, combos[word >> _SHIFT])] if word >> _SHIFT else NO_MATCH
+        return [(host, combos[word >> 1])] if word else NO_MATCH
 
     def match(host: str) -> Sequence[tuple[str, int]]:
         """Every suffix of ``host`` (at label boundaries, host included) that is an entry,
         as (name, mask), shortest first; NO_MATCH (an empty tuple) when none."""
         if ":" in host:
             return exact(host)
-        labels = host.split(".")
-        n = len(labels) - 1
-        word, key = tld_get(labels[n], absent)
-        start = len(host) - len(labels[n])     # where the suffix being looked at begins
-        if not word:
-            # Unknown TLD: usually a miss.  tld_get never knows an all-digit label, so
-            # dotted quads land here and are recognised only here, off the common path.
-            if not labels[n].isdigit():
+        dot = host.rfind(".")
+        if dot < 0:
+            if not single_labels or not host:
                 return NO_MATCH
-            if ipv4(host):
-                return exact(host)
-            key = hashf(labels[n].encode())
-            word = probe(key)
+            word = probe(hashf(host.encode()))
+            return [(host, combos[word >> 1])] if word > 1 and not word & 1 else NO_MATCH
+        if host[-1] in "0123456789" and ipv4(host):
+            return exact(host)
         found: Sequence[tuple[str, int]] = NO_MATCH
-        # Literals, not the named constants, on the hot path: word > 3 is "an entry"
-        # (combo != 0), word & 2 is _EXACT, word & 1 is _BELOW, word >> 2 the combo.
-        while word:
-            if word > 3 and not word & 2:
-                hit = (host[start:] if start else host, combos[word >> 2])
-                if found:
-                    found.append(hit)  # type: ignore[union-attr]
-                else:
-                    found = [hit]
-            if not word & 1 or not n:
-                return found
-            n -= 1
-            start -= len(labels[n]) + 1
-            key = hashf(host[start:].encode())
+        if single_labels:
+            word = probe(hashf(host[dot + 1:].encode()))
+            if word > 1 and not word & 1:    # an entry (combo != 0), not an IP literal's
+                found = [(host[dot + 1:], combos[word >> 1])]
+        while True:
+            start = host.rfind(".", 0, dot) + 1     # 0 once the whole host is reached
+            name = host[start:] if start else host
+            key = hashf(name.encode())
             j = directory[key >> shift]
             while (k := keys[j]) < key:
                 j += 1
-            if k != key:
+            if k == key and (word := vals[j]) > 1 and not word & 1:
+                if found:
+                    found.append((name, combos[word >> 1]))  # type: ignore[union-attr]
+                else:
+                    found = [(name, combos[word >> 1])]
+            if not start:
                 return found
-            word = vals[j]
-        return found
+            dot = start - 1
 
     return match

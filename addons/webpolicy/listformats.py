@@ -6,10 +6,11 @@ directories (`domains`, `urls`, `expressions`).  Entries come out in the canonic
 canonical.py, so a list entry and a request are compared like with like.
 
 Real lists are big (UT1 adult is ~4.5M lines), so the common case -- an already clean,
-lower-case domain per line -- never reaches Python code per line: a whole-file scan in C
-(bytes.translate, bytes.find) finds the few lines that might not be canonical, the clean runs
-between them are taken as list slices, and only those few go through canonical_host.  About
-0.33 us a line for a clean 1M-line file, against ~0.7 us for a per-line regex match.
+lower-case domain per line -- never reaches Python code per line: the file is scanned as
+bytes, undecoded, and a whole-file scan in C (bytes.translate, bytes.find) finds the few lines
+that might not be canonical; the clean runs between them are taken as list slices of bytes
+(ParsedSource.hosts, which the index hashes as they are), and only those few lines are decoded
+and go through canonical_host.  About 0.15 us a line for a clean 2.5M-line file.
 
 Bad lines are skipped and counted, never fatal: whether a list that yields nothing is an error
 is the caller's decision (statutory lists fail, others warn).  Only a source that cannot be
@@ -29,6 +30,7 @@ from itertools import repeat
 from pathlib import Path
 
 from .canonical import canonical_host, canonical_url
+from .domainindex import is_ip_literal
 
 FORMATS = ("auto", "domains", "hosts", "wildcard", "adblock", "ut1", "urls")
 MAX_EXAMPLES = 5
@@ -44,6 +46,14 @@ _FAST_HOST = re.compile(
     r"(?!.*--)(?=.{1,253}\Z)"
     r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+"
     r"[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?"
+)
+# An already-canonical URL entry without a scheme: a _FAST_HOST, then a path of plain
+# segments (no ".", "%", "//" or "--" anywhere), which canonical_url would return unchanged
+# (a unit test holds this).  URL lists (CTIRU, UT1 urls) are mostly such lines.
+_FAST_URL = re.compile(
+    r"(?!.*--)(?=[^/]{1,253}/)"
+    r"((?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?)"
+    r"(/(?:[A-Za-z0-9_~-]+/)*[A-Za-z0-9_~-]*)"
 )
 # A canonical dotted-quad IPv4 address (no leading zeros): UT1 lists hold tens of thousands.
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
@@ -62,6 +72,8 @@ _SEPARATOR_TABLE = bytes(ord(".") if chr(b) in ".-\n" else ord("a") for b in ran
 # A last label starting with a digit: IPv4-like ("1.2.3.4", "a.0x7f"), not a domain.
 _DIGIT_LAST_LABEL = re.compile(rb"\.0[a0-]*(?=\n)")
 _MAX_FAST_LINE = 63             # longer lines may hold a label over 63: check them one by one
+# Every byte but newline -> "x": a run of _MAX_FAST_LINE + 1 of them is a long line.
+_LENGTH_TABLE = bytes(b if b == 10 else ord("x") for b in range(256))
 # " # comment" after an entry.  A "#" with no space before it is left alone: it may be a URL
 # fragment ("a.com/x#y") or part of an adblock rule ("a.com##.ad"), and those say why they fail.
 _TRAILING_COMMENT = re.compile(r"[ \t]+#.*")
@@ -83,7 +95,6 @@ _HOSTS_LOCAL_NAMES = frozenset({
 _HOSTS_DOTTED_LOCAL_NAMES = ("localhost.localdomain",)
 _HOSTS_PREFIXES = ("0.0.0.0 ", "127.0.0.1 ")
 _SAMPLE_LINES = 500
-_HEAD_CHARS = 1 << 20           # what _detect reads of a file that is split
 _SPLIT_FORMATS = ("auto", "domains", "wildcard", "urls")
 
 
@@ -100,28 +111,47 @@ class SourceError(Exception):
 class ParsedSource:
     path: str
     format: str                       # the format used (detected or explicit)
-    domains: list[str] = field(default_factory=list)   # canonical hosts (domains, IP literals)
+    # Domain entries, canonical, in two kinds.  hosts: names with a dot that are not IP
+    # literals, as ASCII bytes -- the bulk of a big list, cut from the file undecoded and
+    # hashed by the index as they are.  others: IP literals and single labels (a wildcard
+    # TLD), which the index checks one by one; few.
+    hosts: list[bytes] = field(default_factory=list)
+    others: list[str] = field(default_factory=list)
     urls: list[tuple[str, str]] = field(default_factory=list)  # (host, path[?query] prefix)
     expressions: list[str] = field(default_factory=list)  # UT1 regexes, compiled by the caller
     lines: int = 0
     skipped: int = 0
     skipped_examples: list[str] = field(default_factory=list)  # first 5 "file:line: reason"
-    elsewhere: int = 0                # domains of this source that another process parsed
+    elsewhere: int = 0                # hosts of this source that another process parsed
+
+    @property
+    def domains(self) -> list[str]:
+        """Every domain entry as str, hosts first: for small lists (statutory ones, the CLI,
+        tests).  The list compiler indexes hosts and others as they are."""
+        return [*map(bytes.decode, self.hosts), *self.others]
 
     @property
     def entries(self) -> int:
-        return len(self.domains) + self.elsewhere + len(self.urls)
+        return len(self.hosts) + len(self.others) + self.elsewhere + len(self.urls)
+
+    def add_host(self, host: str) -> None:
+        """A canonical host, into the kind it belongs to."""
+        if "." in host and not is_ip_literal(host):
+            self.hosts.append(host.encode())
+        else:
+            self.others.append(host)
 
     def summary(self) -> dict:
-        """What another process needs of this piece but its domain names (see add_piece)."""
-        return {"format": self.format, "domains": len(self.domains), "urls": self.urls,
-                "lines": self.lines, "skipped": self.skipped,
+        """What another process needs of this piece but its hosts (see add_piece)."""
+        return {"format": self.format, "hosts": len(self.hosts), "others": self.others,
+                "urls": self.urls, "lines": self.lines, "skipped": self.skipped,
                 "skipped_examples": self.skipped_examples}
 
     def add_piece(self, later: dict) -> None:
-        """Count in the summary() of the piece after this one, whose domains are indexed
-        by the process that parsed it."""
-        self.elsewhere += later["domains"]
+        """Count in the summary() of the piece after this one, whose hosts are indexed by
+        the process that parsed it (its others and URL entries are taken here)."""
+        self.elsewhere += later["hosts"]
+        self.others.extend(later["others"])
         self.urls.extend(map(tuple, later["urls"]))
         self.lines += later["lines"]
         self.skipped += later["skipped"]
@@ -163,17 +193,23 @@ def parse_source(path: str | Path, fmt: str = "auto", part: tuple[int, int] = (0
         return _parse_ut1(p)
     if fmt == "ut1":
         raise SourceError(p, "format ut1 needs a UT1 category directory (holding domains/urls)")
-    text, lines = read_text(p)
-    result = ParsedSource(str(p), fmt, lines=len(lines))
-    kind = _detect(lines) if fmt == "auto" else fmt
+    data = read_data(p)
+    result = ParsedSource(str(p), fmt)
+    kind = _detect(_decoded_lines(data)) if fmt == "auto" else fmt
     if kind in ("hosts", "adblock"):
         result.format = kind
     if kind == "hosts":
+        lines = _split_lines(data)
+        result.lines = len(lines)
         _parse_hosts(lines, result, str(p))
     elif kind == "adblock":
+        lines = _decode(data).split("\n")
+        if lines[-1] == "":
+            lines.pop()
+        result.lines = len(lines)
         _parse_adblock(lines, result, str(p))
     else:
-        _parse_plain(text, lines, result, str(p), allow_paths=kind in ("urls", "auto"))
+        _parse_plain_piece(p, data, result, 0, 1, allow_paths=kind in ("urls", "auto"))
     return result
 
 
@@ -189,7 +225,7 @@ def splits(path: str | Path, fmt: str) -> bool:
     if fmt != "auto":
         return True
     try:
-        return _detect(_head_lines(read_text(p, split=False)[0])) == "auto"
+        return _detect(_decoded_lines(read_data(p))) == "auto"
     except SourceError:
         return False
 
@@ -199,67 +235,90 @@ def _parse_piece(path: Path, fmt: str, k: int, n: int) -> ParsedSource:
         if _ut1_file(path, "domains") is None:
             raise SourceError(path, "only a UT1 category with a domains file is split")
         return _parse_ut1(path, k, n)
-    text = read_text(path, split=False)[0]
-    if fmt not in _SPLIT_FORMATS or (fmt == "auto" and _detect(_head_lines(text)) != "auto"):
+    data = read_data(path)
+    if fmt not in _SPLIT_FORMATS or (fmt == "auto" and _detect(_decoded_lines(data)) != "auto"):
         raise SourceError(path, "only plain domain, wildcard or URL lists are split")
     result = ParsedSource(str(path), fmt)
-    _parse_plain_piece(path, text, result, k, n, allow_paths=fmt in ("urls", "auto"))
+    _parse_plain_piece(path, data, result, k, n, allow_paths=fmt in ("urls", "auto"))
     return result
 
 
-def _parse_plain_piece(file: Path, text: str, result: ParsedSource, k: int, n: int,
+def _parse_plain_piece(file: Path, data: bytes, result: ParsedSource, k: int, n: int,
                        allow_paths: bool) -> None:
-    """The k-th of n pieces of the text, cut at line ends, into result."""
-    bounds = [0] + [_line_start(text, len(text) * i // n) for i in range(1, n)] + [len(text)]
-    piece = text[bounds[k]:bounds[k + 1]]
-    lines = piece.split("\n")
-    if lines[-1] == "":
-        lines.pop()
+    """The k-th of n pieces of the data, cut at line ends, into result."""
+    bounds = [0] + [_line_start(data, len(data) * i // n) for i in range(1, n)] + [len(data)]
+    piece = data[bounds[k]:bounds[k + 1]]
+    lines = _split_lines(piece)
     result.lines += len(lines)
     _parse_plain(piece, lines, result, str(file), allow_paths,
-                 first_line=text.count("\n", 0, bounds[k]))
+                 first_line=data.count(b"\n", 0, bounds[k]))
 
 
-def _line_start(text: str, position: int) -> int:
-    """The start of the line after the one holding `position` (or the end of the text)."""
-    end = text.find("\n", position)
-    return len(text) if end == -1 else end + 1
+def _line_start(data: bytes, position: int) -> int:
+    """The start of the line after the one holding `position` (or the end of the data)."""
+    end = data.find(b"\n", position)
+    return len(data) if end == -1 else end + 1
 
 
-def _head_lines(text: str) -> list[str]:
-    """Enough lines from the start for _detect (it stops after _SAMPLE_LINES entries)."""
-    return text[:_HEAD_CHARS].split("\n")
+def _split_lines(data: bytes) -> list[bytes]:
+    lines = data.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    return lines
+
+
+def _decoded_lines(data: bytes) -> Iterator[str]:
+    """The lines from the start, decoded one at a time: _detect reads only as many as it
+    needs (it stops after _SAMPLE_LINES entries), and every process splitting a file sees
+    the same ones."""
+    start = 0
+    while start < len(data):
+        end = data.find(b"\n", start)
+        end = len(data) if end == -1 else end
+        yield data[start:end].decode("utf-8", "surrogateescape")
+        start = end + 1
 
 
 # --- reading ------------------------------------------------------------------------------
 
-def read_text(path: Path, split: bool = True) -> tuple[str, list[str]]:
-    """The file's text ("\n" line ends) and lines: gzip, BOM, UTF-16, CRLF, stray latin-1.
-    `split=False`: the text only (no lines).
+def read_data(path: Path) -> bytes:
+    """The file's bytes with "\n" line ends: gzip, BOM, UTF-16 (re-encoded as UTF-8), CRLF.
+    Not decoded: plain lists are scanned as bytes, and only their odd lines decoded."""
+    data = _read_bytes(path)
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):        # Windows "Unicode" (UTF-16) export
+        try:
+            return _normalise_ends(data.decode("utf-16").encode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise SourceError(path, f"not valid utf-16: {exc.reason}") from None
+    if b"\0" in data[:4096]:
+        raise SourceError(path, "binary data, not a text list (an archive? extract it first)")
+    return _normalise_ends(data.removeprefix(b"\xef\xbb\xbf"))
+
+
+def _normalise_ends(data: bytes) -> bytes:
+    if b"\r" in data:
+        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    return data
+
+
+def read_text(path: Path) -> tuple[str, list[str]]:
+    """The file's text ("\n" line ends) and lines, as read_data reads it.
 
     Bytes that are not UTF-8 are kept as lone surrogates ("surrogateescape"), so one bad line
     is skipped and reported (see _clean) instead of the whole list failing to load.
     """
-    data = _read_bytes(path)
-    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):        # Windows "Unicode" (UTF-16) export
-        text = _decode(path, data, "utf-16")
-    else:
-        if b"\0" in data[:4096]:
-            raise SourceError(path, "binary data, not a text list (an archive? extract it first)")
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            text = data.decode("utf-8", "surrogateescape")
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    if "\r" in text:
-        text = text.replace("\r\n", "\n").replace("\r", "\n")
-    if not split:
-        return text, []
+    text = _decode(read_data(path))
     lines = text.split("\n")
     if lines[-1] == "":
         lines.pop()
     return text, lines
+
+
+def _decode(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("utf-8", "surrogateescape")
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -275,13 +334,6 @@ def _read_bytes(path: Path) -> bytes:
         except (OSError, EOFError, zlib.error) as exc:
             raise SourceError(path, f"bad gzip data: {exc}") from None
     return data
-
-
-def _decode(path: Path, data: bytes, encoding: str) -> str:
-    try:
-        return data.decode(encoding)
-    except UnicodeDecodeError as exc:
-        raise SourceError(path, f"not valid {encoding}: {exc.reason}") from None
 
 
 # --- format detection ---------------------------------------------------------------------
@@ -335,22 +387,22 @@ def _is_ip(text: str) -> bool:
 
 # --- plain lists: domains, wildcard, urls -------------------------------------------------
 
-def _parse_plain(text: str, lines: list[str], result: ParsedSource, file: str,
+def _parse_plain(data: bytes, lines: list[bytes], result: ParsedSource, file: str,
                  allow_paths: bool, first_line: int = 0) -> None:
-    """Domain, wildcard and URL lines, in file order; clean domains are taken in bulk.
+    """Domain, wildcard and URL lines; clean domains are taken in bulk, as bytes.
 
     With allow_paths false (format domains/wildcard) a line with a real path is skipped rather
     than silently widened to the whole host or narrowed to a URL the admin did not ask for.
     """
-    suspects = _suspect_lines(text, lines)
-    if suspects is None:                                  # not ASCII: test line by line
-        flags = bytes(map(bool, map(_FAST_HOST.fullmatch, lines)))
-        suspects = list(_find_all(flags, b"\0"))
-    domains, saw = result.domains, set()
-    for index in _take_clean(lines, suspects, domains):
-        line = lines[index]
+    saw: set[str] = set()
+    for index in _take_clean(lines, _suspect_lines(data, lines), result.hosts):
+        line = lines[index].decode("utf-8", "surrogateescape")
         if _FAST_IPV4.fullmatch(line):                    # tens of thousands in UT1 lists
-            domains.append(line)
+            result.others.append(line)
+            continue
+        if allow_paths and (url := _FAST_URL.fullmatch(line)) and url[2] != "/":
+            saw.add("url")
+            result.urls.append((url[1], url[2]))
             continue
         try:
             entry = _plain_entry(line, allow_paths, saw)
@@ -360,42 +412,40 @@ def _parse_plain(text: str, lines: list[str], result: ParsedSource, file: str,
         if entry is not None:
             host, prefix = entry
             if prefix is None:
-                domains.append(host)
+                result.add_host(host)
             else:
                 result.urls.append((host, prefix))
     if result.format == "auto":
         result.format = "urls" if "url" in saw else "wildcard" if "wildcard" in saw else "domains"
 
 
-def _take_clean(candidates: list[str], suspects: Iterable[int],
-                domains: list[str]) -> Iterator[int]:
-    """Yield each suspect index in order, first adding the clean run before it to domains.
+def _take_clean(candidates: list[bytes], suspects: Iterable[int],
+                hosts: list[bytes]) -> Iterator[int]:
+    """Yield each suspect index in order, first adding the clean run before it to hosts.
 
-    The caller handles the suspect line before asking for the next one, so domains stays in
-    file order; the clean runs are copied as list slices, not line by line.
+    The clean runs are copied as list slices, not line by line.
     """
     start = 0
     for index in suspects:
         if index > start:
-            domains.extend(candidates[start:index])
+            hosts.extend(candidates[start:index])
         start = index + 1
         yield index
-    domains.extend(candidates[start:])
+    hosts.extend(candidates[start:])
 
 
-def _suspect_lines(text: str, lines: list[str]) -> list[int] | None:
-    """Sorted indices of the lines that may not be already-canonical hosts; None if not ASCII.
+def _suspect_lines(data: bytes, lines: list[bytes]) -> list[int]:
+    """Sorted indices of the lines (of data) that may not be already-canonical hosts.
 
     Every line not returned matches _FAST_HOST (a unit test holds this).  The checks run over
     the whole file at C speed -- bytes.translate, bytes.find, one simple regex -- so a clean
     line costs no Python code at all; per-line regex matching would cost ~0.5 us a line.
-    The first and last lines are always returned: the scans look for line boundaries.
+    Bytes outside ASCII fall in the "!" class, so such lines are suspects.  The first and
+    last lines are always returned: the scans look for line boundaries.
     """
     if not lines:
         return []
-    if not text.isascii():
-        return None
-    classes = text.encode("ascii").translate(_CLASS_TABLE)
+    classes = data.translate(_CLASS_TABLE)
     found = {0, len(lines) - 1}
     found.update(_line_numbers(classes, _first_per_line(classes, b"!")))
     separators = classes.translate(_SEPARATOR_TABLE)
@@ -404,8 +454,9 @@ def _suspect_lines(text: str, lines: list[str]) -> list[int] | None:
     found.update(_line_numbers(classes, (m.end() for m in _DIGIT_LAST_LABEL.finditer(classes))))
     dots = classes.translate(None, b"a0-!")                  # only "." and newline are left
     found.update(_line_numbers(dots, (i + 1 for i in _find_all(dots, b"\n\n"))))
-    if max(map(len, lines)) > _MAX_FAST_LINE:
-        found.update(i for i, line in enumerate(lines) if len(line) > _MAX_FAST_LINE)
+    del dots
+    lengths = classes.translate(_LENGTH_TABLE)
+    found.update(_line_numbers(lengths, _first_per_line(lengths, b"x" * (_MAX_FAST_LINE + 1))))
     return sorted(found)
 
 
@@ -547,7 +598,7 @@ def _show(s: str, limit: int = 80) -> str:
 
 # --- hosts files --------------------------------------------------------------------------
 
-def _parse_hosts(lines: list[str], result: ParsedSource, file: str) -> None:
+def _parse_hosts(lines: list[bytes], result: ParsedSource, file: str) -> None:
     """`<address> <name> [<name>...]` lines; every name (whatever the address) is blocked.
 
     The usual "0.0.0.0 name" line is taken in bulk: the address is cut off each line in C and
@@ -556,16 +607,13 @@ def _parse_hosts(lines: list[str], result: ParsedSource, file: str) -> None:
     """
     names = lines
     for prefix in _HOSTS_PREFIXES:
-        names = list(map(str.removeprefix, names, repeat(prefix)))
-    text = "\n".join(names) + "\n"
-    suspects = _suspect_lines(text, names)
-    if suspects is None:
-        suspects = range(len(lines))
-    else:                         # "localhost.localdomain" looks like a clean domain
-        suspects = sorted({*suspects, *_lines_equal_to(text, _HOSTS_DOTTED_LOCAL_NAMES)})
-    for index in _take_clean(names, suspects, result.domains):
+        names = list(map(bytes.removeprefix, names, repeat(prefix.encode())))
+    data = b"\n".join(names) + b"\n"
+    suspects = sorted({*_suspect_lines(data, names),   # "localhost.localdomain" looks clean
+                       *_lines_equal_to(data, _HOSTS_DOTTED_LOCAL_NAMES)})
+    for index in _take_clean(names, suspects, result.hosts):
         try:
-            _hosts_line(lines[index], result)
+            _hosts_line(lines[index].decode("utf-8", "surrogateescape"), result)
         except _Bad as exc:
             result.skip(file, index + 1, str(exc))
 
@@ -587,21 +635,21 @@ def _hosts_line(line: str, result: ParsedSource) -> None:
         if lowered in _HOSTS_LOCAL_NAMES or lowered.startswith("ip6-"):
             continue
         try:
-            result.domains.append(_host_entry(lowered))
+            result.add_host(_host_entry(lowered))
         except _Bad as exc:
             bad.append(str(exc))
     if bad:
         raise _Bad("; ".join(bad))
 
 
-def _lines_equal_to(text: str, names: Iterable[str]) -> Iterator[int]:
-    """Indices of the lines of text (which ends with a newline) that are exactly one of names."""
-    padded = "\n" + text
+def _lines_equal_to(data: bytes, names: Iterable[str]) -> Iterator[int]:
+    """Indices of the lines of data (which ends with a newline) that are exactly one of names."""
+    padded = b"\n" + data
     for name in names:
-        needle = f"\n{name}\n"
+        needle = b"\n" + name.encode() + b"\n"
         index = padded.find(needle)
         while index != -1:
-            yield padded.count("\n", 0, index)
+            yield padded.count(b"\n", 0, index)
             index = padded.find(needle, index + 1)
 
 
@@ -616,7 +664,7 @@ def _parse_adblock(lines: list[str], result: ParsedSource, file: str) -> None:
             result.skip(file, lineno, str(exc))
             continue
         if host is not None:
-            result.domains.append(host)
+            result.add_host(host)
 
 
 def _adblock_entry(line: str) -> str | None:
@@ -660,12 +708,12 @@ def _parse_ut1(directory: Path, k: int = 0, n: int = 1) -> ParsedSource:
         raise SourceError(directory, _not_ut1_message(directory))
     result = ParsedSource(str(directory), "ut1")
     if found["domains"] is not None:
-        _parse_plain_piece(found["domains"], read_text(found["domains"], split=False)[0],
-                           result, k, n, allow_paths=True)
+        _parse_plain_piece(found["domains"], read_data(found["domains"]), result, k, n,
+                           allow_paths=True)
     if k == 0:
         if found["urls"] is not None:
-            _parse_plain_piece(found["urls"], read_text(found["urls"], split=False)[0],
-                               result, 0, 1, allow_paths=True)
+            _parse_plain_piece(found["urls"], read_data(found["urls"]), result, 0, 1,
+                               allow_paths=True)
         if found["expressions"] is not None:
             _parse_expressions(found["expressions"], result)
     return result

@@ -23,7 +23,7 @@ from webpolicy.canonical import canonical_url
 from webpolicy.compiler import (CompileError, ListCache, ListJob, cache_key, compile_lists,
                                 open_cache, prepare_directory)
 from webpolicy.decision import decide
-from webpolicy.domainindex import DomainIndex, hash_part
+from webpolicy.domainindex import DomainIndex, hash_half, hash_part
 from webpolicy.engine import build_engine, load_engine
 from webpolicy.policy import load_policy
 
@@ -321,16 +321,28 @@ def test_build_runs_equals_build():
 
 
 def test_other_part_indexes_like_one_build():
-    """A piece hashed by another process (hash_part) is indexed as a last run of its mask:
-    IP literals and single-label names in it included."""
-    mine = [(["a.com", "b.a.com", "10.0.0.1"], 1), (["x.net"], 2)]
-    theirs = ["c.a.com", "10.0.0.2", "solo", "::1", "deep.x.net", "a.com"]
+    """A piece hashed by another process (hash_part: its hosts, as bytes) is indexed as a
+    last run of its mask; the piece's IP literals and single labels come over in its
+    summary and are indexed here, with the others of that list."""
+    theirs_others = ["10.0.0.2", "solo", "::1"]
+    mine = [(["a.com", "b.a.com", "10.0.0.1"], 1), (["x.net"], 2), (theirs_others, 4)]
+    theirs = [b"c.a.com", b"deep.x.net", b"a.com"]
     built = DomainIndex.build_runs([*mine, (theirs, 4)])
     split = DomainIndex.build_runs(mine, other_part=lambda: (4, hash_part(theirs)))
     assert len(split) == len(built)
     for host in ("a.com", "q.c.a.com", "10.0.0.1", "10.0.0.2", "x.10.0.0.2", "solo", "w.solo",
                  "::1", "deep.x.net", "z.x.net", "com", "nope.org"):
         assert split.match(host) == built.match(host), host
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 7])
+def test_other_half_indexes_like_one_build(count):
+    """Every other name hashed by another process (hash_half) gives the same index."""
+    runs = [([f"h{i}.a.com".encode() for i in range(count)], 1), (["10.0.0.1", "solo"], 2),
+            ([b"b.net", b"c.net"], 4)]
+    built = DomainIndex.build_runs(runs)
+    halves = DomainIndex.build_runs(runs, other_half=lambda: hash_half(runs, 1))
+    assert halves._buffer == built._buffer
 
 
 def test_big_source_is_split_only_when_it_holds_most_of_the_text(tmp_path):

@@ -109,7 +109,7 @@ def test_ip_literals_match_exactly(index):
 
 
 def test_ip_entry_never_matches_as_a_suffix():
-    """Even when a (strange) domain entry puts markers on the IP's name."""
+    """Even when a (strange) domain entry lies under the IP's name."""
     index = DomainIndex.build([("1.2.3.4", 1), ("z.1.2.3.4", 2)])
     assert index.match("y.z.1.2.3.4") == [("z.1.2.3.4", 2)]
     assert index.match("y.1.2.3.4") == NO_MATCH
@@ -129,7 +129,7 @@ def test_miss_returns_the_shared_immutable_constant(index):
     assert not NO_MATCH and isinstance(NO_MATCH, tuple)
 
 
-def test_len_counts_entries_not_markers(index):
+def test_len_counts_distinct_entries(index):
     assert len(index) == len(reference(ENTRIES)) == 9
 
 
@@ -170,16 +170,32 @@ def test_many_distinct_masks_widen_the_value_words(tmp_path):
             assert idx.match(f"x.d{i}.net") == [(f"d{i}.net", i + 1)]
 
 
-def test_hashed_tld_level_when_too_many_single_labels(monkeypatch, tmp_path):
-    """Above _TLD_DICT_MAX single-label names the first level is probed like the others."""
-    monkeypatch.setattr(domainindex, "_TLD_DICT_MAX", 2)
+def test_single_label_entries_set_the_flag_that_probes_the_last_label(tmp_path):
+    """Without single-label entries a lookup never hashes the last label; with them it does,
+    at every level of the walk."""
+    plain = DomainIndex.build([("a.com", 8), ("b.c.net", 16), ("1.2.3.4", 1), ("::1", 2)])
+    header = domainindex._Header(*domainindex._HEADER.unpack_from(plain._buffer, 0))
+    assert header.flags & domainindex._FLAG_SINGLE_LABELS == 0
     entries = [("xxx", 1), ("yyy", 2), ("zzz", 4), ("a.com", 8), ("b.c.net", 16)]
     ref = reference(entries)
     index = DomainIndex.build(entries)
+    header = domainindex._Header(*domainindex._HEADER.unpack_from(index._buffer, 0))
+    assert header.flags & domainindex._FLAG_SINGLE_LABELS
     for idx in (index, roundtrip(index, tmp_path)):
         for host in ("q.xxx", "yyy", "zzz", "a.com", "x.a.com", "b.c.net", "c.net", "com", "qqq",
-                     "d.b.c.net", "1.2.3.4"):
+                     "d.b.c.net", "1.2.3.4", "a.b.yyy"):
             assert list(idx.match(host)) == ref_match(ref, host), host
+
+
+def test_bytes_runs_are_indexed_like_str_runs():
+    """The list parser hands its clean lines over as bytes (dotted, no IP literals)."""
+    from_bytes = DomainIndex.build_runs([([b"a.com", b"b.c.net"], 1), (["1.2.3.4", "xxx"], 2),
+                                         ([b"a.com"], 4)])
+    from_str = DomainIndex.build([("a.com", 1), ("b.c.net", 1), ("1.2.3.4", 2), ("xxx", 2),
+                                  ("a.com", 4)])
+    assert from_bytes._buffer == from_str._buffer
+    assert from_bytes.match("w.a.com") == [("a.com", 5)]
+    assert from_bytes.match("x.1.2.3.4") == NO_MATCH and from_bytes.match("q.xxx") == [("xxx", 2)]
 
 
 def test_deep_names():
@@ -306,15 +322,12 @@ def test_open_missing_file_raises_os_error(tmp_path):
 
 def test_false_positive_rate_matches_the_bound_with_a_16_bit_hash():
     """Docstring bound: a lookup with p hashed probes over N names falsely matches with
-    probability <= p * N / 2**bits.  'rand.com' misses make exactly one hashed probe (the
-    TLD level is an exact dict), so they collide iff their key is one of the D distinct
-    entry keys: expected rate D / 2**16, itself just under N / 2**16."""
+    probability <= p * N / 2**bits.  'rand.com' misses make exactly one hashed probe (no
+    single-label entries: the last label is not probed), so they collide iff their key is
+    one of the D distinct entry keys: expected rate D / 2**16, itself just under N / 2**16."""
     rng = random.Random(16)
     hashf = domainindex._hash_fn(16)
-    # An entry whose 16-bit key equals the TLD's would make "com" itself look listed (every
-    # query a hit): a 1-in-3 chance at this size, a 1e-15 one at 64 bits.  Left out here.
     names = sorted({f"{random_label(rng)}.com" for _ in range(20_000)})
-    names = [n for n in names if domainindex._key(n, hashf) != domainindex._key("com", hashf)]
     index = DomainIndex.build([(name, 1) for name in names], _hash_bits=16)
     distinct = len({domainindex._key(name, hashf) for name in names})
     listed = set(names)
@@ -329,9 +342,9 @@ def test_false_positive_rate_matches_the_bound_with_a_16_bit_hash():
 
 
 def test_false_positive_rate_for_deeper_walks_with_a_16_bit_hash():
-    """'r.base.com' under a marker-only base makes two hashed probes, and either can hit an
-    entry's key (the base's own key, or the host's): rate ~ 1 - (1 - E/2**16)**2 for E
-    distinct entry keys, within the docstring's bound p * N / 2**16 with p = 2."""
+    """'r.base.com' makes two hashed probes (base.com, then the host), and either can hit
+    an entry's key: rate ~ 1 - (1 - E/2**16)**2 for E distinct entry keys, within the
+    docstring's bound p * N / 2**16 with p = 2."""
     rng = random.Random(17)
     bases = [f"{random_label(rng)}.com" for _ in range(5_000)]
     names = sorted({f"{random_label(rng)}.{rng.choice(bases)}" for _ in range(15_000)})
@@ -339,8 +352,7 @@ def test_false_positive_rate_for_deeper_walks_with_a_16_bit_hash():
     listed = set(names)
     queries = [f"r{random_label(rng)}.{rng.choice(bases)}" for _ in range(30_000)]
     rate = sum(1 for h in queries if h not in listed and index.match(h)) / len(queries)
-    n_stored = len(names) + len(bases) + 1
-    assert 0.5 * len(names) / 2**16 < rate <= 2 * n_stored / 2**16, rate
+    assert 0.5 * len(names) / 2**16 < rate <= 2 * len(names) / 2**16, rate
 
 
 def test_no_false_positives_with_the_default_64_bit_hash():
@@ -350,7 +362,7 @@ def test_no_false_positives_with_the_default_64_bit_hash():
     entries = [(b, 1) for b in bases[::2]] + [(f"www.{b}", 2) for b in bases[1::2]]
     index = DomainIndex.build(entries)
     match = index.match
-    marker_only = bases[1::2]  # parents of listed names, not listed themselves
+    marker_only = bases[1::2]  # parents of listed names, not listed themselves (two probes)
     false_hits = 0
     for i in range(1_000_000):
         label = f"{i:x}z{rng.getrandbits(32):x}"

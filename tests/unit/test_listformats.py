@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from webpolicy import listformats
+from webpolicy.domainindex import is_ip_literal
 from webpolicy.canonical import canonical_host
 from webpolicy.listformats import FORMATS, ParsedSource, SourceError, parse_source
 
@@ -52,9 +53,11 @@ def test_domains_are_canonicalised(tmp_path):
     ]) + "\n")
     result = parse_source(path)
     assert result.format == "domains"
-    assert result.domains == ["example.com", "www.example.org", "xn--bcher-kva.de",
-                              "a.b.example.net", "127.0.0.1", "192.168.1.10", "2001:db8::1",
-                              "2001:db8::2", "tracker.example.com", "under_score.example.com"]
+    # Hosts (dotted names, as bytes) first, then the others (IP literals, single labels).
+    assert result.hosts == [b"example.com", b"www.example.org", b"xn--bcher-kva.de",
+                            b"a.b.example.net", b"tracker.example.com", b"under_score.example.com"]
+    assert result.others == ["127.0.0.1", "192.168.1.10", "2001:db8::1", "2001:db8::2"]
+    assert result.domains == [name.decode() for name in result.hosts] + result.others
     assert result.lines == 14
     assert result.skipped == 0 and result.skipped_examples == []
     assert result.urls == [] and result.expressions == []
@@ -139,7 +142,8 @@ def test_wildcards_mean_the_domain_and_its_subdomains(tmp_path):
     path = write(tmp_path, "w.txt", "*.example.com\n.example.org\n*.XXX\nplain.example.net\n")
     result = parse_source(path)
     assert result.format == "wildcard"
-    assert result.domains == ["example.com", "example.org", "xxx", "plain.example.net"]
+    assert result.domains == ["example.com", "example.org", "plain.example.net", "xxx"]
+    assert result.others == ["xxx"]
     assert parse_source(path, "wildcard").domains == result.domains
     assert parse_source(path, "domains").format == "domains"
 
@@ -271,7 +275,7 @@ def test_ut1_directory(tmp_path):
     write(category, "usage", "black\n")
     result = parse_source(category)
     assert result.format == "ut1" and result.path == str(category)
-    assert result.domains == ["porn.example.com", "1.2.3.4", "host.example.org"]
+    assert result.domains == ["porn.example.com", "host.example.org", "1.2.3.4"]
     assert result.urls == [("host.example.net", "/adult/")]
     assert result.expressions == ["(porn|xxx)"]
     assert result.lines == 3 + 2 + 2
@@ -340,8 +344,9 @@ def test_formats_constant():
 
 # --- the fast path agrees with canonical_host ---------------------------------------------
 
-line_text = st.text(alphabet="ab0-.9xZ_ /*", max_size=12) | st.sampled_from(
-    ["a.com", "x-y.net", "1.2.3.4", "01.2.3.4", "a--b.com", "-a.com", "a.b-", ".a.com",
+line_text = st.text(alphabet="ab0-.9xZ_ /*é~%A", max_size=12) | st.sampled_from(
+    ["a.com", "x-y.net", "a.com/", "a.com/x", "a.com/X/y/", "a.com//x", "a.com/./x", "a.com/a%41",
+     "a.com/x--y", "a.com/~u/B_c-d", "A.com/x", "a.b/x?q", "a.com:80/x", "a.com/x#f", "1.2.3.4", "01.2.3.4", "a--b.com", "-a.com", "a.b-", ".a.com",
      "a..com", "com", "a.0x1", "a.1b", "a" * 70 + ".com", "", "# c", "A.COM",
      "a" * 63 + ".com", "a" * 30 + "-" + "b" * 40 + ".com",
      ".".join(["a" * 63] * 3 + ["b" * 57]) + ".com", ".".join(["a" * 63] * 3 + ["b" * 58]) + ".com"])
@@ -353,20 +358,21 @@ line_text = st.text(alphabet="ab0-.9xZ_ /*", max_size=12) | st.sampled_from(
 ])
 def test_bulk_scan_finds_long_labels_and_names(name):
     lines = ["first.example", name, "last.example"]
-    assert 1 in listformats._suspect_lines("\n".join(lines) + "\n", lines)
+    data = [line.encode() for line in lines]
+    assert 1 in listformats._suspect_lines(b"\n".join(data) + b"\n", data)
 
 
 @settings(max_examples=400, deadline=None)
 @given(st.lists(line_text, max_size=30), st.booleans())
 def test_bulk_scan_only_passes_fast_path_lines(lines, final_newline):
-    text = "\n".join(lines) + ("\n" if final_newline and lines else "")
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
+    data = ("\n".join(lines) + ("\n" if final_newline and lines else "")).encode()
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
         lines.pop()
-    suspects = set(listformats._suspect_lines(text, lines))
+    suspects = set(listformats._suspect_lines(data, lines))
     for index, line in enumerate(lines):
         if index not in suspects:
-            assert listformats._FAST_HOST.fullmatch(line), (index, line)
+            assert listformats._FAST_HOST.fullmatch(line.decode()), (index, line)
 
 
 @settings(max_examples=300, deadline=None)
@@ -375,7 +381,8 @@ def test_bulk_parse_equals_line_by_line_canonicalisation(lines):
     text = "\n".join(lines) + "\n"
     lines = text.split("\n")[:-1]
     result = ParsedSource("mem", "auto")
-    listformats._parse_plain(text, lines, result, "mem", allow_paths=True)
+    listformats._parse_plain(text.encode(), [line.encode() for line in lines], result, "mem",
+                             allow_paths=True)
     expected, skipped = Counter(), 0
     for line in lines:
         try:
@@ -387,6 +394,15 @@ def test_bulk_parse_equals_line_by_line_canonicalisation(lines):
             expected[entry] += 1
     got = Counter((d, None) for d in result.domains) + Counter(result.urls)
     assert got == expected and result.skipped == skipped
+    assert_hosts_keep_the_index_promise(result)
+
+
+def assert_hosts_keep_the_index_promise(result: ParsedSource) -> None:
+    """DomainIndex.build_runs takes bytes names unchecked: ASCII, dotted, no IP literal."""
+    for host in result.hosts:
+        assert host.isascii() and b"." in host and not is_ip_literal(host.decode()), host
+    for name in result.others:
+        assert "." not in name or is_ip_literal(name), name
 
 
 hosts_line = st.builds(lambda a, n: f"{a}{n}", st.sampled_from(
@@ -401,7 +417,7 @@ def test_bulk_hosts_parse_equals_line_by_line(lines):
     text = "\n".join(lines) + "\n"
     lines = text.split("\n")[:-1]
     result = ParsedSource("mem", "hosts")
-    listformats._parse_hosts(lines, result, "mem")
+    listformats._parse_hosts([line.encode() for line in lines], result, "mem")
     expected = ParsedSource("mem", "hosts")
     for index, line in enumerate(lines):
         try:
@@ -409,6 +425,7 @@ def test_bulk_hosts_parse_equals_line_by_line(lines):
         except listformats._Bad as exc:
             expected.skip("mem", index + 1, str(exc))
     assert result == expected
+    assert_hosts_keep_the_index_promise(result)
 
 
 @given(st.from_regex(listformats._FAST_HOST, fullmatch=True)
@@ -477,8 +494,8 @@ def _pieces(path: Path, fmt: str) -> ParsedSource:
     the second piece appended (the compiler indexes them from the other process)."""
     first, second = parse_source(path, fmt, part=(0, 2)), parse_source(path, fmt, part=(1, 2))
     first.add_piece(second.summary())
-    first.elsewhere -= len(second.domains)
-    first.domains += second.domains
+    first.elsewhere -= len(second.hosts)
+    first.hosts += second.hosts
     return first
 
 
