@@ -64,7 +64,10 @@ FORMAT = 1                      # of the sidecar and .urls files; part of the ke
 KEEP = 2                        # compiled sets kept: the one in force and the one before
 WORKER_TIMEOUT = 900.0          # seconds; a 5M-entry list takes ~4 s on a 2-core VM
 PARALLEL_BYTES = 1 << 20        # below this much list text, one process does it all
-SPLIT_SHARE = 0.6               # one file with this share of the text is parsed half each
+SPLIT_SHARE = 0.6               # one file with this share of the text is split between two
+OTHER_WEIGHT = 2.0              # a byte of the other lists costs ~2x one of a clean domain list
+                                # (URL and hosts lines): 0.1 against 0.05 s/MB, measured
+NUMPY_BYTES = 4_000_000         # importing numpy (~0.2 s) costs what parsing ~4 MB does
 URL_CHUNK = 500                 # URL entries handed over per chunk (see CompiledLists.url_chunks)
 _KEY = re.compile(r"[0-9a-f]{32}")
 _CODE = ("compiler.py", "listformats.py", "canonical.py", "domainindex.py")
@@ -130,7 +133,7 @@ def read_list(job: ListJob, piece: Piece | None = None) -> ListContents:
     for source in job.sources:
         try:
             if piece is not None and source == piece.source:
-                result = parse_source(source, job.format, part=(0, 2))
+                result = parse_source(source, job.format, part=(0, piece.cut))
                 result.add_piece(piece.other_summary())
             else:
                 result = parse_source(source, job.format)
@@ -169,10 +172,12 @@ class CompiledLists:
 
 @dataclass
 class Piece:
-    """A source parsed half here, half by another process: what that process found."""
+    """A source parsed in part here (up to `cut`, a fraction of its bytes), the rest by
+    another process: what that process found."""
 
     job: str
     source: str
+    cut: float
     other_summary: Callable[[], dict]            # ParsedSource.summary() of its half
     other_hashes: Callable[[], tuple[int, bytes]]  # (list bit, hash_part() of its names)
 
@@ -185,7 +190,9 @@ def compile_lists(jobs: Sequence[ListJob],
     runs: list[Run] = []
     urls: list[tuple[str, str, int]] = []
     lists: dict[str, CompiledList] = {}
-    for job in jobs:
+    # The list with a piece parsed elsewhere last: its summary waits for the other process,
+    # which meanwhile is still parsing the bigger part of that file.
+    for job in sorted(jobs, key=lambda job: piece is not None and job.name == piece.job):
         contents = read_list(job, piece if piece is not None and piece.job == job.name else None)
         expressions = []
         for source in contents.sources:
@@ -195,6 +202,7 @@ def compile_lists(jobs: Sequence[ListJob],
                 expressions.append((source.path, source.expressions))
         lists[job.name] = CompiledList(contents.status, contents.messages, expressions)
         del contents
+    lists = {job.name: lists[job.name] for job in jobs}            # in the policy's order
     index = DomainIndex.build_runs(runs, other_half=other_half,
                                    other_part=piece.other_hashes if piece else None)
 
@@ -215,8 +223,9 @@ def compile_in_two(jobs: Sequence[ListJob]) -> CompiledLists:
     two processes may have read different names.
 
     When one plain list file holds most of the text (UT1's adult list is ~4.5M lines),
-    each process parses half of that file and hashes its own names; the child sends its
-    hashes and a summary of its half (_compile_split).  Otherwise both processes read every
+    each process parses a part of that file and hashes its own names; the child sends its
+    hashes and a summary of its part (_compile_split).  This process also reads the other
+    lists, so it takes the smaller part (_cut_for).  Otherwise both processes read every
     list and each hashes every other name (_compile_interleaved).  No names are copied over
     the pipe and no copy-on-write pages are touched: both were measured slower.
     """
@@ -226,17 +235,28 @@ def compile_in_two(jobs: Sequence[ListJob]) -> CompiledLists:
     return _compile_interleaved(jobs)
 
 
-def _big_source(jobs: Sequence[ListJob]) -> tuple[ListJob, str] | None:
-    """The one source worth splitting: a plain list file with at least SPLIT_SHARE of all
-    the bytes (below that, the other process would wait on this one's other lists)."""
+def _big_source(jobs: Sequence[ListJob]) -> tuple[ListJob, str, float] | None:
+    """The one source worth splitting, and where: a plain list file with at least
+    SPLIT_SHARE of all the bytes (below that, the other process would wait on this one's
+    other lists)."""
     sizes = [(_source_size(source), job, source)
              for job in jobs if not job.statutory for source in job.sources]
     if not sizes:
         return None
     size, job, source = max(sizes, key=lambda item: item[0])
-    if size < SPLIT_SHARE * sum(item[0] for item in sizes) or not splits(source, job.format):
+    total = sum(item[0] for item in sizes)
+    if size < SPLIT_SHARE * total or not splits(source, job.format):
         return None
-    return job, source
+    return job, source, _cut_for(size, total - size)
+
+
+def _cut_for(big: int, other: int) -> float:
+    """This process's part of the big file, so that both finish together: it parses the
+    other lists too, which cost about OTHER_WEIGHT times as much per byte, and imports numpy
+    for the index meanwhile.  Never less than a quarter (the weights are estimates)."""
+    if not big:
+        return 0.5
+    return max(0.25, 0.5 - (OTHER_WEIGHT * other + NUMPY_BYTES) / (2 * big))
 
 
 def _compile_interleaved(jobs: Sequence[ListJob]) -> CompiledLists:
@@ -249,14 +269,16 @@ def _compile_interleaved(jobs: Sequence[ListJob]) -> CompiledLists:
         return compile_lists(jobs, other_half=other.message)
 
 
-def _compile_split(jobs: Sequence[ListJob], job: ListJob, source: str) -> CompiledLists:
+def _compile_split(jobs: Sequence[ListJob], job: ListJob, source: str,
+                   cut: float) -> CompiledLists:
     def child(out: BinaryIO) -> None:
-        half = parse_source(source, job.format, part=(1, 2))
-        _send(out, json.dumps(half.summary()).encode())
-        _send(out, hash_part(half.hosts))
+        part = parse_source(source, job.format, part=(cut, 1))
+        _send(out, json.dumps(part.summary()).encode())
+        _send(out, hash_part(part.hosts))
 
     with _Forked(jobs, child) as other:
-        piece = Piece(job.name, source, lambda: json.loads(other.message()),
+        import numpy  # noqa: F401 -- the index needs it; here, _cut_for counted it in
+        piece = Piece(job.name, source, cut, lambda: json.loads(other.message()),
                       lambda: (job.bit, other.message()))
         return compile_lists(jobs, piece=piece)
 

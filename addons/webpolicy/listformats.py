@@ -172,18 +172,24 @@ class _Bad(ValueError):
     """One entry is unusable; the message says why (it becomes a skipped example)."""
 
 
-def parse_source(path: str | Path, fmt: str = "auto", part: tuple[int, int] = (0, 1)
-                 ) -> ParsedSource:
+Part = tuple[float, float]
+WHOLE: Part = (0.0, 1.0)
+
+
+def parse_source(path: str | Path, fmt: str = "auto", part: Part = WHOLE) -> ParsedSource:
     """Parse one list source (a file, or a UT1 category directory) in format `fmt`.
 
-    `part` (k, n) parses only the k-th of n pieces of a plain list file, or of a UT1
-    category's `domains` file (its other files go with piece 0), cut at line ends, so that n
-    processes can share one big list (compiler.py).  Line numbers still count from the
-    file's start; ParsedSource.add_piece() puts the pieces' counts together.  Only sources
-    for which splits() is true can be split.
+    `part` (start, end), fractions of the file's bytes, parses only the lines that begin in
+    that span of a plain list file, or of a UT1 category's `domains` file (its other files
+    go with the part that starts at 0), so that processes can share one big list
+    (compiler.py): parts that meet at the same fraction cut at the same line end.  Line
+    numbers still count from the file's start; ParsedSource.add_piece() puts the parts'
+    counts together.  Only sources for which splits() is true can be split.
     """
-    if part != (0, 1):
-        return _parse_piece(Path(path), fmt, *part)
+    if part != WHOLE:
+        if not 0 <= part[0] < part[1] <= 1:
+            raise ValueError(f"part {part!r}: not 0 <= start < end <= 1")
+        return _parse_piece(Path(path), fmt, part)
     p = Path(path)
     if fmt not in FORMATS:
         raise SourceError(p, f"unknown list format {fmt!r} (expected one of {', '.join(FORMATS)})")
@@ -209,7 +215,7 @@ def parse_source(path: str | Path, fmt: str = "auto", part: tuple[int, int] = (0
         result.lines = len(lines)
         _parse_adblock(lines, result, str(p))
     else:
-        _parse_plain_piece(p, data, result, 0, 1, allow_paths=kind in ("urls", "auto"))
+        _parse_plain_piece(p, data, result, WHOLE, allow_paths=kind in ("urls", "auto"))
     return result
 
 
@@ -230,34 +236,38 @@ def splits(path: str | Path, fmt: str) -> bool:
         return False
 
 
-def _parse_piece(path: Path, fmt: str, k: int, n: int) -> ParsedSource:
+def _parse_piece(path: Path, fmt: str, part: Part) -> ParsedSource:
     if path.is_dir():
         if _ut1_file(path, "domains") is None:
             raise SourceError(path, "only a UT1 category with a domains file is split")
-        return _parse_ut1(path, k, n)
+        return _parse_ut1(path, part)
     data = read_data(path)
     if fmt not in _SPLIT_FORMATS or (fmt == "auto" and _detect(_decoded_lines(data)) != "auto"):
         raise SourceError(path, "only plain domain, wildcard or URL lists are split")
     result = ParsedSource(str(path), fmt)
-    _parse_plain_piece(path, data, result, k, n, allow_paths=fmt in ("urls", "auto"))
+    _parse_plain_piece(path, data, result, part, allow_paths=fmt in ("urls", "auto"))
     return result
 
 
-def _parse_plain_piece(file: Path, data: bytes, result: ParsedSource, k: int, n: int,
+def _parse_plain_piece(file: Path, data: bytes, result: ParsedSource, part: Part,
                        allow_paths: bool) -> None:
-    """The k-th of n pieces of the data, cut at line ends, into result."""
-    bounds = [0] + [_line_start(data, len(data) * i // n) for i in range(1, n)] + [len(data)]
-    piece = data[bounds[k]:bounds[k + 1]]
+    """The lines of data that begin in `part` of it, into result."""
+    start, end = (_cut(data, fraction) for fraction in part)
+    piece = data if (start, end) == (0, len(data)) else data[start:end]
     lines = _split_lines(piece)
     result.lines += len(lines)
     _parse_plain(piece, lines, result, str(file), allow_paths,
-                 first_line=data.count(b"\n", 0, bounds[k]))
+                 first_line=data.count(b"\n", 0, start))
 
 
-def _line_start(data: bytes, position: int) -> int:
-    """The start of the line after the one holding `position` (or the end of the data)."""
+def _cut(data: bytes, fraction: float) -> int:
+    """Where a part ending (or beginning) at `fraction` of data ends: the start of the line
+    after the one holding that byte; 0 and the end for the fractions 0 and 1."""
+    if fraction <= 0:
+        return 0
+    position = min(int(len(data) * fraction), len(data))
     end = data.find(b"\n", position)
-    return len(data) if end == -1 else end + 1
+    return len(data) if end == -1 or fraction >= 1 else end + 1
 
 
 def _split_lines(data: bytes) -> list[bytes]:
@@ -700,19 +710,19 @@ def _adblock_reason(s: str) -> str:
 
 # --- UT1 category directories -------------------------------------------------------------
 
-def _parse_ut1(directory: Path, k: int = 0, n: int = 1) -> ParsedSource:
+def _parse_ut1(directory: Path, part: Part = WHOLE) -> ParsedSource:
     """A UT1 category: `domains` and/or `urls` (either may be absent), optional `expressions`.
-    (k, n): the k-th of n pieces of the `domains` file; the rest goes with piece 0."""
+    `part` of the `domains` file; the other files go with the part that starts at 0."""
     found = {name: _ut1_file(directory, name) for name in UT1_FILES}
     if found["domains"] is None and found["urls"] is None:
         raise SourceError(directory, _not_ut1_message(directory))
     result = ParsedSource(str(directory), "ut1")
     if found["domains"] is not None:
-        _parse_plain_piece(found["domains"], read_data(found["domains"]), result, k, n,
+        _parse_plain_piece(found["domains"], read_data(found["domains"]), result, part,
                            allow_paths=True)
-    if k == 0:
+    if part[0] == 0:
         if found["urls"] is not None:
-            _parse_plain_piece(found["urls"], read_data(found["urls"]), result, 0, 1,
+            _parse_plain_piece(found["urls"], read_data(found["urls"]), result, WHOLE,
                                allow_paths=True)
         if found["expressions"] is not None:
             _parse_expressions(found["expressions"], result)

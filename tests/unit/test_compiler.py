@@ -200,7 +200,7 @@ def test_worker_result_equals_the_in_process_build(tmp_path, cache):
     jobs = [ListJob("a", 1, "domains", (str(tmp_path / "a.txt"),)),
             ListJob("b", 2, "domains", (str(tmp_path / "b.txt"),))]
     assert compiler._total_size(jobs) >= compiler.PARALLEL_BYTES
-    assert compiler._big_source(jobs) == (jobs[0], str(tmp_path / "a.txt"))   # split in two
+    assert compiler._big_source(jobs)[:2] == (jobs[0], str(tmp_path / "a.txt"))   # split
     worker, local = cache.compile(jobs), compile_lists(jobs)
     assert worker.lists["a"].status == local.lists["a"].status
     assert worker.lists["b"].status == local.lists["b"].status
@@ -352,10 +352,19 @@ def test_big_source_is_split_only_when_it_holds_most_of_the_text(tmp_path):
     hosts.write_text("0.0.0.0 c.example\n" * 2000)
     job = lambda name, bit, source, fmt="domains", **kw: ListJob(name, bit, fmt, (str(source),), **kw)  # noqa: E731
     assert compiler._big_source([job("a", 1, big), job("b", 2, small)]) == \
-        (job("a", 1, big), str(big))
+        (job("a", 1, big), str(big), compiler._cut_for(big.stat().st_size, small.stat().st_size))
     assert compiler._big_source([job("a", 1, small), job("b", 2, small)]) is None
     assert compiler._big_source([job("a", 1, hosts, "auto"), job("b", 2, small)]) is None
     assert compiler._big_source([job("a", 1, big, statutory=True)]) is None
+
+
+def test_the_process_that_reads_the_other_lists_takes_less_of_the_big_one():
+    big = 100 * compiler.NUMPY_BYTES
+    assert compiler._cut_for(big, 0) == 0.5 - compiler.NUMPY_BYTES / (2 * big)
+    assert compiler._cut_for(big, big // 100) == \
+        0.5 - (compiler.OTHER_WEIGHT * big / 100 + compiler.NUMPY_BYTES) / (2 * big)
+    assert compiler._cut_for(big, big) == 0.25                   # never less than a quarter
+    assert compiler._cut_for(1000, 0) == 0.25 and compiler._cut_for(0, 0) == 0.5
 
 
 def test_two_processes_interleave_when_no_file_dominates(tmp_path):
@@ -395,7 +404,7 @@ names[45_000] = "exa mple.com"                      # a bad line in the second h
 (tmp / "small.txt").write_text("small.example\\n")
 jobs = [compiler.ListJob("adult", 1, "ut1", (str(adult),), expressions=True),
         compiler.ListJob("small", 2, "domains", (str(tmp / "small.txt"),))]
-assert compiler._big_source(jobs) == (jobs[0], str(adult))
+assert compiler._big_source(jobs)[:2] == (jobs[0], str(adult))
 both, one = compiler.compile_in_two(jobs), compiler.compile_lists(jobs)
 assert both.lists["adult"].status == one.lists["adult"].status
 status = both.lists["adult"].status

@@ -489,10 +489,10 @@ def test_real_ut1_files_parse_as_plain_lists():
 # --------------------------------------------------------------------------- split parsing
 
 
-def _pieces(path: Path, fmt: str) -> ParsedSource:
-    """parse_source in two pieces, put together as the list compiler does; the domains of
+def _pieces(path: Path, fmt: str, cut: float = 0.5) -> ParsedSource:
+    """parse_source in two pieces, put together as the list compiler does; the hosts of
     the second piece appended (the compiler indexes them from the other process)."""
-    first, second = parse_source(path, fmt, part=(0, 2)), parse_source(path, fmt, part=(1, 2))
+    first, second = parse_source(path, fmt, part=(0, cut)), parse_source(path, fmt, part=(cut, 1))
     first.add_piece(second.summary())
     first.elsewhere -= len(second.hosts)
     first.hosts += second.hosts
@@ -501,8 +501,8 @@ def _pieces(path: Path, fmt: str) -> ParsedSource:
 
 @settings(max_examples=150, deadline=None)
 @given(st.lists(line_text, max_size=40), st.sampled_from(["auto", "domains", "urls"]),
-       st.booleans())
-def test_two_pieces_parse_as_the_whole(tmp_path_factory, lines, fmt, crlf):
+       st.booleans(), st.sampled_from([0.01, 0.3, 0.5, 0.62, 0.99]))
+def test_two_pieces_parse_as_the_whole(tmp_path_factory, lines, fmt, crlf, cut):
     path = tmp_path_factory.mktemp("split") / "list.txt"
     path.write_bytes(("\r\n" if crlf else "\n").join(["# a list", *lines, "last.example"])
                      .encode())
@@ -510,7 +510,7 @@ def test_two_pieces_parse_as_the_whole(tmp_path_factory, lines, fmt, crlf):
     if not listformats.splits(path, fmt):
         assert whole.format in ("hosts", "adblock")
         return
-    pieced = _pieces(path, fmt)
+    pieced = _pieces(path, fmt, cut)
     assert pieced.domains == whole.domains and pieced.urls == whole.urls
     assert (pieced.lines, pieced.skipped, pieced.format) == \
         (whole.lines, whole.skipped, whole.format)
@@ -521,10 +521,10 @@ def test_two_pieces_parse_as_the_whole(tmp_path_factory, lines, fmt, crlf):
 def test_split_line_numbers_count_from_the_file_start(tmp_path):
     path = tmp_path / "list.txt"
     path.write_text("".join(f"site{i}.example\n" for i in range(1000)) + "exa mple.com\n")
-    second = parse_source(path, "domains", part=(1, 2))
+    second = parse_source(path, "domains", part=(0.5, 1))
     assert second.skipped_examples == [f"{path}:1001: 'exa mple.com': contains whitespace"]
     assert parse_source(path, "domains").skipped_examples == second.skipped_examples
-    assert len(parse_source(path, "domains", part=(0, 2)).domains) + len(second.domains) == 1000
+    assert len(parse_source(path, "domains", part=(0, 0.5)).domains) + len(second.domains) == 1000
 
 
 def test_ut1_category_splits_its_domains_file(tmp_path):
@@ -550,4 +550,12 @@ def test_hosts_and_adblock_lists_are_not_split(tmp_path, text, fmt):
     path.write_text(text)
     assert not listformats.splits(path, fmt)
     with pytest.raises(SourceError, match="split"):
-        parse_source(path, fmt, part=(1, 2))
+        parse_source(path, fmt, part=(0.5, 1))
+
+
+@pytest.mark.parametrize("part", [(0.5, 0.5), (0.6, 0.4), (-0.1, 0.5), (0.5, 1.1)])
+def test_a_part_must_be_a_span_of_the_file(tmp_path, part):
+    path = tmp_path / "list.txt"
+    path.write_text("a.example\n")
+    with pytest.raises(ValueError, match="part"):
+        parse_source(path, "domains", part=part)
