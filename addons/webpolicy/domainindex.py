@@ -196,14 +196,14 @@ class _Names(NamedTuple):
         return chain.from_iterable(self.runs)
 
 
-def _gather(runs: Sequence[Run]) -> _Names:
+def _gather(runs: Sequence[Sequence[str] | Sequence[bytes]]) -> _Names:
     """A run of str is checked (IP literals, single labels, empty names) and encoded; a run
     of bytes is taken as it is (build_runs' promise)."""
     encoded: list[Sequence[bytes]] = []
     ips: list[int] = []
     single_labels = False
     size = 0
-    for run, _ in runs:
+    for run in runs:
         if isinstance(run[0], str):
             if "" in run:
                 raise ValueError("empty domain name in entries")
@@ -223,7 +223,7 @@ def hash_half(runs: Sequence[Run], part: int) -> bytes:
     """The keys of the runs' names number part, part + 2, ... (as build_runs gathers them),
     for a build in another process (see build_runs(other_half=)); as bytes, to send there.
     Interleaved, not halves: lists cluster their long names."""
-    names = _gather([(run, mask) for run, mask in runs if run])
+    names = _gather([run for run, _ in runs if run])
     keys = _hash(islice(names.all(), part, None, 2), _xxh3)
     return struct.pack("<QQ", part, names.size) + memoryview(keys).cast("B")
 
@@ -486,15 +486,15 @@ class DomainIndex:
         ``_hash_bits`` < 64 exists only so tests can provoke and measure collisions.
         """
         with _gc_paused():
-            pairs = entries if isinstance(entries, list) else list(entries)
+            pairs = list(entries)
+            masks = list(map(itemgetter(1), pairs))
+            counts = [(mask, sum(1 for _ in group)) for mask, group in groupby(masks)]
+            if len(counts) > len(set(masks)):   # masks interleaved: one run per mask instead
+                pairs.sort(key=itemgetter(1))
+                counts = [(mask, sum(1 for _ in group))
+                          for mask, group in groupby(map(itemgetter(1), pairs))]
             names = list(map(itemgetter(0), pairs))
-            runs: list[Run] = []
-            start = 0
-            for mask, group in groupby(map(itemgetter(1), pairs)):
-                length = sum(1 for _ in group)
-                runs.append((names[start:start + length], mask))
-                start += length
-            return cls.build_runs(runs, _hash_bits=_hash_bits)
+            return cls._build([names] if names else [], counts, _hash_bits)
 
     @classmethod
     def build_runs(cls, runs: Iterable[Run], *,
@@ -513,27 +513,35 @@ class DomainIndex:
         process parsed and hashed more names (a piece of a big file): other_part()
         returns their mask and hash_part(), indexed as a last run."""
         runs = [(run, mask) for run, mask in runs if run]
-        _check_masks(mask for _, mask in runs)
-        if not 8 <= _hash_bits <= 64:
-            raise ValueError("_hash_bits must be between 8 and 64")
-        if (other_half or other_part) and _hash_bits != 64:
-            raise ValueError("another process hashes with 64-bit keys only")
-        counts = [(mask, len(run)) for run, mask in runs]
         with _gc_paused():
-            gathered = _gather(runs)
-            hashf = _hash_fn(_hash_bits)
-            if other_part is not None:
-                mine = _hash(gathered.all(), hashf)  # while the other process hashes its own
-                mask, data = other_part()
-                _check_masks([mask])
-                keys, count = _merge_part(mine, data)
-                counts.append((mask, count))
-            elif other_half is not None:
-                mine = _hash(islice(gathered.all(), 0, None, 2), hashf)
-                keys = _merge_halves(gathered.size, mine, other_half())
-            else:
-                keys = _hash(gathered.all(), hashf)
-            return cls(_image(keys, gathered.ips, counts, gathered.single_labels, _hash_bits))
+            return cls._build([run for run, _ in runs], [(mask, len(run)) for run, mask in runs],
+                              _hash_bits, other_half, other_part)
+
+    @classmethod
+    def _build(cls, names: list[Sequence[str] | Sequence[bytes]], counts: list[tuple[int, int]],
+               hash_bits: int, other_half: Callable[[], bytes] | None = None,
+               other_part: Callable[[], tuple[int, bytes]] | None = None) -> DomainIndex:
+        """Index the names, given as sequences (see build_runs); counts: (mask, how many) for
+        consecutive names."""
+        _check_masks(mask for mask, _ in counts)
+        if not 8 <= hash_bits <= 64:
+            raise ValueError("_hash_bits must be between 8 and 64")
+        if (other_half or other_part) and hash_bits != 64:
+            raise ValueError("another process hashes with 64-bit keys only")
+        gathered = _gather(names)
+        hashf = _hash_fn(hash_bits)
+        if other_part is not None:
+            mine = _hash(gathered.all(), hashf)  # while the other process hashes its own
+            mask, data = other_part()
+            _check_masks([mask])
+            keys, count = _merge_part(mine, data)
+            counts.append((mask, count))
+        elif other_half is not None:
+            mine = _hash(islice(gathered.all(), 0, None, 2), hashf)
+            keys = _merge_halves(gathered.size, mine, other_half())
+        else:
+            keys = _hash(gathered.all(), hashf)
+        return cls(_image(keys, gathered.ips, counts, gathered.single_labels, hash_bits))
 
     def save(self, path: str | os.PathLike[str], *, durable: bool = True) -> None:
         """Write the file atomically: a reader sees the old file or the new one, never half.
