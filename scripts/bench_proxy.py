@@ -3,6 +3,7 @@
 
     scripts/bench_proxy.py                 # the full run (~6 min on a 2-core VM)
     scripts/bench_proxy.py --quick         # 3 s runs, c16 only, no 1M list (~3 min)
+    scripts/bench_proxy.py --only bare,5M --starts 5 --starts-only   # start-up alone (~2 min)
 
 One run starts, side by side, a local nginx upstream and one mitmdump per configuration:
 

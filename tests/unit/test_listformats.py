@@ -376,17 +376,19 @@ def test_bulk_scan_only_passes_fast_path_lines(lines, final_newline):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(line_text, max_size=30))
-def test_bulk_parse_equals_line_by_line_canonicalisation(lines):
+@given(st.lists(line_text, max_size=30), st.booleans())
+def test_bulk_parse_equals_line_by_line_canonicalisation(lines, allow_paths):
+    """The bulk scan, the fast URL path and the line-by-line parser agree, for URL lists
+    (paths allowed) and domain lists (a path is a skipped line)."""
     text = "\n".join(lines) + "\n"
     lines = text.split("\n")[:-1]
     result = ParsedSource("mem", "auto")
     listformats._parse_plain(text.encode(), [line.encode() for line in lines], result, "mem",
-                             allow_paths=True)
+                             allow_paths=allow_paths)
     expected, skipped = Counter(), 0
     for line in lines:
         try:
-            entry = listformats._plain_entry(line, True, set())
+            entry = listformats._plain_entry(line, allow_paths, set())
         except listformats._Bad:
             skipped += 1
             continue
