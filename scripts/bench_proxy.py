@@ -167,6 +167,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_process(process: subprocess.Popen | None, sig: int, timeout: float) -> None:
+    """Ask a server to stop; kill it if it has not within `timeout` seconds; reap it."""
+    if process and process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def wait_listening(port: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -206,12 +217,7 @@ class Nginx:
         return self
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGQUIT)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        stop_process(self.process, signal.SIGQUIT, 10)         # nginx: graceful shutdown
 
 
 # --------------------------------------------------------------------------- data
@@ -396,13 +402,7 @@ class Proxy:
         raise RuntimeError(f"{self.config.name}: mitmdump did not answer within {timeout:g} s")
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, signal.SIGTERM, 20)
 
     def cpu_seconds(self) -> float:
         """CPU time (user + system) the proxy process has used so far, all threads."""

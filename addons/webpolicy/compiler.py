@@ -56,7 +56,7 @@ import xxhash
 
 from .domainindex import VERSION as INDEX_VERSION
 from .domainindex import DomainIndex, Run, hash_half, hash_part
-from .listformats import ParsedSource, SourceError, parse_source, splits
+from .listformats import MAX_EXAMPLES, ParsedSource, SourceError, parse_source, splits
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +125,8 @@ class CompiledList:
 def read_list(job: ListJob, piece: Piece | None = None) -> ListContents:
     """Parse every source of one list.  Never raises for a bad source: a source that cannot
     be read is a failed source, and whether that is an error is the caller's decision
-    (statutory lists fail the policy, others only warn).  `piece`: one source is parsed half
-    here and half in another process (compile_in_two)."""
+    (statutory lists fail the policy, others only warn).  `piece`: one source is parsed in
+    part here and in part by another process (compile_in_two)."""
     status = ListStatus(job.name)
     messages: list[str] = []
     parsed = []
@@ -144,7 +144,8 @@ def read_list(job: ListJob, piece: Piece | None = None) -> ListContents:
         parsed.append(result)
         status.entries += result.entries
         status.skipped += result.skipped
-        status.skipped_examples.extend(result.skipped_examples[: 5 - len(status.skipped_examples)])
+        room = MAX_EXAMPLES - len(status.skipped_examples)
+        status.skipped_examples.extend(result.skipped_examples[:max(room, 0)])
         if not result.entries:
             messages.append(f"lists.{job.name}: source {source} yields no entries")
     if status.entries == 0 and not job.statutory and not status.failed_sources:
@@ -178,8 +179,8 @@ class Piece:
     job: str
     source: str
     cut: float
-    other_summary: Callable[[], dict]            # ParsedSource.summary() of its half
-    other_hashes: Callable[[], tuple[int, bytes]]  # (list bit, hash_part() of its names)
+    other_summary: Callable[[], dict]            # ParsedSource.summary() of its part
+    other_hashes: Callable[[], tuple[int, bytes]]  # (list bit, hash_part() of its hosts)
 
 
 def compile_lists(jobs: Sequence[ListJob],

@@ -100,8 +100,8 @@ _HEADER = struct.Struct("<5sBBBBB2xQQQQ20x")
 _CHECKSUM_AT = 36
 _FLAG_SINGLE_LABELS = 1  # some entry is a single label: lookups probe the last label too
 
-# A vals word is combo << 1 | exact (match() spells these as literals).
-_EXACT = 1  # IP literal: matches only a host equal to it
+# A vals word is combo << 1 | exact, where exact (bit 0) marks an IP literal, which matches
+# only a host equal to it; match() tests the bits as literals, on the hot path.
 
 NO_MATCH: tuple[()] = ()
 """Shared result for a miss (immutable, so callers cannot corrupt it)."""

@@ -211,9 +211,7 @@ def parse_source(path: str | Path, fmt: str = "auto", part: Part = WHOLE) -> Par
         result.lines = len(lines)
         _parse_hosts(lines, result, str(p))
     elif kind == "adblock":
-        lines = _decode(data).split("\n")
-        if lines[-1] == "":
-            lines.pop()
+        lines = _text_lines(data)
         result.lines = len(lines)
         _parse_adblock(lines, result, str(p))
     else:
@@ -313,24 +311,20 @@ def _normalise_ends(data: bytes) -> bytes:
     return data
 
 
-def read_text(path: Path) -> tuple[str, list[str]]:
-    """The file's text ("\n" line ends) and lines, as read_data reads it.
+def _text_lines(data: bytes) -> list[str]:
+    """read_data()'s bytes as lines of text, for the formats read line by line in Python.
 
     Bytes that are not UTF-8 are kept as lone surrogates ("surrogateescape"), so one bad line
     is skipped and reported (see _clean) instead of the whole list failing to load.
     """
-    text = _decode(read_data(path))
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = data.decode("utf-8", "surrogateescape")
     lines = text.split("\n")
     if lines[-1] == "":
         lines.pop()
-    return text, lines
-
-
-def _decode(data: bytes) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data.decode("utf-8", "surrogateescape")
+    return lines
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -751,7 +745,7 @@ def _not_ut1_message(directory: Path) -> str:
 
 def _parse_expressions(file: Path, result: ParsedSource) -> None:
     """Keep the regexes verbatim: the caller compiles (and reports) them if the list opts in."""
-    _, lines = read_text(file)
+    lines = _text_lines(read_data(file))
     result.lines += len(lines)
     for lineno, line in enumerate(lines, 1):
         s = line.strip()
