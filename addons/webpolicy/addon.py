@@ -219,7 +219,7 @@ class WebPolicy:
             return
         decided_hosts = self._filter(flow)
         if flow.response is None:
-            self.circumvention.requestheaders(flow)
+            self.circumvention.requestheaders(flow, decided_hosts)
         if flow.response is None:
             self.safesearch.requestheaders(flow, decided_hosts)
 

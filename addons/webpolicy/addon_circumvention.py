@@ -13,6 +13,7 @@ has no answer yet:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from mitmproxy import dns, http
@@ -30,26 +31,37 @@ class Circumvention:
     def __init__(self, policy: "WebPolicy") -> None:
         self.policy = policy
 
-    def requestheaders(self, flow: http.HTTPFlow) -> None:
+    def requestheaders(self, flow: http.HTTPFlow, hosts: tuple[str, ...] | None = None) -> None:
+        """`hosts`: the canonical (Host header, connection) hosts when the decision has them
+        already (one of them when they are the same); otherwise they are read here."""
         if flow.response is not None:      # blocked, or proxyauth's 407: never touch it
             return
         try:
-            host = request_hosts(flow)[0]
-            if circumvention.is_canary(host.lower().rstrip(".")):
+            names, is_ip = self._names(flow, hosts)
+            if circumvention.is_canary(names[0].lower().rstrip(".")):
                 flow.response = _canary_answer()
                 return
-            refusal = self._ip_refusal(flow, host)
+            refusal = self._ip_refusal(flow, names, is_ip)
             if refusal is not None:
                 self.policy.refuse_request(flow, refusal)
         except Exception as exc:  # noqa: BLE001 - a raised hook would forward the request
             self.policy.companion_failed(flow, exc)
 
-    def _ip_refusal(self, flow: http.HTTPFlow, host: str) -> Decision | None:
-        names = [host]            # transparent modes: request.host is just the IP connected to
-        if names_destination(flow.client_conn.proxy_mode):
-            names.append(request_hosts(flow)[1])
+    @staticmethod
+    def _names(flow: http.HTTPFlow, hosts: tuple[str, ...] | None
+               ) -> tuple[tuple[str, ...], Callable[[str], bool]]:
+        """The hosts to check, and the IP-literal test that suits their form."""
+        if hosts is not None:
+            return hosts, circumvention.is_canonical_ip
+        return request_hosts(flow), circumvention.is_ip_literal
+
+    def _ip_refusal(self, flow: http.HTTPFlow, names: tuple[str, ...],
+                    is_ip: Callable[[str], bool]) -> Decision | None:
+        # Transparent modes: the connection's host is just the IP address connected to.
+        if not names_destination(flow.client_conn.proxy_mode):
+            names = names[:1]
         for name in names:
-            if circumvention.is_ip_literal(name):       # cheap; the profile is asked only then
+            if is_ip(name):                # cheap; the profile is asked only then
                 refusal = self.policy.circumvention_refusal(flow, name, None)
                 if refusal is not None:
                     return refusal

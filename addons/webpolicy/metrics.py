@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import logging
 import time
+from bisect import bisect_left
+from collections.abc import Iterator
 from importlib import metadata
 from typing import TYPE_CHECKING
 
-from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram, Info,
-                               PlatformCollector, ProcessCollector, disable_created_metrics,
-                               start_http_server)
+from prometheus_client import (CollectorRegistry, Counter, Gauge, Info, PlatformCollector,
+                               ProcessCollector, disable_created_metrics, start_http_server)
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from .decision import Decision
@@ -61,18 +64,14 @@ class Metrics:
                                "mitmproxy": _version("mitmproxy")})
         for result in RELOAD_RESULTS:
             self.reloads.labels(result)
-        self._request_children: dict[tuple[str, str], Counter] = {}
         self._lists: set[str] = set()
         self._server = None
         self._thread = None
         self.address: tuple[str, int] | None = None   # where the endpoint listens, if it does
 
     def _traffic_metrics(self, r: CollectorRegistry) -> None:
-        self.requests = Counter("webpolicy_requests", "HTTP requests decided, by profile and "
-                                "action (allow, log, block).", ["profile", "action"], registry=r)
-        self.decision_seconds = Histogram("webpolicy_decision_seconds", "Time to identify the "
-                                          "client and decide one HTTP request.",
-                                          buckets=LATENCY_BUCKETS, registry=r)
+        self.requests = RequestStats(LATENCY_BUCKETS)
+        r.register(self.requests)
         self.blocks = Counter("webpolicy_blocks", "Requests and connections blocked by a list "
                               "(or the local deny rules), by profile, list and category.",
                               ["profile", "list", "category"], registry=r)
@@ -136,13 +135,8 @@ class Metrics:
     # -- per request ----------------------------------------------------------------------
 
     def observe(self, profile: str, action: str, seconds: float) -> None:
-        """Per request: cached label children keep this to about a microsecond."""
-        key = (profile, action)
-        child = self._request_children.get(key)
-        if child is None:
-            child = self._request_children[key] = self.requests.labels(profile, action)
-        child.inc()
-        self.decision_seconds.observe(seconds)
+        """Per request (see RequestStats)."""
+        self.requests.observe(profile, action, seconds)
 
     def event(self, decision: Decision) -> None:
         """Count a decision that goes to the safeguarding log (not a plain allow)."""
@@ -199,7 +193,7 @@ class Metrics:
         local = ["deny"] if policy.deny else []
         for name, profile in policy.profiles.items():
             for action in ACTIONS:
-                self.requests.labels(name, action)
+                self.requests.add_series(name, action)
             for list_name in dict.fromkeys([*statutory, *local, *profile.block]):
                 self.blocks.labels(name, list_name, specs[list_name].category)
             for list_name in statutory:
@@ -246,6 +240,50 @@ class Metrics:
             self._thread.join(5)
             self._server = self._thread = None
         self.address = None
+
+
+class RequestStats(Collector):
+    """webpolicy_requests_total and webpolicy_decision_seconds, the two series every request
+    updates, kept as plain numbers and turned into metric families only when scraped.
+
+    prometheus-client's Counter.inc and Histogram.observe take a lock each, and the histogram
+    walks its buckets in Python: together ~2 us per request, against ~0.3 us here.  Only the
+    event loop thread writes; a scrape (another thread) reads copies, so at worst it sees one
+    request in the count and not yet in the sum, which the next scrape puts right.
+    """
+
+    def __init__(self, buckets: tuple[float, ...]) -> None:
+        self._bounds = buckets
+        self._counts: dict[tuple[str, str], int] = {}
+        self._buckets = [0] * (len(buckets) + 1)       # per bucket, not cumulative; last: +Inf
+        self._sum = 0.0
+
+    def add_series(self, profile: str, action: str) -> None:
+        """Show the series at zero before its first request (alert rules need a sample)."""
+        self._counts.setdefault((profile, action), 0)
+
+    def observe(self, profile: str, action: str, seconds: float) -> None:
+        key = (profile, action)
+        counts = self._counts
+        counts[key] = counts.get(key, 0) + 1
+        self._buckets[bisect_left(self._bounds, seconds)] += 1     # le: seconds <= bound
+        self._sum += seconds
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily("webpolicy_requests", "HTTP requests decided, by profile "
+                                       "and action (allow, log, block).",
+                                       labels=["profile", "action"])
+        for (profile, action), count in list(self._counts.items()):
+            requests.add_metric([profile, action], count)
+        yield requests
+        cumulative, total = [], 0
+        for bound, count in zip((*map(str, self._bounds), "+Inf"), list(self._buckets)):
+            total += count
+            cumulative.append((bound, total))
+        latency = HistogramMetricFamily("webpolicy_decision_seconds", "Time to identify the "
+                                        "client and decide one HTTP request.")
+        latency.add_metric([], cumulative, sum_value=self._sum)
+        yield latency
 
 
 def _show(host: str, port: int) -> str:

@@ -34,11 +34,13 @@ allow: [192.0.2.10]
 """
 
 
-@pytest.fixture
-def addon(tmp_path: Path) -> Circumvention:
+@pytest.fixture(params=["alone", "after the decision"])
+def addon(tmp_path: Path, request) -> Circumvention | WebPolicy:
+    """The companion on its own (reading the hosts itself), and as WebPolicy runs it: after
+    the decision, on the canonical hosts the decision read."""
     policy = WebPolicy()
     policy.engine = engine_from(tmp_path, POLICY, {"adult.txt": "adult.example\n"})
-    return Circumvention(policy)
+    return Circumvention(policy) if request.param == "alone" else policy
 
 
 def flow(host: str, host_header: str | None = None, client_ip: str = "10.10.0.5",

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from tests.unit.helpers import policy_from
 from webpolicy.canonical import canonical_host, canonical_url
 from webpolicy.circumvention import (CANARY, connect_violation, ip_literal_violation,
-                                     is_canary, is_dns_canary, is_ip_literal, refusal,
-                                     sni_violation)
+                                     is_canary, is_canonical_ip, is_dns_canary, is_ip_literal,
+                                     refusal, sni_violation)
 from webpolicy.decision import decide
 from webpolicy.engine import build_engine
 from webpolicy.policy import ConnectRules, PolicyError, load_policy
@@ -46,6 +46,18 @@ def test_fast_path_agrees_with_full_parse(host):
     except ValueError:
         full = False
     assert is_ip_literal(host) == full
+
+
+@settings(max_examples=2000)
+@given(st.one_of(st.text(alphabet="0123456789abcdefxX.-:[]%\uff10\u3002", min_size=1, max_size=20),
+                 st.text(min_size=1, max_size=12)))
+def test_canonical_ip_test_agrees_on_canonical_hosts(host):
+    """The request path tests hosts the decision has canonicalised with is_canonical_ip."""
+    try:
+        canonical = canonical_host(host)
+    except ValueError:
+        return
+    assert is_canonical_ip(canonical) == is_ip_literal(host)
 
 
 def test_connect_to_ip_literal():
