@@ -176,3 +176,24 @@ def test_any_address_reads_back_exactly_and_adds_no_tags(address):
     clean = Parsed(render().body.decode())
     assert [t for t, _ in parsed.tags] == [t for t, _ in clean.tags]
     assert parsed.by_id.get("address", "") == address
+
+
+@given(address=st.text(max_size=80), organisation=st.text(max_size=20),
+       category=st.text(max_size=20), kind=st.sampled_from(["category", "statutory", "failed"]))
+def test_the_cached_page_is_the_page_rendered_whole(address, organisation, category, kind):
+    """render() reuses the page around its address, reference and time; what it sends must
+    be exactly the page rendered from scratch (settings may even hold the cut character)."""
+    decision = {"category": CATEGORY._replace(category=category),
+                "statutory": STATUTORY._replace(category=category), "failed": FAILED}[kind]
+    settings = BlockPageSettings(organisation, "IT \x00", "https://help.example/")
+    for settings in (settings, SETTINGS):
+        static = blockpage._static_facts(blockpage._kind(decision), decision.category or "",
+                                         decision.policy_version, settings)
+        whole = blockpage._html({**static, "address": "bet.test" if decision.statutory else address,
+                                 "reference": "WP-7K3M9Q2XTB", "time": "25 November 2026, 09:30:05 UTC"})
+        assert render(decision, url=address, settings=settings).body.decode() == whole
+
+
+def test_time_is_english_whatever_the_locale():
+    assert blockpage._time(WHEN) == WHEN.strftime("%d %B %Y, %H:%M:%S UTC") == \
+        "25 November 2026, 09:30:05 UTC"
