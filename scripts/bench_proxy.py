@@ -555,6 +555,10 @@ def report_throughput(results: dict, names: list[str], memory: dict, sizes: dict
             say(f"{run:10s} {name:8s} {r['rps']:7.0f} {ratio:6.3f} {ms(r['p50_us']):>7s} "
                 f"{ms(r['p99_us']):>7s} {p99_ratio:9.3f} {r['cpu_us']:10.0f} {capacity:8.3f} "
                 f"{r['failed']:6d}")
+            for key, label in (("ratio_ci", "req/s ratio"), ("capacity_ci", "capacity")):
+                if r.get(key):
+                    say(f"{'':19s} {label} 95% confidence interval of the median: "
+                        f"{r[key][0]:.3f}-{r[key][1]:.3f}")
     say("\n== Proxy memory after the runs (kB; growth over the shipped policy) ==")
     say("RssFile: pages of mapped files, mostly the list index (shared with the page cache);")
     say("RssAnon: Python objects, including the 50k URL entries.  file: the index on disk, what")
@@ -696,7 +700,10 @@ def run_load(proxies: dict[str, Proxy], concurrencies: list[int], seconds: float
         for connections in concurrencies:
             run = f"{scheme} c{connections}"
             for round_ in range(rounds):
-                for name, proxy in proxies.items():
+                order = list(proxies.items())     # reversed every other round: a drift in
+                if round_ % 2:                    # the machine's speed favours no one
+                    order.reverse()
+                for name, proxy in order:
                     port = proxy.http_port if scheme == "http" else proxy.https_port
                     cpu = proxy.cpu_seconds()
                     result = wrk(f"{scheme}://127.0.0.1:{port}/", connections, seconds, lua,
@@ -710,11 +717,27 @@ def run_load(proxies: dict[str, Proxy], concurrencies: list[int], seconds: float
     for (run, name), values in samples.items():
         base = samples.get((run, "bare"))
         if base:        # the same round's bare run: a drift in the machine's speed cancels out
-            results[(run, name)]["ratio"] = statistics.median(
-                v["rps"] / b["rps"] for v, b in zip(values, base))
-            results[(run, name)]["capacity"] = statistics.median(
-                b["cpu_us"] / v["cpu_us"] for v, b in zip(values, base))
+            result = results[(run, name)]
+            result["ratio"], result["ratio_ci"] = median_interval(
+                [v["rps"] / b["rps"] for v, b in zip(values, base)])
+            result["capacity"], result["capacity_ci"] = median_interval(
+                [b["cpu_us"] / v["cpu_us"] for v, b in zip(values, base)])
     return results
+
+
+def median_interval(values: list[float]) -> tuple[float, tuple[float, float] | None]:
+    """The median and a distribution-free 95% confidence interval for it (the order
+    statistics the binomial distribution gives, normal approximation); None under 8 values.
+    On a VM whose speed swings by 20-50% between runs, one run's ratio says little: the
+    interval says how far the median of many can be trusted."""
+    ordered = sorted(values)
+    n = len(ordered)
+    median = statistics.median(ordered)
+    if n < 8:
+        return median, None
+    half_width = 0.98 * n ** 0.5               # 1.96 standard deviations of Binomial(n, 1/2)
+    low, high = int(n / 2 - half_width), int(n / 2 + half_width + 1)
+    return median, (ordered[max(low - 1, 0)], ordered[min(high - 1, n - 1)])
 
 
 def quiet_probe(proxy: Proxy, seconds: float = 3.0) -> Probe:
