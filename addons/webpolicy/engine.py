@@ -181,8 +181,7 @@ def build_engine(policy: Policy, compile: ListCompiler = compile_lists,
     if any(not p.warning for p in problems):
         raise PolicyError(problems)
     for chunk in compiled.url_chunks():
-        for host, prefix, bits in chunk:
-            exact.add(host, prefix, bits)
+        exact.add_many(chunk)
         if pause is not None:
             pause()
     return Engine(policy, specs, compiled.index, exact, passthrough, expressions, status,

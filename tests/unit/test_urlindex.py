@@ -87,6 +87,22 @@ def test_cutting_agrees_with_testing_every_rule(prefixes, target):
     assert cut == expected
 
 
+rules = st.lists(st.tuples(st.sampled_from(["h.com", "a.h.com", "x.org"]),
+                           st.one_of(st.just(""), paths), st.sampled_from([1, 2, 4, 6])),
+                 max_size=30)
+
+
+@given(rules, st.sampled_from(["h.com", "a.h.com", "b.a.h.com", "x.org"]), targets)
+def test_add_many_builds_the_index_add_builds(rules, host, target):
+    one_by_one = index(*rules)
+    at_once = UrlIndex()
+    at_once.add_many(rules)
+    assert len(at_once) == len(one_by_one)
+    assert sorted(at_once.entries()) == sorted(one_by_one.entries())
+    assert at_once._longest == one_by_one._longest
+    assert found(at_once, host, target) == found(one_by_one, host, target)
+
+
 def test_release_frees_in_batches_and_then_fails_closed():
     index = UrlIndex()
     for i in range(5000):
