@@ -539,7 +539,8 @@ def report_throughput(results: dict, names: list[str], memory: dict, sizes: dict
     say("\n== Throughput and latency (medians over rounds; ratios: configuration / bare) ==")
     say("CPU/req: the proxy's CPU time per request (all threads); capacity = bare's CPU/req /")
     say("this one's, the req/s ratio a saturated proxy would show without the machine's noise.")
-    say("ratio and capacity: the median over rounds of each round's ratio to that round's bare.")
+    say("ratios and capacity: the median over rounds of each round's ratio to that round's bare")
+    say("(with 8 rounds or more, and a 95% confidence interval of that median).")
     say(f"{'run':10s} {'config':8s} {'req/s':>7s} {'ratio':>6s} {'p50 ms':>7s} {'p99 ms':>7s}"
         f" {'p99 ratio':>9s} {'CPU/req us':>10s} {'capacity':>8s} {'failed':>6s}")
     for run in sorted({run for run, _ in results}):
@@ -550,13 +551,14 @@ def report_throughput(results: dict, names: list[str], memory: dict, sizes: dict
                 continue
             nan = float("nan")
             ratio = r.get("ratio", nan)
-            p99_ratio = r["p99_us"] / base["p99_us"] if base else nan
+            p99_ratio = r.get("p99_ratio", nan)
             capacity = r.get("capacity", nan)
             say(f"{run:10s} {name:8s} {r['rps']:7.0f} {ratio:6.3f} {ms(r['p50_us']):>7s} "
                 f"{ms(r['p99_us']):>7s} {p99_ratio:9.3f} {r['cpu_us']:10.0f} {capacity:8.3f} "
                 f"{r['failed']:6d}")
-            for key, label in (("ratio_ci", "req/s ratio"), ("capacity_ci", "capacity")):
-                if r.get(key):
+            for key, label in (("ratio_ci", "req/s ratio"), ("p99_ratio_ci", "p99 ratio"),
+                               ("capacity_ci", "capacity")):
+                if r.get(key) and name != "bare":
                     say(f"{'':19s} {label} 95% confidence interval of the median: "
                         f"{r[key][0]:.3f}-{r[key][1]:.3f}")
     say("\n== Proxy memory after the runs (kB; growth over the shipped policy) ==")
@@ -722,6 +724,8 @@ def run_load(proxies: dict[str, Proxy], concurrencies: list[int], seconds: float
                 [v["rps"] / b["rps"] for v, b in zip(values, base)])
             result["capacity"], result["capacity_ci"] = median_interval(
                 [b["cpu_us"] / v["cpu_us"] for v, b in zip(values, base)])
+            result["p99_ratio"], result["p99_ratio_ci"] = median_interval(
+                [v["p99_us"] / b["p99_us"] for v, b in zip(values, base)])
     return results
 
 
