@@ -1,13 +1,16 @@
 """The safeguarding log: one JSON line per block, log-only, flagged or fail-closed event.
 
 Records are personal data about young people, so files are 0600 in a 0700 directory and are
-deleted after `retention_days`.  Writing never happens on the proxy's event loop: the hook puts
-the record on a queue and a writer thread appends it, flushing at least once a second.  A full
-disk never stops filtering: write errors are counted and reported on stderr.
+deleted after `retention_days`.  Writing never happens on the proxy's event loop: the hook
+appends the record to a deque, and a writer thread takes what has gathered every FLUSH_SECONDS
+and appends it to the file.  The writer is not woken per record: a thread that wants the GIL
+for every blocked request makes the busy event loop hand the GIL over, and wait to get it back,
+that often.  A full disk never stops filtering: write errors are counted and reported on
+stderr.
 
 Each flush is one append under an exclusive flock, the lock `webpolicy erase` takes while it
 replaces a file, and the writer reopens a file that was replaced.  `close()` (SIGTERM, via
-mitmproxy's `done`) drains the queue; a kill -9 loses what was queued or not yet flushed: the
+mitmproxy's `done`) writes what has gathered; a kill -9 loses what was not yet written: the
 records of the last FLUSH_SECONDS to one second (more only if the disk was already failing).
 """
 
@@ -17,11 +20,11 @@ import datetime as dt
 import fcntl
 import json
 import os
-import queue
 import re
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,7 +33,6 @@ FILE_PREFIX = "webpolicy-"
 FILE_SUFFIX = ".jsonl"
 FLUSH_SECONDS = 0.5
 _FILE_DATE = re.compile(rf"^{FILE_PREFIX}(\d{{4}}-\d{{2}}-\d{{2}}){re.escape(FILE_SUFFIX)}$")
-_STOP = object()
 
 
 def log_file_name(day: dt.date) -> str:
@@ -50,7 +52,8 @@ def log_files(directory: Path) -> list[tuple[dt.date, Path]]:
 
 
 class AuditLog:
-    """Queue + writer thread appending JSON lines to one file per UTC day."""
+    """Records gathered on the event loop, appended as JSON lines to one file per UTC day by a
+    writer thread."""
 
     def __init__(self, directory: Path, retention_days: int,
                  on_error: Callable[[Exception], None] | None = None,
@@ -60,7 +63,8 @@ class AuditLog:
         self.on_error = on_error
         self.clock = clock                   # UTC now; tests move it across midnight
         self.write_errors = 0
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._pending: deque[dict] = deque()  # append and popleft are atomic: no lock needed
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="webpolicy-audit", daemon=True)
         self._fd: int | None = None
         self._day: dt.date | None = None
@@ -70,31 +74,26 @@ class AuditLog:
         self._thread.start()
 
     def write(self, record: dict) -> None:
-        """Called on the event loop: never blocks."""
-        self._queue.put(record)
+        """Called on the event loop: never blocks, never wakes the writer."""
+        self._pending.append(record)
 
     def close(self, timeout: float = 10.0) -> None:
-        """Drain the queue and close the file (on shutdown / SIGTERM)."""
-        self._queue.put(_STOP)
+        """Write what has gathered and close the file (on shutdown / SIGTERM)."""
+        self._stop.set()
         self._thread.join(timeout)
 
     # -- writer thread --------------------------------------------------------------------
 
     def _run(self) -> None:
-        last_flush = time.monotonic()
         while True:
-            try:
-                item = self._queue.get(timeout=FLUSH_SECONDS)
-            except queue.Empty:
-                item = None
-            if item is _STOP:
+            stopping = self._stop.wait(FLUSH_SECONDS)
+            pending = self._pending
+            while pending:                       # only this thread takes from the left
+                self._append(pending.popleft())
+            if stopping:
                 self._flush_and_close()
                 return
-            if item is not None:
-                self._append(item)
-            if time.monotonic() - last_flush >= FLUSH_SECONDS or item is None:
-                self._flush()
-                last_flush = time.monotonic()
+            self._flush()
 
     def _append(self, record: dict) -> None:
         try:
