@@ -6,6 +6,7 @@ the strictest action wins (block > log), then the highest severity.  Knows nothi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 from .canonical import CanonicalURL
@@ -76,7 +77,7 @@ _TIER_ACTION = {_STATUTORY: "block", _DENY: "block", _ALLOW: "allow", _BLOCK: "b
                 _LOG: "log"}
 
 
-def _judge(engine: Engine, rules: ProfileRules, reason: str, hits: list[ListHit]) -> Decision:
+def _judge(engine: Engine, rules: ProfileRules, reason: str, hits: Sequence[ListHit]) -> Decision:
     """One pass over the hits: the highest tier wins, then the highest severity."""
     specs = engine.list_specs
     best, best_key = None, (0, 0)

@@ -11,7 +11,7 @@ import ipaddress
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
@@ -22,7 +22,7 @@ from .compiler import (CompiledList, CompiledLists, CompileError, ListCache, Lis
                        compile_lists, read_list)
 from .domainindex import DomainIndex
 from .policy import ListSpec, Policy, PolicyError, Profile, Rule, load_policy
-from .urlindex import UrlIndex, host_suffixes
+from .urlindex import RuleHosts, UrlIndex, host_suffixes
 from .yamlnodes import Problem
 
 log = logging.getLogger("webpolicy")
@@ -47,6 +47,12 @@ class ListHit(NamedTuple):
     list_id: int
     kind: str                   # "host" | "url" | "expression"
     entry: str
+
+
+HOST_FACTS_SIZE = 16384
+
+# A host's domain-list hits, and its names that have URL rules (see UrlIndex.rule_hosts).
+HostFacts = tuple[tuple["ListHit", ...], "RuleHosts"]
 
 
 class Engine:
@@ -78,6 +84,10 @@ class Engine:
         # decision.py's memo of the "nothing matched" answer per (profile, reason): the
         # common case then builds no object at all.
         self.allow_decisions: dict[tuple[str, str], object] = {}
+        # What the lists say of a host alone, per canonical host: learners visit the same
+        # few hundred hosts over and over, and each lookup of a big mapped index costs a
+        # few cache and TLB misses per label.  Bounded; emptied when full.
+        self._host_facts: dict[str, HostFacts] = {}
 
     def _profile_rules(self, profile: Profile) -> ProfileRules:
         block = _mask(self.list_ids[n] for n in profile.block) | self.statutory_mask | self.deny_bit
@@ -88,13 +98,18 @@ class Engine:
         return ProfileRules(profile, block, log, expression_mask,
                             fails_closed=bool(unavailable) and profile.blocks)
 
-    def match(self, host: str, target: str, expression_mask: int = 0) -> list[ListHit]:
+    def match(self, host: str, target: str, expression_mask: int = 0) -> Sequence[ListHit]:
         """Every list entry matching a canonical host and target (path[?query])."""
-        hits = []
-        for name, bits in self.domains.match(host):
-            _add_hits(hits, bits, "host", name)
-        for entry, bits, kind in self.exact.match(host, target):
-            _add_hits(hits, bits, kind, entry)
+        facts = self._host_facts.get(host)
+        if facts is None:
+            facts = self._learn_host(host)
+        host_hits, rule_hosts = facts
+        if not rule_hosts and not expression_mask:
+            return host_hits                # nearly every request: no copy
+        hits = list(host_hits)
+        if rule_hosts:
+            for entry, bits, kind in self.exact.match_at(rule_hosts, target):
+                _add_hits(hits, bits, kind, entry)
         if expression_mask:
             url_text = host + target
             for list_id, pattern in self.expressions.items():
@@ -104,11 +119,22 @@ class Engine:
                         hits.append(ListHit(list_id, "expression", found.group(0)))
         return hits
 
+    def _learn_host(self, host: str) -> HostFacts:
+        hits: list[ListHit] = []
+        for name, bits in self.domains.match(host):
+            _add_hits(hits, bits, "host", name)
+        facts = (tuple(hits), self.exact.rule_hosts(host))
+        if len(self._host_facts) >= HOST_FACTS_SIZE:
+            self._host_facts.clear()
+        self._host_facts[host] = facts
+        return facts
+
     def release(self) -> None:
         """Free the big Python structures piecemeal, letting the event loop run between
         batches, once this engine has been replaced (see UrlIndex.release); the domain index
         is a mapping and unmaps in well under a ms."""
         self.identify.cache_clear()
+        self._host_facts.clear()          # so that a lookup now raises (fails closed)
         self.exact.release(_yield_gil)
 
     def is_passthrough(self, host: str) -> bool:

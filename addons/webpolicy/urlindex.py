@@ -29,6 +29,10 @@ class UrlHit(NamedTuple):
     kind: str           # "host" (whole host and subdomains) or "url" (a path prefix)
 
 
+# (host or parent, its rules by prefix), for each of a host's names that has rules.
+RuleHosts = tuple[tuple[str, dict[str, int]], ...]
+
+
 class _Released(dict):
     """What a released index holds: any lookup raises, so a caller fails closed."""
 
@@ -99,25 +103,37 @@ class UrlIndex:
                 yield host, prefix, bits
 
     def match(self, host: str, target: str) -> list[UrlHit]:
-        """Every rule matching `host` and `target` (path, plus "?query" when there is one).
+        """Every rule matching `host` and `target` (path, plus "?query" when there is one)."""
+        return self.match_at(self.rule_hosts(host), target)
+
+    def rule_hosts(self, host: str) -> RuleHosts:
+        """The host and those of its parents that have rules, with their rules: what a
+        lookup needs of the host alone, which the engine keeps per host (see Engine.match).
 
         Walks the host and its parents in place.  An IP-literal host needs no special case:
         canonical domain entries never end in a numeric label, so its "parents" match nothing.
         """
         rules = self._rules
-        hits: list[UrlHit] = []
         if not rules:
-            return hits
+            return ()
+        found: RuleHosts = ()
         suffix, start = host, 0
         while True:
             prefixes = rules.get(suffix)
             if prefixes:
-                self._match_host(suffix, prefixes, target, hits)
+                found += ((suffix, prefixes),)
             dot = host.find(".", start)
             if dot < 0:
-                return hits
+                return found
             start = dot + 1
             suffix = host[start:]
+
+    def match_at(self, rule_hosts: RuleHosts, target: str) -> list[UrlHit]:
+        """The rules of rule_hosts(host) that match `target`."""
+        hits: list[UrlHit] = []
+        for suffix, prefixes in rule_hosts:
+            self._match_host(suffix, prefixes, target, hits)
+        return hits
 
     def _match_host(self, host: str, prefixes: dict[str, int], target: str,
                     hits: list[UrlHit]) -> None:
