@@ -10,6 +10,8 @@ One run starts, side by side, a local nginx upstream and one mitmdump per config
     bare      mitmdump with no add-on: the baseline every other figure is divided by
     noop      (only when --only names it) + a script add-on with two empty hooks: what
               mitmproxy's dispatch to any add-on costs
+    lazy      (only when --only names it) bare mitmdump with connection_strategy=lazy, which
+              the add-on sets so that a blocked site is never contacted: what that alone costs
     shipped   + the webpolicy add-on with the shipped policy.yaml and blocklists
     1M, 5M    + the shipped policy plus a synthetic 1M (or 5M) domain list and 50k URL entries,
               blocked for the learner profile the benchmark client falls in
@@ -322,6 +324,7 @@ class Config:
     addon: bool
     extra_lists: dict[str, Path] = field(default_factory=dict)   # list name -> source
     script: str | None = None        # another script add-on's source (the noop baseline)
+    options: list[str] = field(default_factory=list)   # more mitmdump --set options
 
 
 NOOP_ADDON = """\
@@ -374,6 +377,8 @@ class Proxy:
                "--mode", f"reverse:https://127.0.0.1:{up.https_port}@{self.https_port}",
                "--set", "keep_host_header=true", "--set", "ssl_insecure=true",
                "--set", "flow_detail=0", "--set", f"confdir={self.directory.parent / 'confdir'}"]
+        for option in self.config.options:
+            cmd += ["--set", option]
         if self.config.script is not None:
             script = self.directory / "script_addon.py"
             script.write_text(self.config.script)
@@ -605,7 +610,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path,
                         default=Path(tempfile.gettempdir()) / "webpolicy-bench",
                         help="where synthetic lists are kept between runs")
-    parser.add_argument("--only", help="comma-separated configurations (bare,noop,shipped,1M,5M)")
+    parser.add_argument("--only",
+                        help="comma-separated configurations (bare,noop,lazy,shipped,1M,5M)")
     parser.add_argument("--skip-reload", action="store_true")
     parser.add_argument("--starts", type=int, default=1,
                         help="time the big configuration's cold and warm start this many times, "
@@ -636,7 +642,8 @@ def main(argv: list[str] | None = None) -> int:
     configs.append(Config(big_name, True, {"synthetic": data.domains_big, "synth_urls": data.urls}))
     if args.only:
         wanted = args.only.split(",")
-        configs.insert(1, Config("noop", False, script=NOOP_ADDON))
+        configs[1:1] = [Config("noop", False, script=NOOP_ADDON),
+                        Config("lazy", False, options=["connection_strategy=lazy"])]
         configs = [c for c in configs if c.name in wanted]
     sizes = {"1M": 1_000_000, big_name: args.big}
     upstream = Nginx(run_dir / "nginx").start()

@@ -7,7 +7,6 @@ addon_safesearch.py) share one reading of "which host is this request for".
 
 from __future__ import annotations
 
-import copy
 import re
 import time
 
@@ -96,11 +95,19 @@ def connect_host(context) -> str | None:
 _TEMPLATE = http.Response.make(200)
 
 
+def _shallow_copy[T](obj: T) -> T:
+    """copy.copy for a plain object (no __slots__, no __copy__), without its generic
+    __reduce_ex__ round trip (~2 us a copy against ~0.25)."""
+    clone = object.__new__(type(obj))
+    clone.__dict__.update(obj.__dict__)
+    return clone
+
+
 def make_response(status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> http.Response:
     """http.Response.make(status, body, headers) for the proxy's own answers, at a sixth of
     the cost; Content-Length is added here."""
-    response = copy.copy(_TEMPLATE)
-    data = response.data = copy.copy(_TEMPLATE.data)
+    response = _shallow_copy(_TEMPLATE)
+    data = response.data = _shallow_copy(_TEMPLATE.data)
     data.status_code = status
     data.reason = status_codes.RESPONSES.get(status, "").encode()
     data.headers = http.Headers([*headers, (b"content-length", str(len(body)).encode())])
