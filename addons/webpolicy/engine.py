@@ -1,7 +1,8 @@
 """Compile a validated Policy and the contents of its lists into an Engine.
 
-The Engine is immutable once built: the proxy swaps a whole new one in on reload, so a request
-always sees one consistent policy.  Everything that can be worked out before a request arrives
+The Engine is immutable once built (its per-host memo only remembers what the indexes
+answered): the proxy swaps a whole new one in on reload, so a request always sees one
+consistent policy.  Everything that can be worked out before a request arrives
 (which lists a profile blocks, as bit masks; the compiled regular expressions) is worked out here.
 """
 
