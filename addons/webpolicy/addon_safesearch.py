@@ -58,9 +58,11 @@ class SafeSearch:
         request = flow.request
         if hosts is None:
             hosts = tuple(map(_canonical, request_hosts(flow)))
-        hosts = [h for h in dict.fromkeys(hosts) if safesearch.engine_for(h)]
+        engine_for = safesearch.engine_for
+        hosts = [h for h in hosts if engine_for(h)]
         if not hosts:
             return                         # not a search engine: the usual case, kept cheap
+        hosts = list(dict.fromkeys(hosts))
         identity = self.policy.identify(flow)
         if identity is None:
             return

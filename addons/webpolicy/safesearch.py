@@ -89,16 +89,17 @@ class Rewrite:
 
 
 def engine_for(host: str) -> str | None:
-    """Which engine's rules apply to a canonical host, if any."""
-    if host in GOOGLE_HOSTS:
-        return "google"
-    if host in BING_HOSTS:
-        return "bing"
-    if host == DUCKDUCKGO or host.endswith("." + DUCKDUCKGO):
+    """Which engine's rules apply to a canonical host, if any.  Asked for every request,
+    so one dict lookup, then DuckDuckGo's subdomains."""
+    engine = _ENGINE_BY_HOST.get(host)
+    if engine is None and host.endswith(_DUCKDUCKGO_SUBDOMAIN):
         return "duckduckgo"
-    if host in YOUTUBE_HOSTS:
-        return "youtube"
-    return None
+    return engine
+
+
+_ENGINE_BY_HOST = {**dict.fromkeys(YOUTUBE_HOSTS, "youtube"), **dict.fromkeys(BING_HOSTS, "bing"),
+                   **dict.fromkeys(GOOGLE_HOSTS, "google"), DUCKDUCKGO: "duckduckgo"}
+_DUCKDUCKGO_SUBDOMAIN = "." + DUCKDUCKGO
 
 
 def rewrite(host: str, target: str, settings: SafeSearch, headers: Mapping[str, str],
