@@ -67,6 +67,9 @@ CANARY_STATUS = 502           # what the proxy answers for any name that does no
 
 # WHATWG URL "ends in a number": only then is a host parsed as IPv4 (1.2.3.4, 0x7f.1, 2130706433)
 _ENDS_IN_NUMBER = re.compile(r"(?:\A|\.)(?:[0-9]+|0x[0-9a-f]*)\.*\Z", re.IGNORECASE)
+# A name canonical_host changes only by case: no spaces, tabs or newlines (it strips or drops
+# them: "0 " is 0.0.0.0), no percent-escapes, colons or non-ASCII.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +84,7 @@ class Violation:
 
 def is_ip_literal(host: str) -> bool:
     """True for an IPv4 or IPv6 address in any form a client may write it (0x7f.1, [::1])."""
-    if host.isascii() and ":" not in host and "%" not in host and not _ENDS_IN_NUMBER.search(host):
+    if _PLAIN_NAME.fullmatch(host) and not _ENDS_IN_NUMBER.search(host):
         return False        # per-request fast path: browsers read IPv4 only if the last label is a number
     try:
         ipaddress.ip_address(canonical_host(host))

@@ -6,7 +6,7 @@ import ipaddress
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tests.unit.helpers import policy_from
@@ -38,7 +38,11 @@ def test_names_are_not_ip_literals(host):
 
 
 @settings(max_examples=2000)
-@given(st.text(alphabet="0123456789abcdefxX.-:[]%\uff10\u3002", min_size=1, max_size=20))
+@given(st.text(alphabet="0123456789abcdefxX.-:[]%\uff10\u3002 \t\n", min_size=1, max_size=20))
+@example("0 ")
+@example("127.0.0.1\n")
+@example("127.0.0.\t1")
+@example(" 0x7f.1")
 def test_fast_path_agrees_with_full_parse(host):
     """is_ip_literal skips the full parse for names; it must never skip an address."""
     try:
