@@ -58,8 +58,7 @@ class SafeSearch:
         request = flow.request
         if hosts is None:
             hosts = tuple(map(_canonical, request_hosts(flow)))
-        engine_for = safesearch.engine_for
-        hosts = [h for h in hosts if engine_for(h)]
+        hosts = [h for h in hosts if safesearch.engine_for(h)]
         if not hosts:
             return                         # not a search engine: the usual case, kept cheap
         hosts = list(dict.fromkeys(hosts))

@@ -137,6 +137,13 @@ def _unquote_fully(data: bytes) -> bytes:
 
 # --------------------------------------------------------------------------- host
 
+def is_plain_name(host: str) -> bool:
+    """A host that canonical_host returns unchanged and that is not an IP address: lower-case
+    labels of letters, digits, '-' and '_', the last not a number (WHATWG would read IPv4).
+    Anything else (case, spaces, escapes, trailing dots, IDN, numbers) needs canonical_host."""
+    return _PLAIN_HOST_RE.fullmatch(host) is not None
+
+
 def canonical_host(host: str) -> str:
     """Canonical form of a host name or IP literal; ValueError (saying why) if it is invalid.
 

@@ -30,10 +30,10 @@ Encrypted DNS.  DNS is not HTTP, so what this proxy can do is limited and stated
 from __future__ import annotations
 
 import ipaddress
-import re
 from dataclasses import dataclass
 
-from .canonical import canonical_host
+from . import domainindex
+from .canonical import canonical_host, is_plain_name
 from .decision import Decision
 from .policy import ConnectRules
 
@@ -65,11 +65,6 @@ CANARY_ANSWER = (
 ).encode()
 CANARY_STATUS = 502           # what the proxy answers for any name that does not resolve
 
-# WHATWG URL "ends in a number": only then is a host parsed as IPv4 (1.2.3.4, 0x7f.1, 2130706433)
-_ENDS_IN_NUMBER = re.compile(r"(?:\A|\.)(?:[0-9]+|0x[0-9a-f]*)\.*\Z", re.IGNORECASE)
-# A name canonical_host changes only by case: no spaces, tabs or newlines (it strips or drops
-# them: "0 " is 0.0.0.0), no percent-escapes, colons or non-ASCII.
-_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +79,8 @@ class Violation:
 
 def is_ip_literal(host: str) -> bool:
     """True for an IPv4 or IPv6 address in any form a client may write it (0x7f.1, [::1])."""
-    if _PLAIN_NAME.fullmatch(host) and not _ENDS_IN_NUMBER.search(host):
-        return False        # per-request fast path: browsers read IPv4 only if the last label is a number
+    if is_plain_name(host):
+        return False        # the usual name: no parse
     try:
         ipaddress.ip_address(canonical_host(host))
     except ValueError:
@@ -93,11 +88,9 @@ def is_ip_literal(host: str) -> bool:
     return True
 
 
-def is_canonical_ip(host: str) -> bool:
-    """is_ip_literal for a host already in canonical form (canonical.py writes IPv4 as a
-    dotted quad, the only form whose last label is a number, and IPv6 bare, with colons):
-    the per-request check, a tenth of is_ip_literal's cost."""
-    return ":" in host or host[host.rfind(".") + 1:].isdigit()
+# is_ip_literal for a host already in canonical form (a dotted quad, or IPv6 with colons): the
+# per-request check, a tenth of is_ip_literal's cost.  The index's own test for its names.
+is_canonical_ip = domainindex.is_ip_literal
 
 
 def ip_literal_violation(host: str, rules: ConnectRules) -> Violation | None:

@@ -53,7 +53,7 @@ class ListHit(NamedTuple):
 HOST_FACTS_SIZE = 16384
 
 # A host's domain-list hits, and its names that have URL rules (see UrlIndex.rule_hosts).
-HostFacts = tuple[tuple["ListHit", ...], "RuleHosts"]
+HostFacts = tuple[tuple[ListHit, ...], RuleHosts]
 
 
 class Engine:
@@ -87,8 +87,9 @@ class Engine:
         self.allow_decisions: dict[tuple[str, str], object] = {}
         # What the lists say of a host alone, per canonical host: learners visit the same
         # few hundred hosts over and over, and each lookup of a big mapped index costs a
-        # few cache and TLB misses per label.  Bounded; emptied when full.
-        self._host_facts: dict[str, HostFacts] = {}
+        # few cache and TLB misses per label.  Not a bound method either (see identify).
+        self.host_facts: Callable[[str], HostFacts] = lru_cache(maxsize=HOST_FACTS_SIZE)(
+            partial(_host_facts, domains, exact))
 
     def _profile_rules(self, profile: Profile) -> ProfileRules:
         block = _mask(self.list_ids[n] for n in profile.block) | self.statutory_mask | self.deny_bit
@@ -101,10 +102,7 @@ class Engine:
 
     def match(self, host: str, target: str, expression_mask: int = 0) -> Sequence[ListHit]:
         """Every list entry matching a canonical host and target (path[?query])."""
-        facts = self._host_facts.get(host)
-        if facts is None:
-            facts = self._learn_host(host)
-        host_hits, rule_hosts = facts
+        host_hits, rule_hosts = self.host_facts(host)
         if not rule_hosts and not expression_mask:
             return host_hits                # nearly every request: no copy
         hits = list(host_hits)
@@ -120,22 +118,12 @@ class Engine:
                         hits.append(ListHit(list_id, "expression", found.group(0)))
         return hits
 
-    def _learn_host(self, host: str) -> HostFacts:
-        hits: list[ListHit] = []
-        for name, bits in self.domains.match(host):
-            _add_hits(hits, bits, "host", name)
-        facts = (tuple(hits), self.exact.rule_hosts(host))
-        if len(self._host_facts) >= HOST_FACTS_SIZE:
-            self._host_facts.clear()
-        self._host_facts[host] = facts
-        return facts
-
     def release(self) -> None:
         """Free the big Python structures piecemeal, letting the event loop run between
         batches, once this engine has been replaced (see UrlIndex.release); the domain index
         is a mapping and unmaps in well under a ms."""
         self.identify.cache_clear()
-        self._host_facts.clear()          # so that a lookup now raises (fails closed)
+        self.host_facts.cache_clear()     # so that a lookup now raises (fails closed)
         self.exact.release(_yield_gil)
 
     def is_passthrough(self, host: str) -> bool:
@@ -143,6 +131,13 @@ class Engine:
 
     def device(self, client_ip: str | None) -> str:
         return self.policy.devices.get(client_ip or "", "")
+
+
+def _host_facts(domains: DomainIndex, exact: UrlIndex, host: str) -> HostFacts:
+    hits: list[ListHit] = []
+    for name, bits in domains.match(host):
+        _add_hits(hits, bits, "host", name)
+    return tuple(hits), exact.rule_hosts(host)
 
 
 def _identify(policy: Policy, profiles: dict[str, ProfileRules],

@@ -88,6 +88,11 @@ class Rewrite:
         return bool(self.target is not None or self.headers or self.cookies or self.form)
 
 
+_ENGINE_BY_HOST = {**dict.fromkeys(YOUTUBE_HOSTS, "youtube"), **dict.fromkeys(BING_HOSTS, "bing"),
+                   **dict.fromkeys(GOOGLE_HOSTS, "google"), DUCKDUCKGO: "duckduckgo"}
+_DUCKDUCKGO_SUBDOMAIN = "." + DUCKDUCKGO
+
+
 def engine_for(host: str) -> str | None:
     """Which engine's rules apply to a canonical host, if any.  Asked for every request,
     so one dict lookup, then DuckDuckGo's subdomains."""
@@ -95,11 +100,6 @@ def engine_for(host: str) -> str | None:
     if engine is None and host.endswith(_DUCKDUCKGO_SUBDOMAIN):
         return "duckduckgo"
     return engine
-
-
-_ENGINE_BY_HOST = {**dict.fromkeys(YOUTUBE_HOSTS, "youtube"), **dict.fromkeys(BING_HOSTS, "bing"),
-                   **dict.fromkeys(GOOGLE_HOSTS, "google"), DUCKDUCKGO: "duckduckgo"}
-_DUCKDUCKGO_SUBDOMAIN = "." + DUCKDUCKGO
 
 
 def rewrite(host: str, target: str, settings: SafeSearch, headers: Mapping[str, str],
