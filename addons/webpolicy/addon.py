@@ -3,7 +3,8 @@
 Every way a request can pass through mitmproxy is covered:
 - plain HTTP, intercepted HTTPS, HTTP/2 and WebSocket upgrades: `requestheaders`, before any
   upstream connection (the add-on forces `connection_strategy=lazy`, so an intercepted tunnel
-  does not open the upstream connection before the decision either);
+  does not open the upstream connection before the decision either; it is opened early only
+  for a named host no request to which can be blocked, see addon_upstream.py);
 - pass-through TLS (pinned apps): `http_connect` (explicit proxy) and `tls_clienthello` /
   `tls_start_client` (transparent mode, by SNI) refuse a blocked connection;
 - anything else inside a tunnel (raw TCP): `tcp_start`.
@@ -26,6 +27,7 @@ from OpenSSL import SSL
 from . import blockpage, circumvention, searchterms
 from .addon_circumvention import Circumvention
 from .addon_safesearch import SafeSearch
+from .addon_upstream import EarlyUpstream
 from .alerts import Alerter
 from .auditlog import AuditLog
 from .canonical import CanonicalURL, canonical_host, from_parts
@@ -61,6 +63,7 @@ class WebPolicy:
         # one add-on that runs them in order costs less than three (docs/benchmarks.md).
         self.circumvention = Circumvention(self)
         self.safesearch = SafeSearch(self)
+        self.early_upstream = EarlyUpstream()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -112,6 +115,7 @@ class WebPolicy:
         engine = self.engine
         if engine is None:
             return
+        self.early_upstream.install(ctx.master.addons)
         self._loop = asyncio.get_running_loop()
         try:
             self._loop.add_signal_handler(signal.SIGHUP, self._sighup)
@@ -138,6 +142,7 @@ class WebPolicy:
         log.info("webpolicy: filtering with policy %s", engine.version)
 
     def done(self) -> None:
+        self.early_upstream.uninstall()
         if self.reloader:
             self.reloader.stop()
         if self.audit:
@@ -368,9 +373,12 @@ class WebPolicy:
         mismatch = circumvention.sni_violation(connect_host, sni) if connect_host else None
         passthrough = any(self._is_passthrough(engine, name) for name in (host, connect_host)
                           if name)
-        if not passthrough and mismatch is None:
-            return                         # intercepted: every request inside is decided
         client = data.context.client
+        if not passthrough and mismatch is None:
+            # Intercepted: every request inside is decided.  Connected early only where none
+            # can be blocked.
+            self.early_upstream.mark(data, engine, self._users.get(client.id))
+            return
         user = self._users.get(client.id)
         if passthrough and mismatch is not None:
             decision = self._violation_decision(mismatch, client.peername[0], user)
@@ -405,6 +413,7 @@ class WebPolicy:
             flow.kill()
 
     def client_disconnected(self, client) -> None:
+        self.early_upstream.forget(client.id)
         self._users.pop(client.id, None)
         self._refuse.pop(client.id, None)
 

@@ -62,6 +62,22 @@ def decide(engine: Engine, url: CanonicalURL, client_ip: str | None = None,
     return _judge(engine, rules, reason, hits)
 
 
+def allows_every_path(engine: Engine, host: str, client_ip: str | None = None,
+                      user: str | None = None) -> bool:
+    """Whether no request to this canonical host can be blocked for this client, whatever
+    its path or query: only then may the upstream be connected before the first request is
+    decided (a blocked site is never contacted).  False whenever that is not certain: URL
+    rules under the host, lists of expressions, a profile failing closed.  A log-only hit
+    allows: each request is still decided, and logged, on its own."""
+    rules, _ = engine.identify(user, client_ip)
+    if rules.fails_closed or rules.expression_mask:
+        return False
+    host_hits, rule_hosts = engine.host_facts(host)
+    if rule_hosts:
+        return False
+    return not host_hits or not _judge(engine, rules, "", host_hits).blocked
+
+
 def _allowed(engine: Engine, rules: ProfileRules, reason: str) -> Decision:
     key = (rules.profile.name, reason)
     decision = engine.allow_decisions.get(key)

@@ -14,6 +14,9 @@ from mitmproxy import http
 from mitmproxy.net.http import status_codes
 from mitmproxy.proxy import mode_specs
 
+from .canonical import canonical_host
+from .domainindex import is_ip_literal
+
 # Modes where the client names its destination (CONNECT, SOCKS): the server address is that
 # name.  In transparent-style modes it is only the IP address the client connected to.
 NAMED_DESTINATION_MODES = (mode_specs.RegularMode, mode_specs.UpstreamMode,
@@ -87,6 +90,21 @@ def connect_host(context) -> str | None:
     if names_destination(context.client.proxy_mode) and context.server.address:
         return context.server.address[0]
     return None
+
+
+def early_connect_host(context) -> str | None:
+    """The host an upstream connection opened before any request would reach, where that
+    host is itself what gets decided: the name asked for by CONNECT or SOCKS, or in
+    reverse-proxy mode the upstream the administrator configured.  None where the client
+    picks a bare IP address (transparent modes, CONNECT to an address): an address says
+    nothing of the site behind it, so nothing may be opened before a request names one."""
+    address = context.server.address
+    if not address:
+        return None
+    if type(context.client.proxy_mode) is mode_specs.ReverseMode:     # see names_destination
+        return address[0]
+    host = connect_host(context)
+    return None if host is None or is_ip_literal(canonical_host(host)) else host
 
 
 # A checked response to clone: mitmproxy type-checks every field of a new Response (unless

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 import ssl
+import time
 
 import httpx
 import pytest
@@ -100,11 +102,57 @@ def test_passthrough_allowed_host_is_not_intercepted(proxy, sites):
 
 
 def test_domain_fronting_blocked(proxy, sites):
-    before = sites.log.contacted("news.test")
+    """The fronted request reaches neither host (the front may be connected to early, as any
+    host no request to which can be blocked; news.test has URL rules, so here it is not)."""
+    before = sites.log.contacted("news.test"), sites.log.contacted("www.gambling.test")
     result = proxy.curl("https://news.test/", "-H", "Host: www.gambling.test",
                         client_ip=LEARNER_IP)
     assert result.status == 403
-    assert sites.log.contacted("news.test") == before
+    assert not [r for r in sites.log.requests_to("news.test") if r.headers.get("host") ==
+                "www.gambling.test"]
+    assert (sites.log.contacted("news.test"), sites.log.contacted("www.gambling.test")) == before
+
+
+def _handshake_only(proxy, host: str, client_ip: str, sni: str | None = None) -> None:
+    """CONNECT and the client's TLS handshake, then no request: a browser's preconnect."""
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10,
+                                  source_address=(client_ip, 0)) as raw:
+        raw.sendall(f"CONNECT {host}:443 HTTP/1.1\r\nHost: {host}:443\r\n\r\n".encode())
+        reply = b""
+        while b"\r\n\r\n" not in reply:
+            chunk = raw.recv(4096)
+            assert chunk, f"the proxy closed the CONNECT: {reply!r}"
+            reply += chunk
+        assert reply.startswith(b"HTTP/1.1 200"), reply
+        context = ssl.create_default_context(cafile=str(proxy.ca_cert))
+        with context.wrap_socket(raw, server_hostname=sni or host):
+            pass
+
+
+def _contacted_after(sites, site: str, before: int, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while sites.log.contacted(site) == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return sites.log.contacted(site)
+
+
+@pytest.mark.parametrize("host, client_ip, early", [
+    ("social.test", LEARNER_IP, True),             # only logged: no request can be blocked
+    ("www.gambling.test", STAFF_IP, True),         # only logged for staff
+    ("www.youtube.com", UNKNOWN_IP, True),         # in no list
+    ("www.gambling.test", LEARNER_IP, False),      # blocked
+    ("www.gambling.test", UNKNOWN_IP, False),      # unknown = learner
+    ("ctiru-host.test", STAFF_IP, False),          # a statutory URL under the host
+    ("news.test", LEARNER_IP, False),              # a category URL under the host
+    ("example.org", STAFF_IP, False),              # a local allow of one prefix
+])
+def test_upstream_opened_before_a_request_only_where_none_can_be_blocked(
+        proxy, sites, host, client_ip, early):
+    """Like bare mitmproxy's eager connection, which saves each new connection's first request
+    the wait for the upstream handshake; never where a request might be blocked."""
+    before = sites.log.contacted(host)
+    _handshake_only(proxy, host, client_ip)
+    assert _contacted_after(sites, host, before, 3.0 if early else 1.0) == before + early
 
 
 def test_http2_request_blocked(proxy):
@@ -131,3 +179,15 @@ def test_httpx_client_over_https(proxy):
     assert blocked.status_code == 403
     assert blocked.headers["content-type"].startswith("text/html")
     assert allowed.status_code == 200
+
+
+@pytest.mark.parametrize("connect, sni, client_ip", [
+    ("social.test", "www.youtube.com", LEARNER_IP),    # SNI names another host
+    ("127.0.1.5", "social.test", STAFF_IP),             # an address says nothing of the site
+])
+def test_upstream_not_opened_early_unless_the_decided_name_is_the_destination(
+        proxy, sites, connect, sni, client_ip):
+    before = sites.log.contacted("social.test"), sites.log.contacted("www.youtube.com")
+    _handshake_only(proxy, connect, client_ip, sni=sni)
+    time.sleep(1.0)
+    assert (sites.log.contacted("social.test"), sites.log.contacted("www.youtube.com")) == before

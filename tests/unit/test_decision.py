@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.unit.helpers import engine_from
 from webpolicy.canonical import canonical_url
-from webpolicy.decision import decide
+from webpolicy.decision import allows_every_path, decide
 from webpolicy.policy import PolicyError
 
 POLICY = """\
@@ -166,3 +168,62 @@ def test_ip_literal_entries(tmp_path):
                 "http://[2001:DB8:0::1]/"]:
         assert check(engine, url).action == "block", url
     assert check(engine, "http://192.0.2.8/").action == "allow"
+
+
+@pytest.mark.parametrize("host, who, expected", [
+    ("news.example", {}, True),                            # in no list
+    ("adult.test", {}, False),                             # blocked for learners
+    ("adult.test", {"user": "alice"}, True),               # only logged for staff
+    ("www.adult.test", {"user": "alice"}, True),
+    ("allowed.gambling.test", {}, False),                  # local rules are URL rules
+    ("whole-host.test", {"user": "alice"}, False),         # statutory host: everyone
+    ("evil.test", {"user": "alice"}, False),               # statutory URL under the host
+    ("news.test", {"user": "alice"}, False),               # a local deny of one page
+    ("example.org", {"user": "alice"}, False),             # a local allow of one prefix
+    ("denied.test", {"user": "alice"}, False),
+])
+def test_allows_every_path(engine, host, who, expected):
+    assert allows_every_path(engine, host, **who) is expected
+
+
+def test_allows_every_path_never_when_a_profile_fails_closed_or_uses_expressions(tmp_path):
+    lists = dict(LISTS)
+    del lists["gambling.txt"]
+    assert not allows_every_path(make_engine(tmp_path / "a", lists=lists), "news.example")
+    policy = POLICY.replace("adult: {category: Pornography, severity: high, sources: [adult.txt]}",
+                            "adult: {category: Pornography, severity: high, format: ut1, "
+                            "expressions: true, sources: [adult]}")
+    lists = dict(LISTS, **{"adult/domains": "adult.test\n", "adult/expressions": "(porn|xxx)\n"})
+    engine = make_engine(tmp_path / "b", policy=policy, lists=lists)
+    assert check(engine, "http://news.example/xxx").blocked
+    assert not allows_every_path(engine, "news.example")
+
+
+def test_allows_every_path_fails_on_a_released_engine(engine):
+    engine.release()
+    with pytest.raises(Exception):
+        allows_every_path(engine, "news.example")
+
+
+@pytest.fixture(scope="module")
+def shared_engine(tmp_path_factory):
+    return make_engine(tmp_path_factory.mktemp("every-path"))
+
+
+HOSTS = ["news.example", "adult.test", "www.adult.test", "allowed.gambling.test",
+         "whole-host.test", "evil.test", "www.evil.test", "news.test", "example.org",
+         "denied.test", "social.test", "both.test"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(host=st.sampled_from(HOSTS), user=st.sampled_from([None, "alice"]),
+       path=st.sampled_from(["/", "/propaganda", "/propaganda/x", "/bad-page", "/teaching/",
+                             "/teaching/a", "/x"]),
+       query=st.sampled_from(["", "q=1"]))
+def test_allows_every_path_is_never_wrong(shared_engine, host, user, path, query):
+    """Whenever the early connection is allowed, no request to the host is blocked."""
+    engine = shared_engine
+    if allows_every_path(engine, host, user=user):
+        url = f"http://{host}{path}" + (f"?{query}" if query else "")
+        assert not check(engine, url, user=user).blocked, url
+

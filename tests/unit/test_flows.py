@@ -8,11 +8,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from mitmproxy import http
 from mitmproxy.net.check import is_valid_host
+from mitmproxy.options import Options
+from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import tflow, tutils
 
-from webpolicy.flows import (NAMED_DESTINATION_MODES, client_ip, make_response,
-                            names_destination, request_hosts)
+from webpolicy.flows import (NAMED_DESTINATION_MODES, client_ip, early_connect_host,
+                            make_response, names_destination, request_hosts)
 
 
 def flow(connection_host: str, host_header: str | None, mode: str = "regular",
@@ -132,3 +134,29 @@ def test_host_header_read_as_mitmproxy_reads_it(fields):
     f = flow("upstream.example", None)
     f.request.headers = http.Headers(fields)
     assert request_hosts(f)[0] == f.request.pretty_host
+
+
+@pytest.mark.parametrize("mode, address, expected", [
+    ("regular", "site.example", "site.example"),          # CONNECT names the host
+    ("socks5", "site.example", "site.example"),
+    ("regular", "203.0.113.9", None),                     # an address names no site
+    ("regular", "[2001:db8::1]", None),
+    ("regular", "3221225991", None),                      # 192.0.2.7, spelt as a number
+    ("transparent", "203.0.113.9", None),                 # the client picked the address
+    ("wireguard", "203.0.113.9", None),
+    ("reverse:https://127.0.0.1:8443", "127.0.0.1", "127.0.0.1"),   # configured, not chosen
+])
+def test_early_connect_host(mode, address, expected):
+    assert early_connect_host(_context(mode, (address, 443))) == expected
+
+
+def test_early_connect_host_without_an_address():
+    assert early_connect_host(_context("regular", None)) is None
+
+
+def _context(mode: str, address: tuple[str, int] | None) -> Context:
+    client = tflow.tclient_conn()
+    client.proxy_mode = ProxyMode.parse(mode)
+    context = Context(client, Options())
+    context.server.address = address
+    return context

@@ -1,0 +1,129 @@
+"""addon_upstream.py inside a real mitmproxy Master with its default add-ons: the early
+connection is asked for only where marked, after TlsConfig's own say, and undone cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import warnings
+from pathlib import Path
+
+import pytest
+from mitmproxy import connection, options, tls
+from mitmproxy.proxy.context import Context
+from mitmproxy.proxy.layers.tls import TlsClienthelloHook, parse_client_hello
+from mitmproxy.proxy.mode_specs import ProxyMode
+
+from tests.unit.helpers import engine_from
+from webpolicy.addon_upstream import EarlyUpstream
+
+POLICY = """\
+version: "unit"
+default_profile: learner
+profiles:
+  learner: {block: [adult]}
+  staff: {block: [], log: [adult], on_error: allow}
+clients:
+  networks:
+    - {cidr: 10.20.0.0/16, profile: staff}
+lists:
+  ctiru: {statutory: true, category: Terrorist content, format: urls, sources: [ctiru.txt]}
+  adult: {category: Pornography, sources: [adult.txt]}
+"""
+LISTS = {"adult.txt": "adult.example\n", "ctiru.txt": "news.example/terror\n"}
+
+
+@pytest.fixture
+def engine(tmp_path: Path):
+    return engine_from(tmp_path, POLICY, LISTS)
+
+
+@pytest.fixture
+def master():
+    with warnings.catch_warnings():    # the default add-ons import ldap3, which warns
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from mitmproxy import addons
+        from mitmproxy.master import Master
+
+    async def make():
+        m = Master(options.Options(), event_loop=asyncio.get_running_loop())
+        m.addons.add(*addons.default_addons())
+        m.options.update(connection_strategy="lazy")          # as WebPolicy.configure sets it
+        return m
+    loop = asyncio.new_event_loop()
+    yield loop, loop.run_until_complete(make())
+    loop.close()
+
+
+def client_hello(sni: str) -> tls.ClientHello:
+    """A real ClientHello, from Python's own TLS client."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    context = ssl.create_default_context()
+    tls_client = context.wrap_bio(incoming, outgoing, server_hostname=sni)
+    with pytest.raises(ssl.SSLWantReadError):
+        tls_client.do_handshake()
+    return parse_client_hello(outgoing.read())
+
+
+def hello_data(host: str, client_ip: str, mode: str = "regular") -> tls.ClientHelloData:
+    client = connection.Client(peername=(client_ip, 50000), sockname=("127.0.0.1", 8080),
+                               proxy_mode=ProxyMode.parse(mode))
+    context = Context(client, options.Options())
+    context.server.address = (host, 443)
+    context.server.tls = True
+    return tls.ClientHelloData(context, client_hello(host))
+
+
+def dispatch(master, data: tls.ClientHelloData) -> bool:
+    loop, m = master
+    loop.run_until_complete(m.addons.handle_lifecycle(TlsClienthelloHook(data)))
+    return data.establish_server_tls_first
+
+
+@pytest.mark.parametrize("host, client_ip, early", [
+    ("fine.example", "10.0.0.5", True),
+    ("adult.example", "10.0.0.5", False),       # blocked for learners
+    ("adult.example", "10.20.0.5", True),       # only logged for staff
+    ("news.example", "10.20.0.5", False),       # a statutory URL under the host
+    ("203.0.113.9", "10.20.0.5", False),        # an address, not a name
+    ("use-application-dns.net", "10.20.0.5", False),   # the DoH canary: answered here
+])
+def test_early_only_where_marked(master, engine, host, client_ip, early):
+    upstream = EarlyUpstream()
+    upstream.install(master[1].addons)
+    data = hello_data(host, client_ip)
+    upstream.mark(data, engine, None)
+    assert dispatch(master, data) is early
+    assert dispatch(master, hello_data(host, client_ip)) is False    # a mark is used once
+
+
+def test_lazy_whenever_the_engine_cannot_answer(master, engine):
+    upstream = EarlyUpstream()
+    upstream.install(master[1].addons)
+    engine.release()                                   # a lookup now raises
+    data = hello_data("fine.example", "10.0.0.5")
+    upstream.mark(data, engine, None)
+    assert dispatch(master, data) is False
+
+
+def test_uninstall_restores_tlsconfig_and_install_is_not_stacked(master, engine):
+    tlsconfig = master[1].addons.get("tlsconfig")
+    upstream = EarlyUpstream()
+    upstream.install(master[1].addons)
+    upstream.install(master[1].addons)                 # the script loaded again
+    assert "tls_clienthello" in vars(tlsconfig)
+    upstream.uninstall()
+    assert "tls_clienthello" not in vars(tlsconfig)
+    assert tlsconfig.tls_clienthello.__func__ is type(tlsconfig).tls_clienthello
+    data = hello_data("fine.example", "10.0.0.5")
+    upstream.mark(data, engine, None)
+    assert dispatch(master, data) is False             # nothing wrapped: lazy
+
+
+def test_forget(master, engine):
+    upstream = EarlyUpstream()
+    upstream.install(master[1].addons)
+    data = hello_data("fine.example", "10.0.0.5")
+    upstream.mark(data, engine, None)
+    upstream.forget(data.context.client.id)
+    assert dispatch(master, data) is False
