@@ -191,3 +191,10 @@ def test_upstream_not_opened_early_unless_the_decided_name_is_the_destination(
     _handshake_only(proxy, connect, client_ip, sni=sni)
     time.sleep(1.0)
     assert (sites.log.contacted("social.test"), sites.log.contacted("www.youtube.com")) == before
+
+
+def test_allowed_site_that_cannot_be_reached_early_still_answers(proxy):
+    """Opened early (nothing on it can be blocked) but unresolvable: the client's handshake
+    still completes and the request gets mitmproxy's 502, as with bare mitmproxy."""
+    result = proxy.curl("https://unresolvable-allowed.test/", client_ip=STAFF_IP)
+    assert result.status == 502, result.stderr
