@@ -11,7 +11,8 @@ One run starts, side by side, a local nginx upstream and one mitmdump per config
     noop      (only when --only names it) + a script add-on with two empty hooks: what
               mitmproxy's dispatch to any add-on costs
     lazy      (only when --only names it) bare mitmdump with connection_strategy=lazy, which
-              the add-on sets so that a blocked site is never contacted: what that alone costs
+              the add-on sets so that a blocked site is never contacted (it opens the
+              upstream early only where nothing can be blocked): what lazy alone costs
     shipped   + the webpolicy add-on with the shipped policy.yaml and blocklists
     1M, 5M    + the shipped policy plus a synthetic 1M (or 5M) domain list and 50k URL entries,
               blocked for the learner profile the benchmark client falls in
