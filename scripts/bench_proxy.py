@@ -19,9 +19,11 @@ One run starts, side by side, a local nginx upstream and one mitmdump per config
 
 and drives each with the same wrk request set (keep-alive, one wrk thread, concurrency 16 and
 64) over plain HTTP and over TLS terminated and re-encrypted by mitmproxy.  Most requests miss
-every list; 4% hit a domain entry and 2% a URL entry (blocked: the add-on answers, the upstream
-is never contacted), so the add-on's whole per-request path is measured, including the
-safeguarding-log records of the blocks.
+every list; 4% hit a domain entry and 2% a URL entry (blocked: the add-on answers and the
+request never reaches nginx), so the add-on's whole per-request path is measured, including
+the safeguarding-log records of the blocks.  Over HTTPS the add-on connects to nginx during
+the client's handshake (the configured upstream, and the SNI wrk sends, 127.0.0.1, can block
+nothing), as bare mitmdump does.
 
 How the traffic reaches mitmproxy.  wrk cannot send CONNECT, so mitmdump runs in reverse-proxy
 mode (`--mode reverse:http://nginx` and `--mode reverse:https://nginx`, one listener each, with

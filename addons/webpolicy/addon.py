@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from mitmproxy import ctx, dns, exceptions, http, tcp, tls
+from mitmproxy.proxy.layers import modes
 from OpenSSL import SSL
 
 from . import blockpage, circumvention, searchterms
@@ -142,7 +143,7 @@ class WebPolicy:
         log.info("webpolicy: filtering with policy %s", engine.version)
 
     def done(self) -> None:
-        self.early_upstream.uninstall()
+        self.early_upstream.uninstall()            # never raises: the rest must stop too
         if self.reloader:
             self.reloader.stop()
         if self.audit:
@@ -356,6 +357,12 @@ class WebPolicy:
             f"Blocked by the web filter: {decision.category}\n".encode(),
             {"Content-Type": "text/plain"})
 
+    def socks5_auth(self, data: modes.Socks5AuthData) -> None:
+        """A SOCKS5 login (checked by mitmproxy's proxyauth, which runs first) names the user
+        for everything decided on the connection before its requests: TLS, raw TCP."""
+        if data.valid:
+            self._users[data.client_conn.id] = data.username
+
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:
         """Pass-through hosts are not intercepted; in transparent mode SNI is all we have.
 
@@ -374,12 +381,13 @@ class WebPolicy:
         passthrough = any(self._is_passthrough(engine, name) for name in (host, connect_host)
                           if name)
         client = data.context.client
+        user = self._users.get(client.id)
         if not passthrough and mismatch is None:
             # Intercepted: every request inside is decided.  Connected early only where none
-            # can be blocked.
-            self.early_upstream.mark(data, engine, self._users.get(client.id))
+            # can be blocked, and only for a known user when users must log in.
+            if user is not None or not ctx.options.proxyauth:
+                self.early_upstream.mark(data, engine, user)
             return
-        user = self._users.get(client.id)
         if passthrough and mismatch is not None:
             decision = self._violation_decision(mismatch, client.peername[0], user)
         else:

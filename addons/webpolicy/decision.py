@@ -75,7 +75,8 @@ def allows_every_path(engine: Engine, host: str, client_ip: str | None = None,
     host_hits, rule_hosts = engine.host_facts(host)
     if rule_hosts:
         return False
-    return not host_hits or not _judge(engine, rules, "", host_hits).blocked
+    tier = max((_tier(engine, rules, 1 << hit.list_id) for hit in host_hits), default=0)
+    return _TIER_ACTION.get(tier) != "block"      # the tier decides, as in _judge
 
 
 def _allowed(engine: Engine, rules: ProfileRules, reason: str) -> Decision:

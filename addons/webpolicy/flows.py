@@ -92,19 +92,34 @@ def connect_host(context) -> str | None:
     return None
 
 
-def early_connect_host(context) -> str | None:
-    """The host an upstream connection opened before any request would reach, where that
-    host is itself what gets decided: the name asked for by CONNECT or SOCKS, or in
-    reverse-proxy mode the upstream the administrator configured.  None where the client
-    picks a bare IP address (transparent modes, CONNECT to an address): an address says
-    nothing of the site behind it, so nothing may be opened before a request names one."""
+def early_connect_hosts(context, sni: str | None) -> tuple[str, ...] | None:
+    """The canonical hosts that an upstream connection opened before any request would
+    reach or name, when they are what gets decided; None when that cannot be said.
+
+    - CONNECT or SOCKS: the name the client asked for (its SNI, if any, must be the same
+      name: the caller refuses a mismatch first).  Never an IP address: an address says
+      nothing of the site behind it, so nothing may open before a request names one.
+    - Reverse proxy: the upstream the administrator configured (an address is allowed here:
+      the client did not choose it), and the client's SNI too, which mitmproxy passes on
+      upstream with `keep_host_header`, unless it is that same upstream.
+    - Transparent modes: None; the client picked the address.
+    """
     address = context.server.address
     if not address:
         return None
     if type(context.client.proxy_mode) is mode_specs.ReverseMode:     # see names_destination
-        return address[0]
+        upstream = canonical_host(address[0])
+        if not sni:
+            return (upstream,)
+        named = canonical_host(sni)
+        if named == upstream:
+            return (upstream,)
+        return None if is_ip_literal(named) else (upstream, named)
     host = connect_host(context)
-    return None if host is None or is_ip_literal(canonical_host(host)) else host
+    if host is None:
+        return None
+    host = canonical_host(host)
+    return None if is_ip_literal(host) else (host,)
 
 
 # A checked response to clone: mitmproxy type-checks every field of a new Response (unless

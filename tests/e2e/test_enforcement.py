@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import socket
 import ssl
 import time
@@ -9,7 +10,8 @@ import time
 import httpx
 import pytest
 
-from .conftest import LEARNER_IP, STAFF_IP, UNKNOWN_IP
+from .conftest import LEARNER_IP, POLICY, STAFF_IP, UNKNOWN_IP
+from .proxy import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -102,31 +104,52 @@ def test_passthrough_allowed_host_is_not_intercepted(proxy, sites):
 
 
 def test_domain_fronting_blocked(proxy, sites):
-    """The fronted request reaches neither host (the front may be connected to early, as any
-    host no request to which can be blocked; news.test has URL rules, so here it is not)."""
+    """Neither host is contacted: www.gambling.test is blocked, and news.test, the front, has
+    URL rules, so it is not connected to before a request is decided."""
     before = sites.log.contacted("news.test"), sites.log.contacted("www.gambling.test")
     result = proxy.curl("https://news.test/", "-H", "Host: www.gambling.test",
                         client_ip=LEARNER_IP)
     assert result.status == 403
-    assert not [r for r in sites.log.requests_to("news.test") if r.headers.get("host") ==
-                "www.gambling.test"]
     assert (sites.log.contacted("news.test"), sites.log.contacted("www.gambling.test")) == before
 
 
-def _handshake_only(proxy, host: str, client_ip: str, sni: str | None = None) -> None:
+def _handshake_only(proxy, host: str, client_ip: str, sni: str | None = None,
+                    login: str | None = None) -> None:
     """CONNECT and the client's TLS handshake, then no request: a browser's preconnect."""
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=10,
                                   source_address=(client_ip, 0)) as raw:
-        raw.sendall(f"CONNECT {host}:443 HTTP/1.1\r\nHost: {host}:443\r\n\r\n".encode())
+        auth = (f"Proxy-Authorization: Basic {base64.b64encode(login.encode()).decode()}\r\n"
+                if login else "")
+        raw.sendall(f"CONNECT {host}:443 HTTP/1.1\r\nHost: {host}:443\r\n{auth}\r\n".encode())
         reply = b""
         while b"\r\n\r\n" not in reply:
             chunk = raw.recv(4096)
             assert chunk, f"the proxy closed the CONNECT: {reply!r}"
             reply += chunk
         assert reply.startswith(b"HTTP/1.1 200"), reply
-        context = ssl.create_default_context(cafile=str(proxy.ca_cert))
-        with context.wrap_socket(raw, server_hostname=sni or host):
-            pass
+        _tls_handshake(proxy, raw, sni or host)
+
+
+def _socks5_handshake_only(proxy, port: int, host: str, client_ip: str, login: str) -> None:
+    """The same through a SOCKS5 listener, with a username/password login (RFC 1928/1929)."""
+    user, _, password = login.partition(":")
+    with socket.create_connection(("127.0.0.1", port), timeout=10,
+                                  source_address=(client_ip, 0)) as raw:
+        raw.sendall(b"\x05\x01\x02")                    # one method offered: username/password
+        assert raw.recv(2) == b"\x05\x02"
+        raw.sendall(bytes([1, len(user)]) + user.encode() + bytes([len(password)]) +
+                    password.encode())
+        assert raw.recv(2) == b"\x01\x00", "SOCKS5 login refused"
+        raw.sendall(b"\x05\x01\x00\x03" + bytes([len(host)]) + host.encode() + (443).to_bytes(2))
+        reply = raw.recv(10)
+        assert reply[:2] == b"\x05\x00", reply
+        _tls_handshake(proxy, raw, host)
+
+
+def _tls_handshake(proxy, raw: socket.socket, server_name: str) -> None:
+    context = ssl.create_default_context(cafile=str(proxy.ca_cert))
+    with context.wrap_socket(raw, server_hostname=server_name):
+        pass
 
 
 def _contacted_after(sites, site: str, before: int, timeout: float) -> int:
@@ -198,3 +221,27 @@ def test_allowed_site_that_cannot_be_reached_early_still_answers(proxy):
     still completes and the request gets mitmproxy's 502, as with bare mitmproxy."""
     result = proxy.curl("https://unresolvable-allowed.test/", client_ip=STAFF_IP)
     assert result.status == 502, result.stderr
+
+
+LOGIN_POLICY = POLICY.replace("users: {{alice: staff}}", "users: {{alice: staff, lena: learner}}")
+
+
+@pytest.mark.parametrize("listener", ["connect", "socks5"])
+def test_early_upstream_follows_the_login_not_the_address(make_proxy, sites, listener):
+    """A staff login on a learner's machine may preconnect to a site staff only log; a
+    learner's login on a staff machine may not, over CONNECT and over SOCKS5 alike."""
+    socks_port = free_port()
+    proxy = make_proxy(policy=LOGIN_POLICY, options={"proxyauth": "any"},
+                       extra_args=["--mode", "regular", "--mode", f"socks5@{socks_port}"])
+
+    def preconnect(client_ip: str, login: str) -> None:
+        if listener == "connect":
+            _handshake_only(proxy, "www.gambling.test", client_ip, login=login)
+        else:
+            _socks5_handshake_only(proxy, socks_port, "www.gambling.test", client_ip, login)
+
+    before = sites.log.contacted("www.gambling.test")
+    preconnect(STAFF_IP, "lena:x")
+    assert _contacted_after(sites, "www.gambling.test", before, 1.0) == before
+    preconnect(LEARNER_IP, "alice:x")
+    assert _contacted_after(sites, "www.gambling.test", before, 3.0) == before + 1

@@ -24,6 +24,7 @@ profiles:
   learner: {block: [adult]}
   staff: {block: [], log: [adult], on_error: allow}
 clients:
+  users: {lena: learner}
   networks:
     - {cidr: 10.20.0.0/16, profile: staff}
 lists:
@@ -65,13 +66,14 @@ def client_hello(sni: str) -> tls.ClientHello:
     return parse_client_hello(outgoing.read())
 
 
-def hello_data(host: str, client_ip: str, mode: str = "regular") -> tls.ClientHelloData:
+def hello_data(host: str, client_ip: str, mode: str = "regular",
+               sni: str | None = None) -> tls.ClientHelloData:
     client = connection.Client(peername=(client_ip, 50000), sockname=("127.0.0.1", 8080),
                                proxy_mode=ProxyMode.parse(mode))
     context = Context(client, options.Options())
     context.server.address = (host, 443)
     context.server.tls = True
-    return tls.ClientHelloData(context, client_hello(host))
+    return tls.ClientHelloData(context, client_hello(sni or host))
 
 
 def dispatch(master, data: tls.ClientHelloData) -> bool:
@@ -111,13 +113,74 @@ def test_uninstall_restores_tlsconfig_and_install_is_not_stacked(master, engine)
     upstream = EarlyUpstream()
     upstream.install(master[1].addons)
     upstream.install(master[1].addons)                 # the script loaded again
-    assert "tls_clienthello" in vars(tlsconfig)
+    assert vars(tlsconfig)["tls_clienthello"].__wrapped__.__func__ is \
+        type(tlsconfig).tls_clienthello                # wraps the method, not a wrapper
     upstream.uninstall()
     assert "tls_clienthello" not in vars(tlsconfig)
-    assert tlsconfig.tls_clienthello.__func__ is type(tlsconfig).tls_clienthello
+    upstream.uninstall()                               # again: nothing to undo, no error
     data = hello_data("fine.example", "10.0.0.5")
     upstream.mark(data, engine, None)
     assert dispatch(master, data) is False             # nothing wrapped: lazy
+
+
+def test_uninstall_leaves_another_wrapper_alone(master):
+    tlsconfig = master[1].addons.get("tlsconfig")
+    upstream = EarlyUpstream()
+    upstream.install(master[1].addons)
+    tlsconfig.tls_clienthello = other = lambda data: None
+    upstream.uninstall()
+    assert vars(tlsconfig)["tls_clienthello"] is other
+
+
+def test_a_mark_applies_only_to_the_handshake_it_was_made_for(master, engine):
+    upstream = EarlyUpstream()
+    upstream.install(master[1].addons)
+    first = hello_data("fine.example", "10.0.0.5")
+    upstream.mark(first, engine, None)
+    later = tls.ClientHelloData(first.context, client_hello("adult.example"))
+    assert dispatch(master, later) is False            # same connection, another handshake
+    assert dispatch(master, first) is False            # and the mark is gone
+
+
+def test_a_mark_is_void_when_the_destination_changed(master, engine):
+    upstream = EarlyUpstream()
+    upstream.install(master[1].addons)
+    data = hello_data("fine.example", "10.0.0.5")
+    upstream.mark(data, engine, None)
+    data.context.server.address = ("adult.example", 443)
+    assert dispatch(master, data) is False
+
+
+@pytest.mark.parametrize("sni, early", [
+    (None, True), ("fine.example", True),
+    ("adult.example", False),                          # passed on upstream: decided too
+])
+def test_reverse_mode_decides_the_sni_it_passes_on(master, engine, sni, early):
+    upstream = EarlyUpstream()
+    upstream.install(master[1].addons)
+    data = hello_data("127.0.0.1", "10.0.0.5", mode="reverse:https://127.0.0.1:8443", sni=sni)
+    if sni is None:
+        data = tls.ClientHelloData(data.context, _no_sni_hello())
+    upstream.mark(data, engine, None)
+    assert dispatch(master, data) is early
+
+
+def _no_sni_hello() -> tls.ClientHello:
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    tls_client = context.wrap_bio(incoming, outgoing)
+    with pytest.raises(ssl.SSLWantReadError):
+        tls_client.do_handshake()
+    return parse_client_hello(outgoing.read())
+
+
+def test_a_user_profile_decides(master, engine):
+    upstream = EarlyUpstream()
+    upstream.install(master[1].addons)
+    data = hello_data("adult.example", "10.20.0.5")      # a staff network ...
+    upstream.mark(data, engine, "lena")                  # ... but a learner's login
+    assert dispatch(master, data) is False
 
 
 def test_forget(master, engine):

@@ -13,7 +13,7 @@ from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import tflow, tutils
 
-from webpolicy.flows import (NAMED_DESTINATION_MODES, client_ip, early_connect_host,
+from webpolicy.flows import (NAMED_DESTINATION_MODES, client_ip, early_connect_hosts,
                             make_response, names_destination, request_hosts)
 
 
@@ -136,22 +136,28 @@ def test_host_header_read_as_mitmproxy_reads_it(fields):
     assert request_hosts(f)[0] == f.request.pretty_host
 
 
-@pytest.mark.parametrize("mode, address, expected", [
-    ("regular", "site.example", "site.example"),          # CONNECT names the host
-    ("socks5", "site.example", "site.example"),
-    ("regular", "203.0.113.9", None),                     # an address names no site
-    ("regular", "[2001:db8::1]", None),
-    ("regular", "3221225991", None),                      # 192.0.2.7, spelt as a number
-    ("transparent", "203.0.113.9", None),                 # the client picked the address
-    ("wireguard", "203.0.113.9", None),
-    ("reverse:https://127.0.0.1:8443", "127.0.0.1", "127.0.0.1"),   # configured, not chosen
+@pytest.mark.parametrize("mode, address, sni, expected", [
+    ("regular", "Site.Example.", None, ("site.example",)),    # CONNECT names the host
+    ("regular", "site.example", "site.example", ("site.example",)),
+    ("socks5", "site.example", None, ("site.example",)),
+    ("regular", "203.0.113.9", None, None),                    # an address names no site
+    ("regular", "[2001:db8::1]", None, None),
+    ("regular", "3221225991", None, None),                     # 192.0.2.7, spelt as a number
+    ("transparent", "203.0.113.9", "site.example", None),      # the client picked the address
+    ("wireguard", "203.0.113.9", "site.example", None),
+    # reverse proxy: the configured upstream, and the SNI mitmproxy may pass on to it
+    ("reverse:https://127.0.0.1:8443", "127.0.0.1", None, ("127.0.0.1",)),
+    ("reverse:https://127.0.0.1:8443", "127.0.0.1", "127.0.0.1", ("127.0.0.1",)),
+    ("reverse:https://front.example", "front.example", "site.example",
+     ("front.example", "site.example")),
+    ("reverse:https://front.example", "front.example", "203.0.113.9", None),
 ])
-def test_early_connect_host(mode, address, expected):
-    assert early_connect_host(_context(mode, (address, 443))) == expected
+def test_early_connect_hosts(mode, address, sni, expected):
+    assert early_connect_hosts(_context(mode, (address, 443)), sni) == expected
 
 
-def test_early_connect_host_without_an_address():
-    assert early_connect_host(_context("regular", None)) is None
+def test_early_connect_hosts_without_an_address():
+    assert early_connect_hosts(_context("regular", None), None) is None
 
 
 def _context(mode: str, address: tuple[str, int] | None) -> Context:
