@@ -49,7 +49,7 @@ COPY policy.yaml /etc/webpolicy/policy.yaml
 COPY blocklists/ /etc/webpolicy/blocklists/
 RUN sed -i -e 's|^\(  directory:\) logs\b|\1 /var/log/webpolicy|' \
            -e 's|^\(  listen:\) 127\.0\.0\.1:9464|\1 0.0.0.0:9464|' /etc/webpolicy/policy.yaml \
- && python -c "import pathlib, webpolicy.policy as p; s = p.load_policy(pathlib.Path('/etc/webpolicy/policy.yaml')); assert str(s.logging.directory) == '/var/log/webpolicy' and s.metrics.host == '0.0.0.0', 'policy.yaml: logging.directory / metrics.listen not rewritten'" \
+ && python -c "import pathlib, webpolicy.policy.model as p; s = p.load_policy(pathlib.Path('/etc/webpolicy/policy.yaml')); assert str(s.logging.directory) == '/var/log/webpolicy' and s.metrics.host == '0.0.0.0', 'policy.yaml: logging.directory / metrics.listen not rewritten'" \
  && webpolicy validate /etc/webpolicy/policy.yaml
 
 VOLUME ["/etc/webpolicy", "/var/lib/webpolicy", "/var/log/webpolicy"]

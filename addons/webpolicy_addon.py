@@ -4,7 +4,7 @@ Deliberately tiny: mitmproxy reloads a `-s` script when it changes, and a script
 load unloads the filter.  All the code lives in the `webpolicy` package, which is not reloaded.
 """
 
-from webpolicy.addon import WebPolicy
+from webpolicy.proxy.addon import WebPolicy
 
 # One add-on: it runs its companions (circumvention, safe search) itself, in order.
 policy = WebPolicy()

@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "addons"))
-from webpolicy.domainindex import DomainIndex  # noqa: E402
+from webpolicy.lists.domainindex import DomainIndex  # noqa: E402
 
 TLDS = (
     ["com"] * 40 + ["net"] * 7 + ["org"] * 6 + ["ru"] * 4 + ["de"] * 4 + ["co.uk"] * 4

@@ -4,7 +4,7 @@ Loaded beside the real add-on to induce an error inside decide(), so the test pr
 engine failure fails closed instead of mitmproxy's default of forwarding the request.
 """
 
-from webpolicy.engine import Engine
+from webpolicy.engine.engine import Engine
 
 _original = Engine.match
 

@@ -35,9 +35,9 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from webpolicy import circumvention
-from webpolicy.metrics import Metrics
-from webpolicy.policy import load_policy
+from webpolicy.engine.engine import circumvention
+from webpolicy.monitoring.metrics import Metrics
+from webpolicy.policy.model import load_policy
 
 from .conftest import LEARNER_IP, POLICY, STAFF_IP, UNKNOWN_IP
 from .proxy import REPO, Proxy, free_port

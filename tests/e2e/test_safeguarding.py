@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from webpolicy import cli
+from webpolicy.cli import main as cli
 
 from .conftest import LEARNER_IP, POLICY, STAFF_IP
 from .proxy import REPO

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from webpolicy.engine import Engine, build_engine
-from webpolicy.policy import Policy, load_policy
+from webpolicy.engine.engine import Engine, build_engine
+from webpolicy.policy.model import Policy, load_policy
 
 
 def write_policy(directory: Path, policy: str, lists: dict[str, str]) -> Path:

@@ -12,8 +12,8 @@ from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import tflow, tutils
 
 from tests.unit.helpers import engine_from
-from webpolicy.addon import WebPolicy
-from webpolicy.addon_circumvention import Circumvention
+from webpolicy.proxy.addon import WebPolicy
+from webpolicy.proxy.stages.circumvention import Circumvention
 
 POLICY = """\
 version: "unit"
@@ -39,8 +39,8 @@ def addon(tmp_path: Path, request) -> Circumvention | WebPolicy:
     """The companion on its own (reading the hosts itself), and as WebPolicy runs it: after
     the decision, on the canonical hosts the decision read."""
     policy = WebPolicy()
-    policy.engine = engine_from(tmp_path, POLICY, {"adult.txt": "adult.example\n"})
-    return Circumvention(policy) if request.param == "alone" else policy
+    policy.gate.engine = engine_from(tmp_path, POLICY, {"adult.txt": "adult.example\n"})
+    return Circumvention(policy.gate) if request.param == "alone" else policy
 
 
 def flow(host: str, host_header: str | None = None, client_ip: str = "10.10.0.5",

@@ -15,7 +15,7 @@ from mitmproxy.proxy.layers.tls import TlsClienthelloHook, parse_client_hello
 from mitmproxy.proxy.mode_specs import ProxyMode
 
 from tests.unit.helpers import engine_from
-from webpolicy.addon_upstream import EarlyUpstream
+from webpolicy.proxy.upstream import EarlyUpstream
 
 POLICY = """\
 version: "unit"

@@ -24,9 +24,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from webpolicy.alerts import (REPEAT_CATEGORY, Alert, Alerter, AlertRules, PermanentError,
+from webpolicy.safeguarding.alerts import (REPEAT_CATEGORY, Alert, Alerter, AlertRules, PermanentError,
                               plain_text, send_email, send_webhook, webhook_body)
-from webpolicy.policy import AlertSettings, EmailSettings, WebhookSettings
+from webpolicy.policy.model import AlertSettings, EmailSettings, WebhookSettings
 
 
 def record(**fields) -> dict:
@@ -465,6 +465,6 @@ def test_plain_smtp_without_login_when_configured_so(monkeypatch):
 
 
 def _message(port):
-    from webpolicy.alerts import email_message
+    from webpolicy.safeguarding.alerts import email_message
     alert = Alert("statutory", "Terrorist content", "alice", record(**STATUTORY))
     return email_message(alert, email_settings(port))

@@ -14,8 +14,9 @@ import threading
 import time
 from pathlib import Path
 
-from webpolicy.auditlog import AuditLog, log_file_name, log_files
-from webpolicy.logstore import Person, ReviewStore, erase
+from webpolicy.safeguarding.logstore import log_file_name, log_files
+from webpolicy.safeguarding.logwriter import LogWriter
+from webpolicy.safeguarding.logstore import Person, ReviewStore, erase
 
 DAY = dt.datetime(2026, 11, 25, 23, 59, 59, tzinfo=dt.UTC)
 
@@ -44,7 +45,7 @@ class Clock:
 
 def test_record_on_disk_within_a_second_with_private_permissions(tmp_path):
     directory = tmp_path / "logs"
-    log = AuditLog(directory, 30, clock=Clock(DAY))
+    log = LogWriter(directory, 30, clock=Clock(DAY))
     try:
         log.write({"id": "WP-1", "user": "zoë"})
         path = directory / "webpolicy-2026-11-25.jsonl"
@@ -63,7 +64,7 @@ def test_existing_directory_and_file_are_tightened(tmp_path):
     path = directory / log_file_name(DAY.date())
     path.write_text("")
     path.chmod(0o644)
-    log = AuditLog(directory, 30, clock=Clock(DAY))
+    log = LogWriter(directory, 30, clock=Clock(DAY))
     log.write({"id": "WP-1"})
     log.close()
     assert directory.stat().st_mode & 0o777 == 0o700
@@ -72,7 +73,7 @@ def test_existing_directory_and_file_are_tightened(tmp_path):
 
 def test_one_file_per_utc_day(tmp_path):
     clock = Clock(DAY)
-    log = AuditLog(tmp_path, 30, clock=clock)
+    log = LogWriter(tmp_path, 30, clock=clock)
     log.write({"id": "WP-1"})
     assert wait_for(lambda: (tmp_path / "webpolicy-2026-11-25.jsonl").exists())
     clock.now = DAY + dt.timedelta(seconds=2)             # past midnight UTC
@@ -83,7 +84,7 @@ def test_one_file_per_utc_day(tmp_path):
 
 
 def test_close_drains_everything_queued(tmp_path):
-    log = AuditLog(tmp_path, 30, clock=Clock(DAY))
+    log = LogWriter(tmp_path, 30, clock=Clock(DAY))
     for i in range(5000):
         log.write({"id": f"WP-{i}"})
     log.close()
@@ -98,7 +99,7 @@ def test_retention_deletes_older_files_and_their_reviews(tmp_path):
     old_time = f"{today - dt.timedelta(days=40)}T10:00:00.000Z"
     ReviewStore(tmp_path).add([{"id": "WP-OLD", "time": old_time},
                                {"id": "WP-NEW", "time": f"{today}T10:00:00.000Z"}], "seen", "dsl")
-    log = AuditLog(tmp_path, 30, clock=Clock(DAY))
+    log = LogWriter(tmp_path, 30, clock=Clock(DAY))
     log.write({"id": "WP-1"})                              # opening the day's file purges
     log.close()
     ages = sorted((today - d).days for d, _ in log_files(tmp_path))
@@ -111,7 +112,7 @@ def test_write_errors_are_counted_reported_and_never_raised(tmp_path, capfd):
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("a file where the log directory should be")
     errors = []
-    log = AuditLog(blocker / "logs", 30, on_error=errors.append, clock=Clock(DAY))
+    log = LogWriter(blocker / "logs", 30, on_error=errors.append, clock=Clock(DAY))
     for i in range(3):
         log.write({"id": f"WP-{i}"})                       # never raises
     assert wait_for(lambda: log.write_errors == 3)
@@ -127,7 +128,7 @@ def test_write_errors_are_counted_reported_and_never_raised(tmp_path, capfd):
 
 
 def test_a_file_replaced_by_erase_is_reopened_not_written_to_the_unlinked_copy(tmp_path):
-    log = AuditLog(tmp_path, 30, clock=Clock(DAY))
+    log = LogWriter(tmp_path, 30, clock=Clock(DAY))
     path = tmp_path / log_file_name(DAY.date())
     try:
         log.write({"id": "WP-A", "user": "alice"})
@@ -145,7 +146,7 @@ def test_a_file_replaced_by_erase_is_reopened_not_written_to_the_unlinked_copy(t
 
 
 def test_erase_while_writing_loses_nothing_of_anyone_else(tmp_path):
-    log = AuditLog(tmp_path, 30, clock=Clock(DAY))
+    log = LogWriter(tmp_path, 30, clock=Clock(DAY))
     stop = threading.Event()
     written = []
 
@@ -176,8 +177,8 @@ def test_erase_while_writing_loses_nothing_of_anyone_else(tmp_path):
 SIGTERM_SCRIPT = textwrap.dedent("""
     import signal, sys, time
     from pathlib import Path
-    from webpolicy.auditlog import AuditLog
-    log = AuditLog(Path(sys.argv[1]), 30)
+    from webpolicy.safeguarding.logwriter import LogWriter
+    log = LogWriter(Path(sys.argv[1]), 30)
     def stop(*_):
         log.close()
         sys.exit(0)

@@ -1,4 +1,4 @@
-"""Tests for webpolicy.canonical: Safe Browsing canonicalisation plus browser host parsing."""
+"""Tests for webpolicy.lists.canonical: Safe Browsing canonicalisation plus browser host parsing."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from webpolicy import canonical
-from webpolicy.canonical import (CanonicalURL, canonical_host, canonical_path, canonical_url,
+from webpolicy.lists import canonical
+from webpolicy.lists.canonical import (CanonicalURL, canonical_host, canonical_path, canonical_url,
                                  from_parts)
 
 # --------------------------------------------------------------------------- Safe Browsing

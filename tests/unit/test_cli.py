@@ -39,7 +39,7 @@ DECISION_KEYS = ["action", "profile", "profile_reason", "list", "category", "sev
 
 
 def webpolicy(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "webpolicy.cli", *args], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "webpolicy.cli.main", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=120)
 
 

@@ -1,6 +1,6 @@
 """The list compiler: cache key, reuse, corruption, the worker process, and what stays exact.
 
-The worker is run for real (`python -m webpolicy.compiler` in a subprocess), as the proxy runs
+The worker is run for real (`python -m webpolicy.lists.compiler` in a subprocess), as the proxy runs
 it; with two CPUs it reads lists and hashes names in two processes, so the tests that compare
 its result with the in-process build also cover those paths.
 """
@@ -18,14 +18,14 @@ from pathlib import Path
 import pytest
 
 from tests.unit.helpers import write_policy
-from webpolicy import compiler
-from webpolicy.canonical import canonical_url
-from webpolicy.compiler import (CompileError, ListCache, ListJob, cache_key, compile_lists,
+from webpolicy.lists import compiler
+from webpolicy.lists.canonical import canonical_url
+from webpolicy.lists.compiler import (CompileError, ListCache, ListJob, cache_key, compile_lists,
                                 open_cache, prepare_directory)
-from webpolicy.decision import decide
-from webpolicy.domainindex import DomainIndex, hash_half, hash_part
-from webpolicy.engine import build_engine, load_engine
-from webpolicy.policy import load_policy
+from webpolicy.engine.decision import decide
+from webpolicy.lists.domainindex import DomainIndex, hash_half, hash_part
+from webpolicy.engine.engine import build_engine, load_engine
+from webpolicy.policy.model import load_policy
 
 
 @pytest.fixture
@@ -120,7 +120,7 @@ def test_key_changes_with_the_code(lists, monkeypatch):
 
 def test_worker_compiles_once_and_the_cache_is_reused(lists, cache, worker_runs):
     first = cache.compile(jobs_for(lists))
-    assert len(worker_runs) == 1 and worker_runs[0][1:3] == ["-m", "webpolicy.compiler"]
+    assert len(worker_runs) == 1 and worker_runs[0][1:3] == ["-m", "webpolicy.lists.compiler"]
     again = cache.compile(jobs_for(lists))
     assert len(worker_runs) == 1, "an unchanged policy must start from the cache"
     for compiled in (first, again):
@@ -372,7 +372,7 @@ def test_two_processes_interleave_when_no_file_dominates(tmp_path):
 import sys
 from pathlib import Path
 from tests.unit.test_compiler import _two_process_jobs
-from webpolicy import compiler
+from webpolicy.lists import compiler
 tmp = Path(sys.argv[1])
 jobs = _two_process_jobs(tmp)
 (tmp / "more.txt").write_text((tmp / "many.txt").read_text().replace(".example", ".test"))
@@ -392,7 +392,7 @@ def test_two_processes_split_a_ut1_category(tmp_path):
     run_isolated("""
 import sys
 from pathlib import Path
-from webpolicy import compiler
+from webpolicy.lists import compiler
 tmp = Path(sys.argv[1])
 adult = tmp / "adult"
 adult.mkdir()
@@ -442,7 +442,7 @@ def test_two_processes_build_the_same_index(tmp_path):
 import sys
 from pathlib import Path
 from tests.unit.test_compiler import _two_process_jobs
-from webpolicy import compiler
+from webpolicy.lists import compiler
 tmp = Path(sys.argv[1])
 jobs = _two_process_jobs(tmp)
 both, one = compiler.compile_in_two(jobs), compiler.compile_lists(jobs)
@@ -460,7 +460,7 @@ def test_two_processes_notice_a_source_changing_under_them(tmp_path):
 import sys
 from pathlib import Path
 from tests.unit.test_compiler import _two_process_jobs
-from webpolicy import compiler
+from webpolicy.lists import compiler
 jobs = _two_process_jobs(Path(sys.argv[1]))
 keys = iter(["before", "after"])
 compiler.cache_key = lambda jobs: next(keys)

@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.unit.helpers import engine_from
-from webpolicy.canonical import canonical_url
-from webpolicy.decision import allows_every_path, decide
-from webpolicy.policy import PolicyError
+from webpolicy.lists.canonical import canonical_url
+from webpolicy.engine.decision import allows_every_path, decide
+from webpolicy.policy.model import PolicyError
 
 POLICY = """\
 version: "t1"

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from webpolicy.policy import load_policy
+from webpolicy.policy.model import load_policy
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"
@@ -232,7 +232,7 @@ def test_build_stage_makes_a_complete_wheel(tmp_path):
                 if p.is_file() and "__pycache__" not in p.parts}
     assert expected - names == set()
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "webpolicy = webpolicy.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "webpolicy = webpolicy.cli.main:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
 
 # -- the image's policy, entry point and health check, outside Docker ---------------------------

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.unit.helpers import engine_from
-from webpolicy import engine as engine_module
-from webpolicy.engine import ListHit, _add_hits
+from webpolicy.engine import engine as engine_module
+from webpolicy.engine.engine import ListHit, _add_hits
 
 POLICY = """\
 version: "t1"

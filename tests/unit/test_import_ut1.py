@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from webpolicy.listformats import parse_source
+from webpolicy.lists.formats import parse_source
 
 REPO = Path(__file__).resolve().parents[2]
 UT1 = Path(__file__).resolve().parents[3] / "shared/data/ut1"

@@ -15,10 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from webpolicy import listformats
-from webpolicy.domainindex import is_ip_literal
-from webpolicy.canonical import canonical_host
-from webpolicy.listformats import FORMATS, ParsedSource, SourceError, parse_source
+from webpolicy.lists import formats as listformats
+from webpolicy.lists.domainindex import is_ip_literal
+from webpolicy.lists.canonical import canonical_host
+from webpolicy.lists.formats import FORMATS, ParsedSource, SourceError, parse_source
 
 UT1 = Path(__file__).resolve().parents[3] / "shared/data/ut1"
 needs_ut1 = pytest.mark.skipif(not (UT1 / "gambling").is_dir(),

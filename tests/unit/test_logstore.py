@@ -7,7 +7,7 @@ import datetime as dt
 import os
 
 from tests.unit.eventlog import NOW, make, write_log
-from webpolicy.logstore import (Person, ReadStats, ReviewStore, read_records, rewrite_locked,
+from webpolicy.safeguarding.logstore import (Person, ReadStats, ReviewStore, read_records, rewrite_locked,
                                 same_ip)
 
 

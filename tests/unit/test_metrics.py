@@ -10,11 +10,11 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from webpolicy.canonical import canonical_url
-from webpolicy.decision import Decision, decide, unavailable
-from webpolicy.engine import build_engine
-from webpolicy.metrics import Metrics
-from webpolicy.policy import load_policy
+from webpolicy.lists.canonical import canonical_url
+from webpolicy.engine.decision import Decision, decide, unavailable
+from webpolicy.engine.engine import build_engine
+from webpolicy.monitoring.metrics import Metrics
+from webpolicy.policy.model import load_policy
 
 POLICY = """\
 version: "m1"

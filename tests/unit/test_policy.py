@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from webpolicy.policy import PolicyError, load_policy
+from webpolicy.policy.model import PolicyError, load_policy
 
 REPO = Path(__file__).resolve().parents[2]
 

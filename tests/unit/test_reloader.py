@@ -10,9 +10,9 @@ import weakref
 from pathlib import Path
 
 from tests.unit.helpers import write_policy
-from webpolicy.engine import build_engine
-from webpolicy.policy import PolicyError, load_policy
-from webpolicy.reloader import Reloader
+from webpolicy.engine.engine import build_engine
+from webpolicy.policy.model import PolicyError, load_policy
+from webpolicy.proxy.reloader import Reloader
 
 POLICY = """\
 version: "r1"
@@ -90,7 +90,7 @@ def test_a_dropped_engine_is_freed_without_the_cyclic_gc(tmp_path):
 def test_the_replaced_engine_is_released_after_a_grace_period(tmp_path, monkeypatch):
     """The engine the swap returns is dismantled piecemeal, and only after the grace period
     (a hook may still be using it for a few microseconds); a lookup in it then fails closed."""
-    from webpolicy import reloader as reloader_module
+    from webpolicy.proxy import reloader as reloader_module
     monkeypatch.setattr(reloader_module, "RELEASE_GRACE", 0.2)
     path = write_policy(tmp_path, POLICY, {"adult.txt": "adult.test\n"})
     old = build_engine(load_policy(path))

@@ -11,11 +11,11 @@ import jsonschema
 import pytest
 
 from tests.unit.eventlog import NOW, make, week, write_log
-from webpolicy.logstore import ReadStats, read_records
-from webpolicy.report import (Filters, parse_when, select, write_csv, write_json, write_sites,
+from webpolicy.safeguarding.logstore import ReadStats, read_records
+from webpolicy.safeguarding.report import (Filters, parse_when, select, write_csv, write_json, write_sites,
                               write_table)
 
-SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "addons/webpolicy/"
+SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "addons/webpolicy/safeguarding/"
                      "event-record.schema.json").read_text())
 
 

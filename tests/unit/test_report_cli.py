@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from tests.unit.eventlog import NOW, week, write_log
-from webpolicy import cli
-from webpolicy.logstore import ReviewStore
-from webpolicy.report import CSV_COLUMNS, Filters, select
+from webpolicy.cli import main as cli
+from webpolicy.safeguarding.logstore import ReviewStore
+from webpolicy.safeguarding.report import CSV_COLUMNS, Filters, select
 
 
 @pytest.fixture

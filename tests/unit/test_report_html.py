@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from tests.unit.eventlog import NOW, make, week, write_log
-from webpolicy import cli
-from webpolicy.report import Filters, select
-from webpolicy.report_html import category_chart, day_chart, write_html
+from webpolicy.cli import main as cli
+from webpolicy.safeguarding.report import Filters, select
+from webpolicy.safeguarding.htmlreport import category_chart, day_chart, write_html
 
 
 @pytest.fixture

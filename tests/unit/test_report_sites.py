@@ -6,8 +6,8 @@ import socket
 
 import pytest
 
-from webpolicy import report_sites
-from webpolicy.report_sites import most_tried, site_of
+from webpolicy.safeguarding import sites as report_sites
+from webpolicy.safeguarding.sites import most_tried, site_of
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from webpolicy import urlindex
-from webpolicy.urlindex import UrlIndex, _prefix_matches
+from webpolicy.lists import urlindex
+from webpolicy.lists.urlindex import UrlIndex, _prefix_matches
 
 
 def index(*rules: tuple[str, str, int]) -> UrlIndex:

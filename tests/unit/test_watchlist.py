@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from webpolicy.policy import WatchlistSpec, load_policy
-from webpolicy.watchlist import RecentHits, Watchlist, words
+from webpolicy.policy.model import WatchlistSpec, load_policy
+from webpolicy.engine.watchlist import RecentHits, Watchlist, words
 
 REPO = Path(__file__).resolve().parents[2]
 

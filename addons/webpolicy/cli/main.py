@@ -1,0 +1,171 @@
+"""The `webpolicy` command line: validate, check, run (and the safeguarding commands)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from webpolicy.cli import report as report_cli
+from webpolicy.lists.canonical import canonical_url
+from webpolicy.engine.decision import decide
+from webpolicy.engine.engine import Engine, load_engine
+from webpolicy.policy.model import PolicyError, load_policy
+from webpolicy.engine.watchlist import Watchlist
+
+DEFAULT_POLICY = "policy.yaml"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and getattr(args, "command", None) != "run":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="webpolicy", description=__doc__)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    validate = commands.add_parser("validate", help="check policy.yaml and every list it names")
+    validate.add_argument("policy", nargs="?", default=DEFAULT_POLICY)
+    validate.set_defaults(handler=cmd_validate)
+
+    check = commands.add_parser("check", help="show the decision for a URL and why")
+    check.add_argument("url")
+    check.add_argument("--policy", default=DEFAULT_POLICY)
+    who = check.add_mutually_exclusive_group()
+    who.add_argument("--profile", help="decide as this profile")
+    who.add_argument("--client", metavar="IP", help="decide for a client address")
+    who.add_argument("--user", help="decide for a proxy-authenticated user")
+    check.add_argument("--json", action="store_true", help="print one JSON object")
+    check.set_defaults(handler=cmd_check)
+
+    run = commands.add_parser(
+        "run", help="start the gateway (mitmdump with the add-on); other options go to mitmdump",
+        description="Start mitmdump with the webpolicy add-on.  Options not listed here "
+                    "(--listen-host, --listen-port, --mode, --set confdir=..., --proxyauth ...) "
+                    "are passed to mitmdump unchanged.")
+    run.add_argument("--policy", default=DEFAULT_POLICY)
+    run.set_defaults(handler=cmd_run)
+    report_cli.add_commands(commands)      # report, review, erase: the safeguarding log
+    return parser
+
+
+def _print_problems(exc: PolicyError) -> None:
+    errors = [p for p in exc.problems if not p.warning]
+    for problem in exc.problems:
+        print(problem, file=sys.stderr)
+    print(f"{len(errors)} error(s): the policy was not loaded", file=sys.stderr)
+
+
+def _engine_or_report(policy_path: str) -> Engine | None:
+    """The compiled policy, or None after printing every problem as file:line: message."""
+    try:
+        return load_engine(Path(policy_path))
+    except PolicyError as exc:
+        _print_problems(exc)
+        return None
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    engine = _engine_or_report(args.policy)
+    if engine is None:
+        return 1
+    for warning in engine.warnings:
+        print(warning, file=sys.stderr)
+    policy = engine.policy
+    print(f"{policy.path}: OK, version {policy.version}, {len(policy.profiles)} profiles "
+          f"(default {policy.default_profile}), {len(policy.lists)} lists")
+    width = max(len(name) for name in policy.lists)
+    for name, spec in policy.lists.items():
+        status = engine.status[name]
+        flags = " statutory" if spec.statutory else ""
+        state = "" if status.available else "  UNAVAILABLE: profiles using it fail closed"
+        print(f"  {name:<{width}}  {status.entries:>9,} entries  {status.skipped:>6,} skipped  "
+              f"{spec.severity:<8} {spec.category}{flags}{state}")
+    _print_watchlist(policy)
+    return 0
+
+
+def _print_watchlist(policy) -> None:
+    """Watchlist terms per list, and unreadable terms files (warnings: filtering goes on)."""
+    if not policy.watchlist:
+        return
+    watchlist = Watchlist.compile(policy.watchlist.values(), str(policy.path))
+    for problem in watchlist.problems:
+        print(problem, file=sys.stderr)
+    counts = watchlist.counts()
+    print(f"  watchlist: {len(watchlist)} terms")
+    for name, spec in policy.watchlist.items():
+        print(f"    {name}: {counts.get(name, 0)} terms, {spec.severity}, {spec.category}")
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    engine = _engine_or_report(args.policy)
+    if engine is None:
+        return 1
+    try:
+        url = canonical_url(args.url)
+    except ValueError as exc:
+        print(f"webpolicy check: '{args.url}' is not a URL: {exc}", file=sys.stderr)
+        return 2
+    if args.profile and args.profile not in engine.profiles:
+        print(f"webpolicy check: unknown profile '{args.profile}' "
+              f"(profiles: {', '.join(engine.profiles)})", file=sys.stderr)
+        return 2
+    decision = decide(engine, url, client_ip=args.client, user=args.user, profile=args.profile)
+    if args.json:
+        print(json.dumps(decision.as_dict()))
+        return 0
+    print(f"{decision.action.upper()}  {url}")
+    print(f"  profile   {decision.profile} ({decision.profile_reason})")
+    if decision.list:
+        print(f"  list      {decision.list} - {decision.category} (severity {decision.severity}"
+              f"{', statutory' if decision.statutory else ''})")
+        print(f"  matched   {decision.match} entry {decision.entry}")
+    elif decision.error:
+        print("  the filter cannot decide: a list this profile uses could not be loaded")
+    else:
+        print("  no list entry matched")
+    print(f"  policy    {decision.policy_version}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Validate first (a clear error beats a proxy that exits), then become mitmdump."""
+    policy = Path(args.policy).resolve()
+    try:
+        load_policy(policy)
+    except PolicyError as exc:
+        _print_problems(exc)
+        return 1
+    mitmdump = shutil.which("mitmdump", path=str(Path(sys.executable).parent)) or shutil.which("mitmdump")
+    if not mitmdump:
+        print("webpolicy run: mitmdump not found; install with: pip install 'mitmproxy>=12'",
+              file=sys.stderr)
+        return 1
+    entry = Path(__file__).parents[1] / "proxy" / "mitmdump_entry.py"
+    command = [mitmdump, "-s", str(entry), "--set", f"webpolicy_policy={policy}"]
+    if not any("flow_detail" in arg for arg in args.extra):
+        # mitmdump prints every URL with its client address: personal data in the journal.
+        # The safeguarding log is where such records belong.
+        command += ["--set", "flow_detail=0"]
+    command += args.extra
+    os.execv(mitmdump, command)
+    return 0  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,454 @@
+"""The policy model (policy.yaml) and its validation.
+
+`load_policy` never raises for bad input: it returns every problem as `file:line: message`,
+so `webpolicy validate` can show an admin all mistakes at once and a reload can refuse a broken
+edit while the last good policy stays in force.  List *contents* are read later by engine.py;
+here only the structure and the cross references are checked.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from webpolicy.policy.severity import SEVERITIES
+from webpolicy.policy.yamlnodes import Problem, Reader, load_document, suggest
+
+LIST_FORMATS = ("auto", "domains", "hosts", "wildcard", "adblock", "ut1", "urls")
+ACTIONS = ("block", "log")
+YOUTUBE_MODES = ("strict", "moderate", "off")
+WEBHOOK_FORMATS = ("json", "slack", "teams")
+
+TOP_LEVEL_KEYS = ("version", "default_profile", "profiles", "clients", "lists", "allow", "deny",
+                  "passthrough", "block_page", "logging", "metrics", "watchlist", "alerts")
+
+
+class PolicyError(Exception):
+    """A policy that cannot be used; carries every problem found."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+@dataclass(frozen=True)
+class SafeSearch:
+    """Per-profile safe search (applied by safesearch.py).  Engines that cannot be forced into
+    a safe mode are an ordinary list (blocklists/circumvention/search-engines.txt), blocked
+    per profile like any other, so `check`, the log and the metrics all see them."""
+    enforce: bool = False                 # Google/Bing/DuckDuckGo strict mode
+    youtube: str = "off"                  # strict | moderate | off
+
+
+@dataclass(frozen=True)
+class ConnectRules:
+    block_ip_literals: bool = False       # CONNECT 1.2.3.4:443 bypasses host lists
+    allowed_ports: tuple[int, ...] = ()   # empty: any port
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    block: tuple[str, ...]
+    log: tuple[str, ...]
+    on_error: str = "block"               # what happens when the filter cannot decide
+    safe_search: SafeSearch = SafeSearch()
+    connect: ConnectRules = ConnectRules()
+
+    @property
+    def blocks(self) -> bool:
+        """A profile that blocks fails closed; only such a profile may be the default."""
+        return self.on_error == "block"
+
+
+@dataclass(frozen=True)
+class ListSpec:
+    name: str
+    category: str
+    severity: str
+    format: str
+    sources: tuple[Path, ...]
+    statutory: bool = False
+    expressions: bool = False             # UT1 regular expressions: opt-in, they over-block
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class NetworkRule:
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network
+    profile: str
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A local allow/deny/passthrough entry as written, with its line for error messages."""
+
+    text: str
+    line: int | None
+
+
+@dataclass(frozen=True)
+class BlockPageSettings:
+    organisation: str = "This organisation"
+    contact: str = "your IT or safeguarding team"
+    review_url: str = ""
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    directory: Path = Path("logs")
+    retention_days: int = 30
+    keep_query: bool = False
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 9464
+
+
+@dataclass(frozen=True)
+class WatchlistSpec:
+    name: str
+    category: str
+    severity: str
+    terms: tuple[str, ...] = ()
+    sources: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    url: str
+    format: str = "json"
+
+
+@dataclass(frozen=True)
+class EmailSettings:
+    host: str
+    port: int = 587
+    starttls: bool = True
+    username: str = ""
+    password_env: str = ""                # the password itself never lives in policy.yaml
+    sender: str = ""
+    to: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    repeat_count: int = 5
+    repeat_minutes: int = 10
+    webhook: WebhookSettings | None = None
+    email: EmailSettings | None = None
+
+
+@dataclass(frozen=True)
+class Policy:
+    path: Path
+    version: str
+    default_profile: str
+    profiles: dict[str, Profile]
+    users: dict[str, str]
+    networks: tuple[NetworkRule, ...]
+    devices: dict[str, str]
+    lists: dict[str, ListSpec]
+    allow: tuple[Rule, ...] = ()
+    deny: tuple[Rule, ...] = ()
+    passthrough: tuple[Rule, ...] = ()
+    block_page: BlockPageSettings = BlockPageSettings()
+    logging: LoggingSettings = LoggingSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    watchlist: dict[str, WatchlistSpec] = field(default_factory=dict)
+    alerts: AlertSettings = AlertSettings()
+    warnings: tuple[Problem, ...] = ()
+
+    def files(self) -> list[Path]:
+        """Every file the policy depends on: a change to any of them means a reload."""
+        paths = [self.path]
+        for spec in self.lists.values():
+            paths.extend(spec.sources)
+        for spec in self.watchlist.values():
+            paths.extend(spec.sources)
+        return paths
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Read and validate policy.yaml; raise PolicyError listing every problem."""
+    path = Path(path)
+    root, problems = load_document(path)
+    if problems:
+        raise PolicyError(problems)
+    reader = Reader(str(path))
+    policy = _PolicyBuilder(reader, path).build(root)
+    if reader.errors or policy is None:
+        raise PolicyError(reader.problems)
+    return policy
+
+
+class _PolicyBuilder:
+    """Turns the node tree into a Policy, reporting problems to the reader as it goes."""
+
+    def __init__(self, reader: Reader, path: Path):
+        self.r = reader
+        self.path = path
+        self.base = path.parent
+
+    def build(self, root: yaml.Node | None) -> Policy | None:
+        r = self.r
+        top = r.mapping(root, "policy", TOP_LEVEL_KEYS,
+                        required=("version", "default_profile", "profiles", "lists"))
+        if not top:
+            if root is None:
+                r.error(None, "the file is empty")
+            return None
+        lists = self._lists(top.get("lists"))
+        profiles = self._profiles(top.get("profiles"), lists)
+        users, networks, devices = self._clients(top.get("clients"), profiles)
+        default_profile = self._default_profile(top.get("default_profile"), profiles)
+        policy = Policy(
+            path=self.path,
+            version=r.string(top.get("version"), "version", "") or "",
+            default_profile=default_profile,
+            profiles=profiles,
+            users=users,
+            networks=networks,
+            devices=devices,
+            lists=lists,
+            allow=self._rules(top.get("allow"), "allow"),
+            deny=self._rules(top.get("deny"), "deny"),
+            passthrough=self._rules(top.get("passthrough"), "passthrough"),
+            block_page=self._block_page(top.get("block_page")),
+            logging=self._logging(top.get("logging")),
+            metrics=self._metrics(top.get("metrics")),
+            watchlist=self._watchlist(top.get("watchlist")),
+            alerts=self._alerts(top.get("alerts")),
+            warnings=(),
+        )
+        if not policy.version:
+            r.error(top.get("version") or root, "version: must be a non-empty text, e.g. a date")
+        return policy
+
+    # -- lists ----------------------------------------------------------------------------
+
+    def _lists(self, node: yaml.Node | None) -> dict[str, ListSpec]:
+        specs = {}
+        for name, spec_node in self.r.free_mapping(node, "lists").items():
+            spec = self._list(name, spec_node)
+            if spec:
+                specs[name] = spec
+        if node is not None and not specs and not self.r.errors:
+            self.r.error(node, "lists: at least one list is needed")
+        return specs
+
+    def _list(self, name: str, node: yaml.Node) -> ListSpec | None:
+        r, where = self.r, f"lists.{name}"
+        if name in ("allow", "deny"):
+            r.error(node, f"{where}: '{name}' is reserved for the local {name} rules")
+            return None
+        keys = r.mapping(node, where, ("category", "severity", "format", "sources", "statutory",
+                                       "expressions"), required=("category", "sources"))
+        sources = tuple(self._file(text) for text, _ in r.strings(keys.get("sources"), where + ".sources"))
+        if keys.get("sources") is not None and not sources:
+            r.error(keys["sources"], f"{where}.sources: name at least one file or directory")
+        return ListSpec(
+            name=name,
+            category=r.string(keys.get("category"), where + ".category", name) or name,
+            severity=r.choice(keys.get("severity"), where + ".severity", SEVERITIES, "medium"),
+            format=r.choice(keys.get("format"), where + ".format", LIST_FORMATS, "auto"),
+            sources=sources,
+            statutory=r.boolean(keys.get("statutory"), where + ".statutory", False),
+            expressions=r.boolean(keys.get("expressions"), where + ".expressions", False),
+            line=node.start_mark.line + 1,
+        )
+
+    def _file(self, text: str) -> Path:
+        path = Path(text).expanduser()
+        return path if path.is_absolute() else self.base / path
+
+    # -- profiles and clients -------------------------------------------------------------
+
+    def _profiles(self, node: yaml.Node | None, lists: dict[str, ListSpec]) -> dict[str, Profile]:
+        profiles = {}
+        for name, profile_node in self.r.free_mapping(node, "profiles").items():
+            profiles[name] = self._profile(name, profile_node, lists)
+        return profiles
+
+    def _profile(self, name: str, node: yaml.Node, lists: dict[str, ListSpec]) -> Profile:
+        r, where = self.r, f"profiles.{name}"
+        keys = r.mapping(node, where, ("block", "log", "on_error", "safe_search", "connect"))
+        block = self._list_refs(keys.get("block"), where + ".block", lists)
+        log = self._list_refs(keys.get("log"), where + ".log", lists)
+        for list_name, item in r.strings(keys.get("log"), where + ".log"):
+            if list_name in lists and lists[list_name].statutory:
+                r.error(item, f"{where}.log: '{list_name}' is a statutory list; it is blocked for "
+                              "every profile and cannot be only logged")
+        for list_name in set(block) & set(log):
+            r.error(keys.get("log"), f"{where}: '{list_name}' is under both block and log")
+        return Profile(
+            name=name, block=block, log=log,
+            on_error=r.choice(keys.get("on_error"), where + ".on_error", ("block", "allow"), "block"),
+            safe_search=self._safe_search(keys.get("safe_search"), where + ".safe_search"),
+            connect=self._connect(keys.get("connect"), where + ".connect"),
+        )
+
+    def _list_refs(self, node: yaml.Node | None, where: str,
+                   lists: dict[str, ListSpec]) -> tuple[str, ...]:
+        names = []
+        for list_name, item in self.r.strings(node, where):
+            if list_name not in lists:
+                self.r.error(item, f"{where}: unknown list '{list_name}'{suggest(list_name, list(lists))}")
+            else:
+                names.append(list_name)
+        return tuple(dict.fromkeys(names))
+
+    def _safe_search(self, node: yaml.Node | None, where: str) -> SafeSearch:
+        keys = self.r.mapping(node, where, ("enforce", "youtube"))
+        return SafeSearch(
+            enforce=self.r.boolean(keys.get("enforce"), where + ".enforce", False),
+            youtube=self.r.choice(keys.get("youtube"), where + ".youtube", YOUTUBE_MODES, "off"),
+        )
+
+    def _connect(self, node: yaml.Node | None, where: str) -> ConnectRules:
+        keys = self.r.mapping(node, where, ("block_ip_literals", "allowed_ports"))
+        ports = []
+        for item in self.r.sequence(keys.get("allowed_ports"), where + ".allowed_ports"):
+            ports.append(self.r.integer(item, where + ".allowed_ports", 443, 1, 65535))
+        return ConnectRules(
+            block_ip_literals=self.r.boolean(keys.get("block_ip_literals"),
+                                             where + ".block_ip_literals", False),
+            allowed_ports=tuple(ports),
+        )
+
+    def _clients(self, node: yaml.Node | None, profiles: dict[str, Profile]):
+        r = self.r
+        keys = r.mapping(node, "clients", ("users", "networks", "devices"))
+        users = {}
+        for user, value in r.free_mapping(keys.get("users"), "clients.users").items():
+            users[user] = self._profile_ref(value, f"clients.users.{user}", profiles)
+        networks = []
+        for item in r.sequence(keys.get("networks"), "clients.networks"):
+            rule = self._network(item, profiles)
+            if rule:
+                networks.append(rule)
+        devices = {}
+        for address, value in r.free_mapping(keys.get("devices"), "clients.devices").items():
+            try:
+                canonical = str(ipaddress.ip_address(address))
+            except ValueError:
+                r.error(value, f"clients.devices: '{address}' is not an IP address")
+                continue
+            devices[canonical] = r.string(value, f"clients.devices.{address}", "") or ""
+        return users, tuple(networks), devices
+
+    def _network(self, node: yaml.Node, profiles: dict[str, Profile]) -> NetworkRule | None:
+        keys = self.r.mapping(node, "clients.networks", ("cidr", "profile"),
+                              required=("cidr", "profile"))
+        cidr = self.r.string(keys.get("cidr"), "clients.networks.cidr")
+        profile = self._profile_ref(keys.get("profile"), "clients.networks.profile", profiles)
+        if not cidr or not profile:
+            return None
+        try:
+            network = ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            self.r.error(keys["cidr"], f"clients.networks: '{cidr}' is not a network (e.g. 10.20.0.0/16)")
+            return None
+        return NetworkRule(network, profile)
+
+    def _profile_ref(self, node: yaml.Node | None, where: str,
+                     profiles: dict[str, Profile]) -> str:
+        name = self.r.string(node, where, "") or ""
+        if name and name not in profiles:
+            self.r.error(node, f"{where}: unknown profile '{name}'{suggest(name, list(profiles))}")
+        return name
+
+    def _default_profile(self, node: yaml.Node | None, profiles: dict[str, Profile]) -> str:
+        name = self._profile_ref(node, "default_profile", profiles)
+        if name in profiles and not profiles[name].blocks:
+            self.r.error(node, f"default_profile: '{name}' has on_error: allow; unknown clients "
+                               "must get a profile that blocks when the filter cannot decide")
+        return name
+
+    # -- local rules and settings ---------------------------------------------------------
+
+    def _rules(self, node: yaml.Node | None, where: str) -> tuple[Rule, ...]:
+        return tuple(Rule(text, item.start_mark.line + 1) for text, item in self.r.strings(node, where))
+
+    def _block_page(self, node: yaml.Node | None) -> BlockPageSettings:
+        keys = self.r.mapping(node, "block_page", ("organisation", "contact", "review_url"))
+        default = BlockPageSettings()
+        return BlockPageSettings(
+            organisation=self.r.string(keys.get("organisation"), "block_page.organisation",
+                                       default.organisation),
+            contact=self.r.string(keys.get("contact"), "block_page.contact", default.contact),
+            review_url=self.r.string(keys.get("review_url"), "block_page.review_url", ""),
+        )
+
+    def _logging(self, node: yaml.Node | None) -> LoggingSettings:
+        keys = self.r.mapping(node, "logging", ("directory", "retention_days", "keep_query"))
+        directory = self.r.string(keys.get("directory"), "logging.directory", "logs")
+        return LoggingSettings(
+            directory=self._file(directory or "logs"),
+            retention_days=self.r.integer(keys.get("retention_days"), "logging.retention_days",
+                                          30, 1, 3650),
+            keep_query=self.r.boolean(keys.get("keep_query"), "logging.keep_query", False),
+        )
+
+    def _metrics(self, node: yaml.Node | None) -> MetricsSettings:
+        keys = self.r.mapping(node, "metrics", ("enabled", "listen"))
+        enabled = self.r.boolean(keys.get("enabled"), "metrics.enabled", True)
+        listen = self.r.string(keys.get("listen"), "metrics.listen", "127.0.0.1:9464") or ""
+        host, _, port_text = listen.rpartition(":")
+        if not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+            self.r.error(keys.get("listen"), f"metrics.listen: '{listen}' is not host:port "
+                                             "(e.g. 127.0.0.1:9464)")
+            return MetricsSettings(enabled=enabled)
+        return MetricsSettings(enabled=enabled, host=host.strip("[]"), port=int(port_text))
+
+    def _watchlist(self, node: yaml.Node | None) -> dict[str, WatchlistSpec]:
+        specs = {}
+        for name, spec_node in self.r.free_mapping(node, "watchlist").items():
+            where = f"watchlist.{name}"
+            keys = self.r.mapping(spec_node, where, ("category", "severity", "terms", "sources"),
+                                  required=("category",))
+            terms = tuple(t for t, _ in self.r.strings(keys.get("terms"), where + ".terms"))
+            sources = tuple(self._file(t) for t, _ in self.r.strings(keys.get("sources"),
+                                                                        where + ".sources"))
+            if not terms and not sources:
+                self.r.error(spec_node, f"{where}: give terms or sources (files of terms)")
+            specs[name] = WatchlistSpec(
+                name=name,
+                category=self.r.string(keys.get("category"), where + ".category", name) or name,
+                severity=self.r.choice(keys.get("severity"), where + ".severity", SEVERITIES, "high"),
+                terms=terms, sources=sources)
+        return specs
+
+    def _alerts(self, node: yaml.Node | None) -> AlertSettings:
+        r = self.r
+        keys = r.mapping(node, "alerts", ("repeat", "webhook", "email"))
+        repeat = r.mapping(keys.get("repeat"), "alerts.repeat", ("count", "minutes"))
+        webhook = None
+        if keys.get("webhook") is not None:
+            hook = r.mapping(keys["webhook"], "alerts.webhook", ("url", "format"), required=("url",))
+            webhook = WebhookSettings(
+                url=r.string(hook.get("url"), "alerts.webhook.url", "") or "",
+                format=r.choice(hook.get("format"), "alerts.webhook.format", WEBHOOK_FORMATS, "json"))
+        email = None
+        if keys.get("email") is not None:
+            mail = r.mapping(keys["email"], "alerts.email",
+                             ("host", "port", "starttls", "username", "password_env", "from", "to"),
+                             required=("host", "from", "to"))
+            email = EmailSettings(
+                host=r.string(mail.get("host"), "alerts.email.host", "") or "",
+                port=r.integer(mail.get("port"), "alerts.email.port", 587, 1, 65535),
+                starttls=r.boolean(mail.get("starttls"), "alerts.email.starttls", True),
+                username=r.string(mail.get("username"), "alerts.email.username", "") or "",
+                password_env=r.string(mail.get("password_env"), "alerts.email.password_env", "") or "",
+                sender=r.string(mail.get("from"), "alerts.email.from", "") or "",
+                to=tuple(t for t, _ in r.strings(mail.get("to"), "alerts.email.to")))
+        return AlertSettings(
+            repeat_count=r.integer(repeat.get("count"), "alerts.repeat.count", 5, 1, 10000),
+            repeat_minutes=r.integer(repeat.get("minutes"), "alerts.repeat.minutes", 10, 1, 1440),
+            webhook=webhook, email=email)

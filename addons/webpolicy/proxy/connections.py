@@ -1,0 +1,133 @@
+"""Connections that never become HTTP requests the add-on sees: CONNECT tunnels, TLS
+handshakes and raw TCP.
+
+- `http_connect` refuses a CONNECT the profile's connect rules forbid (IP address, port),
+  and a blocked pass-through host, with a non-2xx answer before any upstream connection;
+- `tls_clienthello` / `tls_start_client` refuse a blocked pass-through connection by SNI
+  (transparent mode has nothing else), and a TLS handshake naming another host than its
+  CONNECT when the tunnel would not be intercepted; an intercepted connection no request to
+  which can be blocked is handed to EarlyUpstream (upstream.py);
+- `tcp_start` decides raw TCP inside a tunnel on its destination.
+The login that names the user of a connection (CONNECT's proxy login, SOCKS5's) is kept on
+the Gate, keyed by the client connection, for the TLS and TCP hooks that have no flow.
+"""
+
+from __future__ import annotations
+
+from mitmproxy import ctx, http, tcp, tls
+from mitmproxy.proxy.layers import modes
+from OpenSSL import SSL
+
+from webpolicy.engine import circumvention
+from webpolicy.engine.decision import Decision
+from webpolicy.proxy import blockpage
+from webpolicy.proxy.flows import connect_host
+from webpolicy.proxy.gate import Gate
+from webpolicy.proxy.upstream import EarlyUpstream
+from webpolicy.safeguarding.events import RequestFacts
+
+
+class ConnectionFilter:
+    def __init__(self, gate: Gate, early_upstream: EarlyUpstream) -> None:
+        self.gate = gate
+        self.early_upstream = early_upstream
+        self._refuse: dict[str, Decision] = {}    # client connection id -> refusal (TLS hooks)
+
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None:
+            return
+        gate = self.gate
+        user = gate.user(flow)
+        if user:
+            gate.users[flow.client_conn.id] = user
+        host, client = flow.request.host, flow.client_conn.peername[0]
+        refusal = gate.circumvention_refusal(flow, host, flow.request.port)
+        if refusal is not None:            # IP address or port the profile does not allow
+            self._refuse_tunnel(flow, refusal, user, passthrough=False)
+            return
+        if gate.engine is not None and not gate.is_passthrough(host):
+            return                         # intercepted: every request inside is decided
+        decision = gate.decide_host(host, client, user)
+        if decision.blocked:
+            self._refuse_tunnel(flow, decision, user, passthrough=True)
+
+    def _refuse_tunnel(self, flow: http.HTTPFlow, decision: Decision, user: str | None,
+                       passthrough: bool) -> None:
+        """A non-2xx answer to CONNECT refuses the tunnel before any upstream connection."""
+        facts = RequestFacts(flow.client_conn.peername[0], user, "CONNECT", None,
+                             f"{flow.request.host}:{flow.request.port}")
+        self.gate.record(decision, facts, passthrough=passthrough)
+        self.gate.metrics.connection_refused(decision.profile, "connect")
+        flow.response = http.Response.make(
+            blockpage.status_for(decision),
+            f"Blocked by the web filter: {decision.category}\n".encode(),
+            {"Content-Type": "text/plain"})
+
+    def socks5_auth(self, data: modes.Socks5AuthData) -> None:
+        """A SOCKS5 login (checked by mitmproxy's proxyauth, which runs first) names the user
+        for everything decided on the connection before its requests: TLS, raw TCP."""
+        if data.valid:
+            self.gate.users[data.client_conn.id] = data.username
+
+    def tls_clienthello(self, data: tls.ClientHelloData) -> None:
+        """Pass-through hosts are not intercepted; in transparent mode SNI is all we have.
+
+        Behind a CONNECT, the SNI must name the CONNECT host when the tunnel would not be
+        intercepted (either name is a pass-through host): otherwise a client could CONNECT to
+        one host and reach another unseen.  In an intercepted tunnel a different SNI is
+        decided too, since the upstream connection carries it.
+        """
+        gate = self.gate
+        engine = gate.engine
+        sni = data.client_hello.sni
+        host = sni or (data.context.server.address or ("",))[0]
+        if not host or engine is None:
+            return
+        connect_name = connect_host(data.context)
+        mismatch = circumvention.sni_violation(connect_name, sni) if connect_name else None
+        passthrough = any(gate.is_passthrough(name) for name in (host, connect_name) if name)
+        client = data.context.client
+        user = gate.users.get(client.id)
+        if not passthrough and mismatch is None:
+            # Intercepted: every request inside is decided.  Connected early only where none
+            # can be blocked, and only for a known user when users must log in.
+            if user is not None or not ctx.options.proxyauth:
+                self.early_upstream.mark(data, engine, user)
+            return
+        if passthrough and mismatch is not None:
+            decision = gate.violation_decision(mismatch, client.peername[0], user)
+        else:
+            decision = gate.decide_host(host, client.peername[0], user)
+        if decision.blocked:
+            facts = RequestFacts(client.peername[0], user, "TLS", None, host)
+            gate.record(decision, facts, passthrough=passthrough)
+            gate.metrics.connection_refused(decision.profile, "tls")
+            self._refuse[client.id] = decision
+        elif passthrough:
+            data.ignore_connection = True
+
+    def tls_start_client(self, data: tls.TlsData) -> None:
+        """Refuse a blocked pass-through connection: a TLS context without a certificate
+        makes the handshake fail before anything is forwarded."""
+        if data.conn.id in self._refuse and data.ssl_conn is None:
+            data.ssl_conn = SSL.Connection(SSL.Context(SSL.TLS_METHOD))
+            data.ssl_conn.set_accept_state()
+
+    def tcp_start(self, flow: tcp.TCPFlow) -> None:
+        """Non-HTTP traffic inside a tunnel is decided on its destination host."""
+        address = flow.server_conn.sni or (flow.server_conn.address or ("",))[0]
+        if not address:
+            return
+        gate = self.gate
+        user = gate.users.get(flow.client_conn.id)
+        decision = gate.decide_host(address, flow.client_conn.peername[0], user)
+        if decision.blocked:
+            facts = RequestFacts(flow.client_conn.peername[0], user, "TCP", None, address)
+            gate.record(decision, facts, passthrough=True)
+            gate.metrics.connection_refused(decision.profile, "tcp")
+            flow.kill()
+
+    def client_disconnected(self, client) -> None:
+        self.early_upstream.forget(client.id)
+        self.gate.users.pop(client.id, None)
+        self._refuse.pop(client.id, None)

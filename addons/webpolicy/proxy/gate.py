@@ -1,0 +1,184 @@
+"""The gate: what every hook shares, and the one way a decision is made, recorded and enforced.
+
+The add-on's hooks (requests.py, connections.py) and its stages (stages/) all decide through
+one Gate, which holds the engine in force, knows who each client connection is, and turns a
+decision into a safeguarding record, metrics and, when it blocks, the block page.  It imports
+neither the add-on nor the stages: they are given a Gate (the stages see it only through the
+narrow `StageHost` protocol in stages/__init__.py).
+
+Every method that decides fails closed: an exception becomes the profile's `on_error`
+decision (a raised hook would make mitmproxy forward the request).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from mitmproxy import http
+
+from webpolicy.engine import circumvention
+from webpolicy.engine.decision import NO_POLICY, Decision, decide, unavailable
+from webpolicy.engine.engine import Engine
+from webpolicy.engine.watchlist import WatchHit
+from webpolicy.lists.canonical import CanonicalURL, canonical_host, from_parts
+from webpolicy.monitoring.metrics import Metrics
+from webpolicy.policy.model import BlockPageSettings, Profile
+from webpolicy.proxy import blockpage
+from webpolicy.proxy.flows import client_ip, make_response, request_hosts
+from webpolicy.safeguarding.alerts import Alerter
+from webpolicy.safeguarding.events import RequestFacts, event_action, make_record, new_event_id
+from webpolicy.safeguarding.logwriter import LogWriter
+
+log = logging.getLogger("webpolicy")
+
+_DEFAULT_PAGE = BlockPageSettings()
+
+
+class Gate:
+    def __init__(self, metrics: Metrics) -> None:
+        self.engine: Engine | None = None          # swapped whole on reload (addon.py)
+        self.metrics = metrics
+        self.log_writer: LogWriter | None = None
+        self.alerter: Alerter | None = None
+        self.users: dict[str, str] = {}            # client connection id -> proxy-auth user
+
+    # -- who ------------------------------------------------------------------------------
+
+    def user(self, flow: http.HTTPFlow) -> str | None:
+        auth = flow.metadata.get("proxyauth")
+        if auth:
+            return auth[0]
+        return self.users.get(flow.client_conn.id)
+
+    def identify(self, flow: http.HTTPFlow) -> tuple[Profile, str] | None:
+        """The client's profile and why; None until a policy is loaded."""
+        engine = self.engine
+        if engine is None:
+            return None
+        rules, reason = engine.identify(self.user(flow), client_ip(flow))
+        return rules.profile, reason
+
+    # -- deciding -------------------------------------------------------------------------
+
+    def decide_host(self, host: str, client: str, user: str | None) -> Decision:
+        """The decision for a bare host (a CONNECT, an SNI, a raw TCP destination)."""
+        engine = self.engine
+        if engine is None:
+            return NO_POLICY
+        try:
+            return decide(engine, CanonicalURL("", canonical_host(host), None, "/", ""),
+                          client, user)
+        except Exception as exc:  # noqa: BLE001
+            return self.failure(engine, client, user, exc)
+
+    def failure(self, engine: Engine, client: str, user: str | None,
+                exc: BaseException) -> Decision:
+        """Deciding raised: the profile's on_error (fail closed for profiles that block)."""
+        self.metrics.filter_errors.inc()
+        # WARNING, not ERROR: mitmproxy exits on any ERROR logged while it is starting up.
+        log.warning("webpolicy: cannot decide, failing closed for profiles that block: %r", exc)
+        try:
+            rules, reason = engine.identify(user, client)
+            return unavailable(rules.profile.name, reason, engine.version, rules.profile.on_error)
+        except Exception:  # noqa: BLE001
+            return unavailable(engine.policy.default_profile, "default", engine.version)
+
+    def is_passthrough(self, host: str) -> bool:
+        engine = self.engine
+        if engine is None:
+            return False
+        try:
+            return engine.is_passthrough(canonical_host(host))
+        except ValueError:
+            return False
+
+    def circumvention_refusal(self, flow: http.HTTPFlow, host: str,
+                              port: int | None) -> Decision | None:
+        """The client's connect rules for `host` (port None: a plain request, where only the
+        IP-literal rule applies).  An address listed under `allow:` may be used."""
+        engine = self.engine
+        if engine is None:
+            return None                    # nothing is allowed without a policy anyway
+        client = client_ip(flow)
+        user = self.user(flow)
+        try:
+            rules, reason = engine.identify(user, client)
+            connect = rules.profile.connect
+            violation = (circumvention.ip_literal_violation(host, connect) if port is None
+                         else circumvention.connect_violation(host, port, connect))
+            if violation is None:
+                return None
+            if violation.rule == circumvention.IP_LITERAL and \
+                    self.decide_host(host, client, user).list == "allow":
+                return None
+            return circumvention.refusal(violation, rules.profile.name, reason, engine.version)
+        except Exception as exc:  # noqa: BLE001 - fail closed, never open
+            return self.failure(engine, client, user, exc)
+
+    def violation_decision(self, violation: circumvention.Violation, client: str,
+                           user: str | None) -> Decision:
+        engine = self.engine
+        if engine is None:
+            return NO_POLICY
+        try:
+            rules, reason = engine.identify(user, client)
+            return circumvention.refusal(violation, rules.profile.name, reason, engine.version)
+        except Exception as exc:  # noqa: BLE001 - fail closed, never open
+            return self.failure(engine, client, user, exc)
+
+    # -- recording and enforcing ----------------------------------------------------------
+
+    def record(self, decision: Decision, facts: RequestFacts, passthrough: bool = False,
+               watch: WatchHit | None = None) -> str:
+        """The safeguarding record (and alert, and metrics) of one event; its reference."""
+        event_id = new_event_id()
+        engine = self.engine
+        self.metrics.event(decision)
+        if watch is not None:
+            self.metrics.watchlist_hits.labels(watch.category).inc()
+        record = make_record(event_id, event_action(decision, passthrough, watch is not None),
+                             decision, facts, engine.device(facts.client_ip) if engine else "",
+                             engine.policy.logging.keep_query if engine else False, watch=watch)
+        if self.log_writer is not None:
+            self.log_writer.write(record)
+        if self.alerter is not None:
+            self.alerter.offer(record)
+        return event_id
+
+    def block(self, flow: http.HTTPFlow, decision: Decision, event_id: str,
+              url: CanonicalURL | None, host: str) -> None:
+        """Answer with the block page: the request goes no further."""
+        settings = self.engine.policy.block_page if self.engine else None
+        page = blockpage.render(decision, event_id, str(url) if url else host,
+                                url.host if url else host, settings or _DEFAULT_PAGE,
+                                flow.request.headers.get("accept", ""))
+        flow.request.stream = False        # a streamed body must not reach the upstream
+        flow.response = make_response(page.status, page.body, [
+            (b"content-type", page.content_type.encode()),
+            (b"cache-control", b"no-store"),
+            (b"x-webpolicy-reference", event_id.encode()),
+        ])
+
+    def refuse_request(self, flow: http.HTTPFlow, decision: Decision) -> None:
+        """Record a stage's decision and answer with the block page (or, for a profile with
+        on_error: allow, only record it)."""
+        request = flow.request
+        host = request_hosts(flow)[0]
+        try:
+            url = from_parts(request.scheme, host, request.port, request.path)
+        except ValueError:
+            url = None
+        facts = RequestFacts(client_ip(flow), self.user(flow), request.method, url, host,
+                             request.headers.get("user-agent", ""))
+        event_id = self.record(decision, facts)
+        if decision.blocked:
+            self.block(flow, decision, event_id, url, host)
+
+    def stage_failed(self, flow: http.HTTPFlow, exc: BaseException) -> None:
+        """A stage raised: fail closed for profiles that block, as for decide()."""
+        engine = self.engine
+        if engine is None:
+            decision = NO_POLICY
+        else:
+            decision = self.failure(engine, client_ip(flow), self.user(flow), exc)
+        self.refuse_request(flow, decision)
