@@ -35,7 +35,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from webpolicy.engine.engine import circumvention
+from webpolicy.engine import circumvention
 from webpolicy.monitoring.metrics import Metrics
 from webpolicy.policy.model import load_policy
 

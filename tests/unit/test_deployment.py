@@ -15,8 +15,6 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs"
 UNIT = DOCS / "webpolicy.service"
-# Written by another issue; linked from here before it lands.
-PENDING = {DOCS / "circumvention.md"}
 
 
 def _systemd_analyze() -> str:
@@ -80,7 +78,7 @@ def test_links_resolve(document):
     assert local
     for target in local:
         path = (document.parent / target).resolve()
-        assert path.exists() or path in PENDING, f"{document.name}: broken link {target}"
+        assert path.exists(), f"{document.name}: broken link {target}"
 
 
 def test_readme_deployment_section_points_to_the_guide():

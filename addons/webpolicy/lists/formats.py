@@ -195,7 +195,11 @@ def parse_source(path: str | Path, fmt: str = "auto", part: Part = WHOLE) -> Par
     p = Path(path)
     if fmt not in FORMATS:
         raise SourceError(p, f"unknown list format {fmt!r} (expected one of {', '.join(FORMATS)})")
-    if p.is_dir():
+    try:
+        is_dir = p.is_dir()
+    except OSError as exc:               # a directory on the way cannot be entered
+        raise SourceError(p, f"cannot read: {exc.strerror or exc}") from None
+    if is_dir:
         if fmt not in ("auto", "ut1"):
             raise SourceError(p, f"is a directory; format {fmt} needs a file")
         return _parse_ut1(p)

@@ -8,7 +8,7 @@ import pytest
 
 from webpolicy.policy.model import PolicyError, load_policy
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[4]
 
 GOOD = """\
 version: "2026-11-25"

@@ -431,7 +431,7 @@ def run_isolated(code: str, tmp_path: Path) -> None:
     process without other threads (the worker; not pytest's, which other tests leave some
     in)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(Path(compiler.__file__).parents[1]), str(Path(__file__).parents[2])]))
+        [str(Path(compiler.__file__).parents[2]), str(Path(__file__).parents[4])]))
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
                           text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr

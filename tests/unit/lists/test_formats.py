@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -20,7 +24,8 @@ from webpolicy.lists.domainindex import is_ip_literal
 from webpolicy.lists.canonical import canonical_host
 from webpolicy.lists.formats import FORMATS, ParsedSource, SourceError, parse_source
 
-UT1 = Path(__file__).resolve().parents[3] / "shared/data/ut1"
+UT1 = Path(__file__).resolve().parents[4] / "shared/data/ut1"
+ADDONS = Path(__file__).resolve().parents[3] / "addons"
 needs_ut1 = pytest.mark.skipif(not (UT1 / "gambling").is_dir(),
                                reason="no UT1 snapshot beside the repo")
 
@@ -325,12 +330,52 @@ def test_unknown_format_and_binary_and_bad_gzip(tmp_path):
         parse_source(write(tmp_path, "x.gz", gzip.compress(b"a.example.com\n")[:12]))
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads anything")
-def test_unreadable_source(tmp_path):
-    path = write(tmp_path, "secret.txt", "a.example.com\n")
+def _parse_as_nobody(path: Path) -> subprocess.CompletedProcess:
+    """parse_source in a child process that has dropped to `nobody` after its imports: root
+    reads anything, and CI runs as root."""
+    code = ("import os, sys\nfrom webpolicy.lists.formats import SourceError, parse_source\n"
+            "os.setgid(65534)\nos.setuid(65534)\n"
+            "try:\n    parse_source(sys.argv[1])\nexcept SourceError as exc:\n"
+            "    print(exc)\n    sys.exit(3)\n")
+    return subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ADDONS)})
+
+
+@pytest.fixture
+def open_directory():
+    """A directory anyone may enter (pytest's tmp_path is inside a 0700 one)."""
+    path = Path(tempfile.mkdtemp(prefix="webpolicy-test-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)
+
+
+def test_unreadable_source(open_directory):
+    path = write(open_directory, "secret.txt", "a.example.com\n")
     path.chmod(0)
-    with pytest.raises(SourceError, match="cannot read"):
-        parse_source(path)
+    if os.geteuid() != 0:
+        with pytest.raises(SourceError, match="cannot read"):
+            parse_source(path)
+        return
+    done = _parse_as_nobody(path)
+    assert done.returncode == 3, done.stderr
+    assert "cannot read" in done.stdout
+
+
+def test_source_behind_a_closed_directory(open_directory):
+    """A path the proxy's account cannot even look at is a source error, not a crash."""
+    closed = open_directory / "closed"
+    closed.mkdir()
+    path = write(closed, "list.txt", "a.example.com\n")
+    closed.chmod(0o700)
+    if os.geteuid() != 0:
+        closed.chmod(0)
+        with pytest.raises(SourceError, match="cannot read"):
+            parse_source(path)
+        return
+    done = _parse_as_nobody(path)
+    assert done.returncode == 3, done.stderr
+    assert "cannot read" in done.stdout
 
 
 def test_empty_file_is_not_an_error(tmp_path):

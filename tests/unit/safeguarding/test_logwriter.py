@@ -194,7 +194,7 @@ SIGTERM_SCRIPT = textwrap.dedent("""
 def test_sigterm_drains_the_queue(tmp_path):
     process = subprocess.Popen([sys.executable, "-c", SIGTERM_SCRIPT, str(tmp_path)],
                                stdout=subprocess.PIPE, text=True,
-                               env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "addons")})
+                               env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[4] / "addons")})
     assert process.stdout.readline().strip() == "queued"
     process.send_signal(signal.SIGTERM)
     assert process.wait(30) == 0

@@ -9,7 +9,7 @@ import pytest
 from webpolicy.policy.model import WatchlistSpec, load_policy
 from webpolicy.engine.watchlist import RecentHits, Watchlist, words
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[4]
 
 
 def compile_terms(*terms: str, severity: str = "high", name: str = "test") -> Watchlist:

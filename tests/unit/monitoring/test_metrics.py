@@ -114,7 +114,7 @@ def test_names_follow_prometheus_conventions(metrics):
 
 
 def test_every_metric_is_explained_in_the_readme():
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[4] / "README.md").read_text()
     section = readme.split("\n## Monitoring\n", 1)[1].split("\n## ", 1)[0]
     missing = [name for name in DOCUMENTED if f"`{name}`" not in section]
     assert not missing

@@ -18,7 +18,7 @@ from webpolicy.engine.decision import decide
 from webpolicy.engine.engine import build_engine
 from webpolicy.policy.model import ConnectRules, PolicyError, load_policy
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[4]
 
 LEARNER = ConnectRules(block_ip_literals=True, allowed_ports=(443,))
 OPEN = ConnectRules()

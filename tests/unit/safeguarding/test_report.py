@@ -15,7 +15,7 @@ from webpolicy.safeguarding.logstore import ReadStats, read_records
 from webpolicy.safeguarding.report import (Filters, parse_when, select, write_csv, write_json, write_sites,
                               write_table)
 
-SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "addons/webpolicy/safeguarding/"
+SCHEMA = json.loads((Path(__file__).resolve().parents[4] / "addons/webpolicy/safeguarding/"
                      "event-record.schema.json").read_text())
 
 
@@ -56,7 +56,7 @@ def test_schema_rejects_drift():
 
 
 def test_documentation_covers_every_field():
-    doc = (Path(__file__).resolve().parents[2] / "docs/event-record.md").read_text()
+    doc = (Path(__file__).resolve().parents[4] / "docs/event-record.md").read_text()
     for name in SCHEMA["properties"]:
         assert f"`{name}`" in doc, name
 

@@ -1,5 +1,5 @@
 """Reading the safeguarding log, the reviews store, and the locked atomic rewrite erase uses.
-(Erase end to end is in test_report_cli.py; erase racing the writer in test_auditlog.py.)"""
+(Erase end to end is in cli/test_report.py; erase racing the writer in test_logwriter.py.)"""
 
 from __future__ import annotations
 
