@@ -87,9 +87,9 @@ def time_calls(fn, args: list) -> tuple[float, float]:
 def measure(n: int, urls: int) -> dict:
     """Runs in a child process so RSS growth belongs to this size alone."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "addons"))
-    from webpolicy.lists.canonical import canonical_url
     from webpolicy.engine.decision import decide
     from webpolicy.engine.engine import build_engine
+    from webpolicy.lists.canonical import canonical_url
     from webpolicy.policy.model import load_policy
 
     rng = random.Random(n)

@@ -7,10 +7,10 @@ import datetime as dt
 import json
 from pathlib import Path
 
-from webpolicy.lists.canonical import canonical_url
 from webpolicy.engine.decision import Decision, unavailable
-from webpolicy.safeguarding.events import RequestFacts, event_action, make_record, new_event_id
 from webpolicy.engine.watchlist import WatchHit
+from webpolicy.lists.canonical import canonical_url
+from webpolicy.safeguarding.events import RequestFacts, event_action, make_record, new_event_id
 
 NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
 SELF_HARM = WatchHit("self_harm", "Self-harm", "high", "self harm")

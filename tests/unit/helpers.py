@@ -7,6 +7,10 @@ from pathlib import Path
 from webpolicy.engine.engine import Engine, build_engine
 from webpolicy.policy.model import Policy, load_policy
 
+REPO = Path(__file__).resolve().parents[2]      # the repository
+ADDONS = REPO / "addons"                         # what PYTHONPATH needs for a child process
+UT1 = REPO.parent / "shared" / "data" / "ut1"    # the UT1 snapshot beside the repository
+
 
 def write_policy(directory: Path, policy: str, lists: dict[str, str]) -> Path:
     """Write policy.yaml and its list files (names relative to `directory`)."""

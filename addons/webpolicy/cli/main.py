@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 
 from webpolicy.cli import report as report_cli
-from webpolicy.lists.canonical import canonical_url
 from webpolicy.engine.decision import decide
 from webpolicy.engine.engine import Engine, load_engine
-from webpolicy.policy.model import PolicyError, load_policy
 from webpolicy.engine.watchlist import Watchlist
+from webpolicy.lists.canonical import canonical_url
+from webpolicy.policy.model import PolicyError, load_policy
 
 DEFAULT_POLICY = "policy.yaml"
 

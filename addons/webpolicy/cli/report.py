@@ -15,12 +15,22 @@ import os
 import sys
 from pathlib import Path
 
-from webpolicy.policy.severity import SEVERITY_RANK
-from webpolicy.safeguarding.logstore import Person, ReadStats, ReviewStore, erase, read_records
 from webpolicy.policy.model import PolicyError, load_policy
-from webpolicy.safeguarding.report import (ACTIONS, Filters, parse_when, select, summary, write_csv, write_json,
-                     write_sites, write_table)
+from webpolicy.policy.severity import SEVERITY_RANK
 from webpolicy.safeguarding.htmlreport import write_html
+from webpolicy.safeguarding.logstore import Person, ReadStats, ReviewStore, erase, read_records
+from webpolicy.safeguarding.report import (
+    ACTIONS,
+    Filters,
+    parse_when,
+    select,
+    summary,
+    write_csv,
+    write_json,
+    write_sites,
+    write_table,
+)
+
 
 def add_commands(commands) -> None:
     """Register report, review and erase on the `webpolicy` command line."""

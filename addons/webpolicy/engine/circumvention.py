@@ -32,9 +32,9 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from webpolicy.engine.decision import Decision
 from webpolicy.lists import domainindex
 from webpolicy.lists.canonical import canonical_host, is_plain_name
-from webpolicy.engine.decision import Decision
 from webpolicy.policy.model import ConnectRules
 
 __all__ = ["Violation", "connect_violation", "ip_literal_violation", "sni_violation",

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from webpolicy.lists.canonical import CanonicalURL
 from webpolicy.engine.engine import Engine, ListHit, ProfileRules
+from webpolicy.lists.canonical import CanonicalURL
 from webpolicy.policy.severity import SEVERITY_RANK
 
 ACTION_RANK = {"allow": 0, "log": 1, "block": 2}

@@ -19,11 +19,19 @@ from pathlib import Path
 from typing import NamedTuple
 
 from webpolicy.lists.canonical import canonical_url
-from webpolicy.lists.compiler import (CompiledList, CompiledLists, CompileError, ListCache, ListJob, ListStatus,
-                       compile_lists, read_list)
+from webpolicy.lists.compiler import (
+    CompiledList,
+    CompiledLists,
+    CompileError,
+    ListCache,
+    ListJob,
+    ListStatus,
+    compile_lists,
+    read_list,
+)
 from webpolicy.lists.domainindex import DomainIndex
-from webpolicy.policy.model import ListSpec, Policy, PolicyError, Profile, Rule, load_policy
 from webpolicy.lists.urlindex import RuleHosts, UrlIndex, host_suffixes
+from webpolicy.policy.model import ListSpec, Policy, PolicyError, Profile, Rule, load_policy
 from webpolicy.policy.yamlnodes import Problem
 
 log = logging.getLogger("webpolicy")

@@ -22,8 +22,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from webpolicy.policy.severity import SEVERITY_RANK
 from webpolicy.policy.model import WatchlistSpec
+from webpolicy.policy.severity import SEVERITY_RANK
 from webpolicy.policy.yamlnodes import Problem
 
 MAX_WORDS = 64                 # words of a search that are looked at; search terms are short

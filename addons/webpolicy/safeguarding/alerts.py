@@ -33,8 +33,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 
-from webpolicy.policy.severity import SEVERITY_RANK
 from webpolicy.policy.model import AlertSettings, EmailSettings, WebhookSettings
+from webpolicy.policy.severity import SEVERITY_RANK
 
 RETRY_DELAYS = (2.0, 10.0, 60.0, 300.0)    # seconds before each retry; then give up
 MAX_PENDING = 1000                         # deliveries waiting; more are dropped and counted

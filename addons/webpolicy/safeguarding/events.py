@@ -12,8 +12,8 @@ import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from webpolicy.lists.canonical import CanonicalURL
 from webpolicy.engine.decision import Decision
+from webpolicy.lists.canonical import CanonicalURL
 
 if TYPE_CHECKING:
     from webpolicy.engine.watchlist import WatchHit

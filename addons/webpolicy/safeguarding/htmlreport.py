@@ -17,7 +17,15 @@ from collections import Counter, defaultdict
 
 from webpolicy.policy.severity import SEVERITY_RANK
 from webpolicy.safeguarding.logstore import Review
-from webpolicy.safeguarding.report import ACTION_WORDS, ACTIONS, Filters, is_serious, local, what, who
+from webpolicy.safeguarding.report import (
+    ACTION_WORDS,
+    ACTIONS,
+    Filters,
+    is_serious,
+    local,
+    what,
+    who,
+)
 from webpolicy.safeguarding.sites import most_tried
 
 _COLOURS = {"blocked": "#b03a2e", "flagged": "#d68910", "logged": "#2874a6",

@@ -18,7 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from webpolicy.policy.severity import SEVERITY_RANK
-from webpolicy.safeguarding.logstore import ReadStats, Review, ReviewStore, read_records, record_time, same_ip
+from webpolicy.safeguarding.logstore import (
+    ReadStats,
+    Review,
+    ReviewStore,
+    read_records,
+    record_time,
+    same_ip,
+)
 from webpolicy.safeguarding.sites import most_tried
 
 ACTIONS = ("blocked", "flagged", "logged", "failed_closed", "refused_passthrough")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[4]
+from tests.unit.helpers import REPO
 
 POLICY = """\
 version: "cli-1"

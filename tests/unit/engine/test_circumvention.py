@@ -9,16 +9,22 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from tests.unit.helpers import policy_from
-from webpolicy.lists.canonical import canonical_host, canonical_url
-from webpolicy.engine.circumvention import (CANARY, connect_violation, ip_literal_violation,
-                                     is_canary, is_canonical_ip, is_dns_canary, is_ip_literal,
-                                     refusal, sni_violation)
+from tests.unit.helpers import REPO, policy_from
+from webpolicy.engine.circumvention import (
+    CANARY,
+    connect_violation,
+    ip_literal_violation,
+    is_canary,
+    is_canonical_ip,
+    is_dns_canary,
+    is_ip_literal,
+    refusal,
+    sni_violation,
+)
 from webpolicy.engine.decision import decide
 from webpolicy.engine.engine import build_engine
+from webpolicy.lists.canonical import canonical_host, canonical_url
 from webpolicy.policy.model import ConnectRules, PolicyError, load_policy
-
-REPO = Path(__file__).resolve().parents[4]
 
 LEARNER = ConnectRules(block_ip_literals=True, allowed_ports=(443,))
 OPEN = ConnectRules()
@@ -204,7 +210,7 @@ def test_shipped_circumvention_lists_load_and_stay_small(shipped):
 
 
 def test_search_engines_list_never_names_an_enforced_engine():
-    from webpolicy.lists.formats import parse_source
     from webpolicy.engine.safesearch import engine_for
+    from webpolicy.lists.formats import parse_source
     parsed = parse_source(REPO / "blocklists" / "circumvention" / "search-engines.txt")
     assert parsed.domains and not [d for d in parsed.domains if engine_for(d)]

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.unit.helpers import engine_from
-from webpolicy.lists.canonical import canonical_url
 from webpolicy.engine.decision import allows_every_path, decide
+from webpolicy.lists.canonical import canonical_url
 from webpolicy.policy.model import PolicyError
 
 POLICY = """\

@@ -10,9 +10,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.unit.helpers import policy_from
+from webpolicy.engine.safesearch import (
+    GOOGLE_HOSTS,
+    YOUTUBE_HOSTS,
+    add_preference,
+    engine_for,
+    force_params,
+    rewrite,
+    set_cookie_field,
+)
 from webpolicy.policy.model import PolicyError, SafeSearch
-from webpolicy.engine.safesearch import (GOOGLE_HOSTS, YOUTUBE_HOSTS, add_preference, engine_for,
-                                  force_params, rewrite, set_cookie_field)
 
 ON = SafeSearch(enforce=True, youtube="moderate")
 STRICT = SafeSearch(enforce=True, youtube="strict")

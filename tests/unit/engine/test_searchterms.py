@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from webpolicy.lists.canonical import canonical_url
 from webpolicy.engine.searchterms import MAX_TERM_CHARS, engine_for, extract
+from webpolicy.lists.canonical import canonical_url
 
 
 def term_of(url: str, raw_query: str | None = None):

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from webpolicy.policy.model import WatchlistSpec, load_policy
+from tests.unit.helpers import REPO
 from webpolicy.engine.watchlist import RecentHits, Watchlist, words
-
-REPO = Path(__file__).resolve().parents[4]
+from webpolicy.policy.model import WatchlistSpec, load_policy
 
 
 def compile_terms(*terms: str, severity: str = "high", name: str = "test") -> Watchlist:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-
 import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from webpolicy.lists import canonical
-from webpolicy.lists.canonical import (CanonicalURL, canonical_host, canonical_path, canonical_url,
-                                 from_parts)
+from webpolicy.lists.canonical import (
+    CanonicalURL,
+    canonical_host,
+    canonical_path,
+    canonical_url,
+    from_parts,
+)
 
 # --------------------------------------------------------------------------- Safe Browsing
 

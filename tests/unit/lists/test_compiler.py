@@ -17,14 +17,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.helpers import write_policy
+from tests.unit.helpers import ADDONS, REPO, write_policy
+from webpolicy.engine.decision import decide
+from webpolicy.engine.engine import build_engine, load_engine
 from webpolicy.lists import compiler
 from webpolicy.lists.canonical import canonical_url
-from webpolicy.lists.compiler import (CompileError, ListCache, ListJob, cache_key, compile_lists,
-                                open_cache, prepare_directory)
-from webpolicy.engine.decision import decide
+from webpolicy.lists.compiler import (
+    CompileError,
+    ListCache,
+    ListJob,
+    cache_key,
+    compile_lists,
+    open_cache,
+    prepare_directory,
+)
 from webpolicy.lists.domainindex import DomainIndex, hash_half, hash_part
-from webpolicy.engine.engine import build_engine, load_engine
 from webpolicy.policy.model import load_policy
 
 
@@ -371,7 +378,7 @@ def test_two_processes_interleave_when_no_file_dominates(tmp_path):
     run_isolated("""
 import sys
 from pathlib import Path
-from tests.unit.test_compiler import _two_process_jobs
+from tests.unit.lists.test_compiler import _two_process_jobs
 from webpolicy.lists import compiler
 tmp = Path(sys.argv[1])
 jobs = _two_process_jobs(tmp)
@@ -431,7 +438,7 @@ def run_isolated(code: str, tmp_path: Path) -> None:
     process without other threads (the worker; not pytest's, which other tests leave some
     in)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(Path(compiler.__file__).parents[2]), str(Path(__file__).parents[4])]))
+        [str(ADDONS), str(REPO)]))
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
                           text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -441,7 +448,7 @@ def test_two_processes_build_the_same_index(tmp_path):
     run_isolated("""
 import sys
 from pathlib import Path
-from tests.unit.test_compiler import _two_process_jobs
+from tests.unit.lists.test_compiler import _two_process_jobs
 from webpolicy.lists import compiler
 tmp = Path(sys.argv[1])
 jobs = _two_process_jobs(tmp)
@@ -459,7 +466,7 @@ def test_two_processes_notice_a_source_changing_under_them(tmp_path):
     run_isolated("""
 import sys
 from pathlib import Path
-from tests.unit.test_compiler import _two_process_jobs
+from tests.unit.lists.test_compiler import _two_process_jobs
 from webpolicy.lists import compiler
 jobs = _two_process_jobs(Path(sys.argv[1]))
 keys = iter(["before", "after"])

@@ -19,13 +19,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.unit.helpers import ADDONS, UT1
 from webpolicy.lists import formats as listformats
-from webpolicy.lists.domainindex import is_ip_literal
 from webpolicy.lists.canonical import canonical_host
+from webpolicy.lists.domainindex import is_ip_literal
 from webpolicy.lists.formats import FORMATS, ParsedSource, SourceError, parse_source
 
-UT1 = Path(__file__).resolve().parents[4] / "shared/data/ut1"
-ADDONS = Path(__file__).resolve().parents[3] / "addons"
 needs_ut1 = pytest.mark.skipif(not (UT1 / "gambling").is_dir(),
                                reason="no UT1 snapshot beside the repo")
 

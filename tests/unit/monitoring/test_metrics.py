@@ -10,9 +10,10 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from webpolicy.lists.canonical import canonical_url
+from tests.unit.helpers import REPO
 from webpolicy.engine.decision import Decision, decide, unavailable
 from webpolicy.engine.engine import build_engine
+from webpolicy.lists.canonical import canonical_url
 from webpolicy.monitoring.metrics import Metrics
 from webpolicy.policy.model import load_policy
 
@@ -114,7 +115,7 @@ def test_names_follow_prometheus_conventions(metrics):
 
 
 def test_every_metric_is_explained_in_the_readme():
-    readme = (Path(__file__).resolve().parents[4] / "README.md").read_text()
+    readme = (REPO / "README.md").read_text()
     section = readme.split("\n## Monitoring\n", 1)[1].split("\n## ", 1)[0]
     missing = [name for name in DOCUMENTED if f"`{name}`" not in section]
     assert not missing

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.helpers import REPO
 from webpolicy.policy.model import PolicyError, load_policy
-
-REPO = Path(__file__).resolve().parents[4]
 
 GOOD = """\
 version: "2026-11-25"

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from webpolicy.proxy import blockpage
 from webpolicy.engine.decision import Decision, unavailable
 from webpolicy.policy.model import BlockPageSettings
+from webpolicy.proxy import blockpage
 
 SETTINGS = BlockPageSettings(organisation="Example College", contact="the helpdesk (ext. 2100)",
                              review_url="https://help.example/review")

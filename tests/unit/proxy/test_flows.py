@@ -13,8 +13,14 @@ from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import tflow, tutils
 
-from webpolicy.proxy.flows import (NAMED_DESTINATION_MODES, client_ip, early_connect_hosts,
-                            make_response, names_destination, request_hosts)
+from webpolicy.proxy.flows import (
+    NAMED_DESTINATION_MODES,
+    client_ip,
+    early_connect_hosts,
+    make_response,
+    names_destination,
+    request_hosts,
+)
 
 
 def flow(connection_host: str, host_header: str | None, mode: str = "regular",

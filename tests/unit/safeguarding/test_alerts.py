@@ -24,9 +24,18 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from webpolicy.safeguarding.alerts import (REPEAT_CATEGORY, Alert, Alerter, AlertRules, PermanentError,
-                              plain_text, send_email, send_webhook, webhook_body)
 from webpolicy.policy.model import AlertSettings, EmailSettings, WebhookSettings
+from webpolicy.safeguarding.alerts import (
+    REPEAT_CATEGORY,
+    Alert,
+    Alerter,
+    AlertRules,
+    PermanentError,
+    plain_text,
+    send_email,
+    send_webhook,
+    webhook_body,
+)
 
 
 def record(**fields) -> dict:

@@ -14,8 +14,8 @@ import pytest
 
 from tests.unit.eventlog import NOW, make, week, write_log
 from webpolicy.cli import main as cli
-from webpolicy.safeguarding.report import Filters, select
 from webpolicy.safeguarding.htmlreport import category_chart, day_chart, write_html
+from webpolicy.safeguarding.report import Filters, select
 
 
 @pytest.fixture

@@ -7,8 +7,14 @@ import datetime as dt
 import os
 
 from tests.unit.eventlog import NOW, make, write_log
-from webpolicy.safeguarding.logstore import (Person, ReadStats, ReviewStore, read_records, rewrite_locked,
-                                same_ip)
+from webpolicy.safeguarding.logstore import (
+    Person,
+    ReadStats,
+    ReviewStore,
+    read_records,
+    rewrite_locked,
+    same_ip,
+)
 
 
 def test_read_records_opens_only_the_days_asked_for(tmp_path):

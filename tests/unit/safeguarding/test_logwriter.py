@@ -14,9 +14,9 @@ import threading
 import time
 from pathlib import Path
 
-from webpolicy.safeguarding.logstore import log_file_name, log_files
+from tests.unit.helpers import ADDONS
+from webpolicy.safeguarding.logstore import Person, ReviewStore, erase, log_file_name, log_files
 from webpolicy.safeguarding.logwriter import LogWriter
-from webpolicy.safeguarding.logstore import Person, ReviewStore, erase
 
 DAY = dt.datetime(2026, 11, 25, 23, 59, 59, tzinfo=dt.UTC)
 
@@ -194,7 +194,7 @@ SIGTERM_SCRIPT = textwrap.dedent("""
 def test_sigterm_drains_the_queue(tmp_path):
     process = subprocess.Popen([sys.executable, "-c", SIGTERM_SCRIPT, str(tmp_path)],
                                stdout=subprocess.PIPE, text=True,
-                               env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[4] / "addons")})
+                               env={**os.environ, "PYTHONPATH": str(ADDONS)})
     assert process.stdout.readline().strip() == "queued"
     process.send_signal(signal.SIGTERM)
     assert process.wait(30) == 0

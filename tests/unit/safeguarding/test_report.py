@@ -11,11 +11,19 @@ import jsonschema
 import pytest
 
 from tests.unit.eventlog import NOW, make, week, write_log
+from tests.unit.helpers import ADDONS, REPO
 from webpolicy.safeguarding.logstore import ReadStats, read_records
-from webpolicy.safeguarding.report import (Filters, parse_when, select, write_csv, write_json, write_sites,
-                              write_table)
+from webpolicy.safeguarding.report import (
+    Filters,
+    parse_when,
+    select,
+    write_csv,
+    write_json,
+    write_sites,
+    write_table,
+)
 
-SCHEMA = json.loads((Path(__file__).resolve().parents[4] / "addons/webpolicy/safeguarding/"
+SCHEMA = json.loads((ADDONS / "webpolicy/safeguarding/"
                      "event-record.schema.json").read_text())
 
 
@@ -56,7 +64,7 @@ def test_schema_rejects_drift():
 
 
 def test_documentation_covers_every_field():
-    doc = (Path(__file__).resolve().parents[4] / "docs/event-record.md").read_text()
+    doc = (REPO / "docs/event-record.md").read_text()
     for name in SCHEMA["properties"]:
         assert f"`{name}`" in doc, name
 
