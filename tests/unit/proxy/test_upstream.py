@@ -4,17 +4,15 @@ connection is asked for only where marked, after TlsConfig's own say, and undone
 from __future__ import annotations
 
 import asyncio
-import ssl
 import warnings
 from pathlib import Path
 
 import pytest
-from mitmproxy import connection, options, tls
-from mitmproxy.proxy.context import Context
-from mitmproxy.proxy.layers.tls import TlsClienthelloHook, parse_client_hello
-from mitmproxy.proxy.mode_specs import ProxyMode
+from mitmproxy import options, tls
+from mitmproxy.proxy.layers.tls import TlsClienthelloHook
 
 from tests.unit.helpers import engine_from
+from tests.unit.proxy.builders import client_hello, hello_data
 from webpolicy.proxy.upstream import EarlyUpstream
 
 POLICY = """\
@@ -54,27 +52,6 @@ def master():
     loop = asyncio.new_event_loop()
     yield loop, loop.run_until_complete(make())
     loop.close()
-
-
-def client_hello(sni: str | None) -> tls.ClientHello:
-    """A real ClientHello, from Python's own TLS client (sni None: one without SNI)."""
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    context = ssl.create_default_context()
-    context.check_hostname = sni is not None
-    tls_client = context.wrap_bio(incoming, outgoing, server_hostname=sni)
-    with pytest.raises(ssl.SSLWantReadError):
-        tls_client.do_handshake()
-    return parse_client_hello(outgoing.read())
-
-
-def hello_data(host: str, client_ip: str, mode: str = "regular",
-               sni: str | None = None) -> tls.ClientHelloData:
-    client = connection.Client(peername=(client_ip, 50000), sockname=("127.0.0.1", 8080),
-                               proxy_mode=ProxyMode.parse(mode))
-    context = Context(client, options.Options())
-    context.server.address = (host, 443)
-    context.server.tls = True
-    return tls.ClientHelloData(context, client_hello(sni or host))
 
 
 def dispatch(master, data: tls.ClientHelloData) -> bool:

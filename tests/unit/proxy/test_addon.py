@@ -1,0 +1,221 @@
+"""WebPolicy in-process, on mitmproxy's own test helpers (taddons, tflow): the add-on's rules
+without root or a real proxy.  Loading the policy through mitmproxy's options, identity (login,
+network, default), domain fronting, the order of the stages, failing closed, and the CONNECT
+and TLS hooks.  The end-to-end tests (tests/e2e) run the same rules through a real mitmdump."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from mitmproxy import http, tls
+from mitmproxy.addons import proxyauth, proxyserver
+from mitmproxy.proxy.mode_specs import ProxyMode
+from mitmproxy.test import taddons, tflow, tutils
+
+from tests.unit.helpers import write_policy
+from tests.unit.proxy.builders import hello_data
+from webpolicy.proxy.addon import WebPolicy
+
+STAFF_IP, LEARNER_IP, UNKNOWN_IP = "10.20.0.9", "10.10.0.5", "192.0.2.77"
+
+POLICY = """\
+version: "unit-addon"
+default_profile: learner
+profiles:
+  learner:
+    block: [ctiru, adult]
+    log: [social]
+    safe_search: {enforce: true}
+    connect: {block_ip_literals: true, allowed_ports: [443]}
+  staff:
+    block: [ctiru]
+    log: [adult]
+    on_error: allow
+clients:
+  users: {alice: staff}
+  networks:
+    - {cidr: 10.20.0.0/16, profile: staff}
+    - {cidr: 10.10.0.0/16, profile: learner}
+lists:
+  ctiru: {statutory: true, category: Terrorist content, severity: critical, format: urls, sources: [ctiru.txt]}
+  adult: {category: Pornography, severity: high, sources: [adult.txt]}
+  social: {category: Social networking, severity: low, sources: [social.txt]}
+passthrough: [bank.example, adult-bank.example]
+logging: {directory: logs, retention_days: 30}
+metrics: {enabled: false}
+"""
+LISTS = {"ctiru.txt": "ctiru.example/terror/page\n",
+         "adult.txt": "adult.example\nadult-bank.example\n",
+         "social.txt": "social.example\n"}
+
+
+@pytest.fixture
+def addon(tmp_path: Path):
+    """WebPolicy loaded the way mitmdump loads it: options, then configure."""
+    path = write_policy(tmp_path, POLICY, LISTS)
+    webpolicy = WebPolicy()
+    # mitmproxy's own add-ons that define the options WebPolicy reads (connection_strategy,
+    # proxyauth); they are not started.
+    with taddons.context(proxyserver.Proxyserver(), proxyauth.ProxyAuth(), webpolicy) as tctx:
+        tctx.configure(webpolicy, webpolicy_policy=str(path),
+                       webpolicy_cache_dir=str(tmp_path / "cache"), webpolicy_metrics=False)
+        yield webpolicy
+        webpolicy.done()
+
+
+def records(tmp_path: Path) -> list[dict]:
+    return [json.loads(line) for f in sorted((tmp_path / "logs").glob("*.jsonl"))
+            for line in f.read_text().splitlines()]
+
+
+def request(host: str, path: str = "/", *, client: str = LEARNER_IP, host_header: str | None = None,
+            scheme: str = "https", user: str | None = None) -> http.HTTPFlow:
+    """A request as mitmproxy hands it over: `host` is where the connection goes (CONNECT or
+    SNI), `host_header` what the request names (domain fronting when they differ)."""
+    req = tutils.treq(host=host, port=443 if scheme == "https" else 80, path=path.encode(),
+                      scheme=scheme.encode(),
+                      headers=http.Headers([(b"host", (host_header or host).encode())]))
+    flow = tflow.tflow(req=req)
+    flow.client_conn.peername = (client, 50000)
+    flow.client_conn.proxy_mode = ProxyMode.parse("regular")
+    if user:
+        flow.metadata["proxyauth"] = (user, "secret")
+    return flow
+
+
+def test_the_policy_loads_through_mitmproxys_options(addon):
+    assert addon.gate.engine.version == "unit-addon"
+
+
+@pytest.mark.parametrize("client, user, blocked", [
+    (LEARNER_IP, None, True),          # network: learner
+    (UNKNOWN_IP, None, True),          # unknown clients are learners (default_profile)
+    (STAFF_IP, None, False),           # network: staff (adult is log-only)
+    (UNKNOWN_IP, "alice", False),      # login: staff, whatever the address
+])
+def test_identity_chooses_the_profile(addon, client, user, blocked):
+    flow = request("adult.example", client=client, user=user)
+    addon.requestheaders(flow)
+    assert (flow.response is not None) is blocked
+    if blocked:
+        assert flow.response.status_code == 403
+
+
+def test_statutory_blocks_everyone(addon, tmp_path):
+    flow = request("ctiru.example", "/terror/page", client=STAFF_IP, user="alice")
+    addon.requestheaders(flow)
+    assert flow.response.status_code in (403, 451)
+    addon.done()
+    (record,) = records(tmp_path)
+    assert record["statutory"] is True and record["user"] == "alice"
+
+
+@pytest.mark.parametrize("connection_host, host_header", [
+    ("allowed.example", "adult.example"),   # allowed CONNECT/SNI, blocked Host: fronting
+    ("adult.example", "allowed.example"),   # blocked connection, allowed Host
+])
+def test_domain_fronting_is_blocked_either_way(addon, connection_host, host_header):
+    flow = request(connection_host, host_header=host_header)
+    addon.requestheaders(flow)
+    assert flow.response is not None and flow.response.status_code == 403
+
+
+def test_an_allowed_request_goes_on_untouched(addon):
+    flow = request("allowed.example", "/page?q=1")
+    addon.requestheaders(flow)
+    assert flow.response is None and flow.request.path == "/page?q=1"
+
+
+def test_a_log_only_visit_is_recorded_and_allowed(addon, tmp_path):
+    flow = request("social.example")
+    addon.requestheaders(flow)
+    assert flow.response is None
+    addon.done()
+    assert [r["action"] for r in records(tmp_path)] == ["logged"]
+
+
+def test_stages_run_after_the_decision_and_never_touch_a_blocked_flow(addon):
+    allowed = request("www.google.co.uk", "/search?q=x&safe=off")
+    addon.requestheaders(allowed)
+    assert allowed.response is None and "safe=active" in allowed.request.path
+    blocked = request("www.google.co.uk", "/search?q=x", host_header="adult.example")
+    addon.requestheaders(blocked)
+    assert blocked.response.status_code == 403 and "safe=active" not in blocked.request.path
+
+
+def test_the_circumvention_stage_refuses_an_ip_literal(addon):
+    flow = request("198.51.100.7", scheme="http")
+    addon.requestheaders(flow)
+    assert flow.response is not None and flow.response.status_code == 403
+
+
+def test_a_proxyauth_answer_is_never_overwritten(addon):
+    flow = request("adult.example")
+    flow.response = http.Response.make(407)
+    addon.requestheaders(flow)
+    assert flow.response.status_code == 407
+
+
+def test_no_policy_fails_closed(addon):
+    addon.gate.engine = None
+    flow = request("allowed.example")
+    addon.requestheaders(flow)
+    assert flow.response is not None and flow.response.status_code == 503
+
+
+def test_an_engine_error_fails_closed_for_learners_and_open_for_staff(addon, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("induced")
+    monkeypatch.setattr("webpolicy.proxy.requests.decide", broken)
+    learner, staff = request("allowed.example"), request("allowed.example", client=STAFF_IP)
+    addon.requestheaders(learner)
+    addon.requestheaders(staff)
+    assert learner.response.status_code == 503
+    assert staff.response is None
+
+
+def connect(host: str, port: int = 443, client: str = LEARNER_IP) -> http.HTTPFlow:
+    flow = tflow.tflow(req=tutils.treq(method=b"CONNECT", host=host, port=port, path=b"",
+                                       scheme=b"", authority=f"{host}:{port}".encode()))
+    flow.client_conn.peername = (client, 50000)
+    flow.client_conn.proxy_mode = ProxyMode.parse("regular")
+    return flow
+
+
+@pytest.mark.parametrize("host, port, refused", [
+    ("adult-bank.example", 443, True),     # a blocked pass-through host: refused at CONNECT
+    ("bank.example", 443, False),          # an allowed pass-through host
+    ("adult.example", 443, False),         # intercepted: each request inside is decided
+    ("allowed.example", 8443, True),       # a port the learner profile does not allow
+    ("198.51.100.7", 443, True),           # an IP literal
+])
+def test_connect(addon, host, port, refused):
+    flow = connect(host, port)
+    addon.http_connect(flow)
+    assert (flow.response is not None) is refused
+
+
+def test_tls_to_a_blocked_passthrough_host_is_refused(addon):
+    data = hello_data("adult-bank.example", LEARNER_IP, sni="adult-bank.example")
+    addon.tls_clienthello(data)
+    assert not data.ignore_connection
+    tls_data = tls.TlsData(data.context.client, data.context)
+    addon.tls_start_client(tls_data)
+    assert tls_data.ssl_conn is not None          # a context without a certificate: refused
+
+
+def test_tls_to_an_allowed_passthrough_host_is_passed_through(addon):
+    data = hello_data("bank.example", LEARNER_IP, sni="bank.example")
+    addon.tls_clienthello(data)
+    assert data.ignore_connection
+
+
+def test_an_sni_naming_another_host_than_a_passthrough_connect_is_refused(addon):
+    data = hello_data("bank.example", LEARNER_IP, sni="adult.example")
+    addon.tls_clienthello(data)
+    assert not data.ignore_connection
+    tls_data = tls.TlsData(data.context.client, data.context)
+    addon.tls_start_client(tls_data)
+    assert tls_data.ssl_conn is not None
