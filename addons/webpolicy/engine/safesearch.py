@@ -33,43 +33,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote_plus, unquote_plus
 
+from webpolicy.engine.searchengines import GOOGLE_HOSTS, YOUTUBE_HOSTS, search_host
 from webpolicy.policy.model import SafeSearch
 
 __all__ = ["Rewrite", "rewrite", "engine_for", "force_params", "GOOGLE_HOSTS", "YOUTUBE_HOSTS"]
 
-# https://www.google.com/supported_domains: every country domain of Google Search.
-_GOOGLE_SUFFIXES = """
-com ac ad ae com.af com.ag com.ai al am co.ao com.ar as at com.au az ba com.bd be bf bg com.bh
-bi bj com.bn com.bo com.br bs bt co.bw by com.bz ca com.kh cc cd cf cat cg ch ci co.ck cl cm cn
-com.co co.cr com.cu cv com.cy cz de dj dk dm com.do dz com.ec ee com.eg es com.et fi com.fj fm
-fr ga ge gf gg com.gh com.gi gl gm gp gr com.gt gy com.hk hn hr ht hu co.id iq ie co.il im
-co.in io is it je com.jm jo co.jp co.ke ki kg co.kr com.kw kz la com.lb com.lc li lk co.ls lt
-lu lv com.ly co.ma md me mg mk ml com.mm mn ms com.mt mu mv mw com.mx com.my co.mz com.na ne
-com.nf com.ng com.ni nl no com.np nr nu co.nz com.om com.pk com.pa com.pe com.ph pl com.pg pn
-com.pr ps pt com.py com.qa ro rs ru rw com.sa com.sb sc se com.sg sh si sk com.sl sn sm so st
-sr com.sv td tg co.th com.tj tk tl tm to tn com.tr tt com.tw co.tz com.ua co.ug co.uk com.uy
-co.uz com.vc co.ve vg co.vi com.vn vu ws co.za co.zm co.zw
-""".split()
-GOOGLE_HOSTS = frozenset(f"{prefix}google.{suffix}" for suffix in _GOOGLE_SUFFIXES
-                         for prefix in ("", "www."))
 # Search, home and settings pages (as Chrome's ForceGoogleSafeSearch), plus image/video search
 # and the suggestions shown while typing.  Other paths (maps, accounts, static files) are left.
 GOOGLE_PATHS = frozenset({"/", "/search", "/webhp", "/imghp", "/images", "/videohp",
                           "/complete/search", "/safesearch"})
 GOOGLE_PARAMS = {"safe": "active", "ssui": "on"}
 
-BING_HOSTS = frozenset({"bing.com", "www.bing.com", "cn.bing.com"})
 BING_PARAMS = {"adlt": "strict"}
 BING_COOKIE, BING_COOKIE_FIELD = "SRCHHPGUSR", "ADLT"
 
-DUCKDUCKGO = "duckduckgo.com"
 DUCKDUCKGO_PARAMS = {"kp": "1"}
 DUCKDUCKGO_RESULT_PARAMS = {"kp": "1", "p": "1", "ex": "-1"}   # /d.js, /i.js, /v.js, /news.js
 _SAFEOFF = re.compile(r"(?i)^(?:!safeoff|safeoff!)$")
 
-# https://support.google.com/a/answer/6214622: where the YouTube-Restrict header counts.
-YOUTUBE_HOSTS = frozenset({"www.youtube.com", "m.youtube.com", "youtubei.googleapis.com",
-                           "youtube.googleapis.com", "www.youtube-nocookie.com", "youtube.com"})
 YOUTUBE_HEADER = "YouTube-Restrict"
 _YOUTUBE_RANK = {"off": 0, "moderate": 1, "strict": 2}
 
@@ -88,18 +69,10 @@ class Rewrite:
         return bool(self.target is not None or self.headers or self.cookies or self.form)
 
 
-_ENGINE_BY_HOST = {**dict.fromkeys(YOUTUBE_HOSTS, "youtube"), **dict.fromkeys(BING_HOSTS, "bing"),
-                   **dict.fromkeys(GOOGLE_HOSTS, "google"), DUCKDUCKGO: "duckduckgo"}
-_DUCKDUCKGO_SUBDOMAIN = "." + DUCKDUCKGO
-
-
 def engine_for(host: str) -> str | None:
-    """Which engine's rules apply to a canonical host, if any.  Asked for every request,
-    so one dict lookup, then DuckDuckGo's subdomains."""
-    engine = _ENGINE_BY_HOST.get(host)
-    if engine is None and host.endswith(_DUCKDUCKGO_SUBDOMAIN):
-        return "duckduckgo"
-    return engine
+    """Which search engine's safe-search rules apply to a canonical host, if any."""
+    found = search_host(host)
+    return found.engine if found is not None and found.safe_search else None
 
 
 def rewrite(host: str, target: str, settings: SafeSearch, headers: Mapping[str, str],

@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote_plus
 
+from webpolicy.engine.searchengines import search_host
+
 MAX_TERM_CHARS = 200          # enough for any real search; bounds what a record can carry
 
 
@@ -79,33 +81,24 @@ YAHOO = _Engine("yahoo", {
 ECOSIA = _Engine("ecosia", {"/search": _Q, "/images": _Q, "/videos": _Q, "/news": _Q})
 ECOSIA_SUGGEST = _Engine("ecosia", {"/autocomplete": _SUGGEST_Q, "/": _SUGGEST_Q})
 
-_HOSTS: dict[str, _Engine] = {
-    "suggestqueries.google.com": GOOGLE_SUGGEST,
-    "clients1.google.com": GOOGLE_SUGGEST,
-    "www.bing.com": BING, "bing.com": BING, "cn.bing.com": BING,
-    "duckduckgo.com": DUCKDUCKGO, "www.duckduckgo.com": DUCKDUCKGO,
-    "html.duckduckgo.com": DUCKDUCKGO, "lite.duckduckgo.com": DUCKDUCKGO,
-    "start.duckduckgo.com": DUCKDUCKGO, "links.duckduckgo.com": DUCKDUCKGO,
-    "www.youtube.com": YOUTUBE, "youtube.com": YOUTUBE, "m.youtube.com": YOUTUBE,
-    "music.youtube.com": YOUTUBE, "suggestqueries-clients6.youtube.com": YOUTUBE,
-    "search.yahoo.com": YAHOO, "ff.search.yahoo.com": YAHOO, "sugg.search.yahoo.net": YAHOO,
-    "www.ecosia.org": ECOSIA, "ecosia.org": ECOSIA, "ac.ecosia.org": ECOSIA_SUGGEST,
+# The term rules per (search engine, what the host serves): searchengines.py says which host
+# serves what.
+_RULES: dict[tuple[str, str], _Engine] = {
+    ("google", "search"): GOOGLE, ("google", "suggest"): GOOGLE_SUGGEST,
+    ("bing", "search"): BING, ("duckduckgo", "search"): DUCKDUCKGO,
+    ("youtube", "search"): YOUTUBE, ("yahoo", "search"): YAHOO,
+    ("ecosia", "search"): ECOSIA, ("ecosia", "suggest"): ECOSIA_SUGGEST,
 }
-# www.google.co.uk, google.de, www.google.com.au ...: Google's own search hosts only.
-_GOOGLE_HOST = re.compile(r"(?:www\.)?google\.(?:com?\.)?[a-z]{2,3}")
 _SPACE = re.compile(r"\s+")
 
 
 def engine_for(host: str) -> _Engine | None:
-    """The search engine serving this canonical host, if any (cheap for other hosts)."""
-    engine = _HOSTS.get(host)
-    if engine is not None:
-        return engine
-    if "google." in host and _GOOGLE_HOST.fullmatch(host):
-        return GOOGLE
-    if host.endswith(".search.yahoo.com"):            # uk.search.yahoo.com, images.search...
-        return YAHOO
-    return None
+    """The search engine whose terms are read on this canonical host, if any (cheap for
+    other hosts)."""
+    found = search_host(host)
+    if found is None or found.terms is None:
+        return None
+    return _RULES[found.engine, found.terms]
 
 
 def extract(host: str, path: str, query: str) -> SearchTerm | None:
