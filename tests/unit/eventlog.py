@@ -7,10 +7,12 @@ import datetime as dt
 import json
 from pathlib import Path
 
+from webpolicy.cli import main as cli
 from webpolicy.engine.decision import Decision, unavailable
 from webpolicy.engine.watchlist import WatchHit
 from webpolicy.lists.canonical import canonical_url
 from webpolicy.safeguarding.events import RequestFacts, event_action, make_record, new_event_id
+from webpolicy.safeguarding.report import Filters, select
 
 NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
 SELF_HARM = WatchHit("self_harm", "Self-harm", "high", "self harm")
@@ -60,3 +62,19 @@ def write_log(directory: Path, records: list[dict]) -> Path:
         with open(directory / f"webpolicy-{day}.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
     return directory
+
+
+def ids_of(records) -> list[str]:
+    return [r["id"] for r in records]
+
+
+def all_records(logs: Path, **filters) -> list[dict]:
+    """The records a report with these filters selects."""
+    return select(logs, Filters(**filters))
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    """`webpolicy ARGS...` in-process: exit code, stdout, stderr."""
+    code = cli.main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err

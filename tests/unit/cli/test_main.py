@@ -10,28 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.helpers import REPO
+from tests.unit.helpers import REPO, policy_yaml
 
-POLICY = """\
-version: "cli-1"
-default_profile: learner
-profiles:
-  learner:
-    block: [ctiru, gambling]
-    log: [social]
-  staff:
-    block: [ctiru]
-    log: [gambling]
-    on_error: allow
-clients:
-  users: {alice: staff}
-  networks:
-    - {cidr: 10.20.0.0/16, profile: staff}
-lists:
-  ctiru: {statutory: true, category: Terrorist content, severity: critical, format: urls, sources: [ctiru.txt]}
-  gambling: {category: Gambling, severity: medium, sources: [gambling.txt]}
-  social: {category: Social networking, severity: low, sources: [social.txt]}
-"""
+POLICY = policy_yaml(
+    version="cli-1",
+    learner={"block": ["ctiru", "gambling"], "log": ["social"]},
+    staff={"block": ["ctiru"], "log": ["gambling"], "on_error": "allow"},
+    users={"alice": "staff"},
+    lists=["ctiru", "gambling", "social"])
 LISTS = {"ctiru.txt": "evil.test/propaganda\n", "gambling.txt": "bet.test\n",
          "social.txt": "social.test\n"}
 DECISION_KEYS = ["action", "profile", "profile_reason", "list", "category", "severity",

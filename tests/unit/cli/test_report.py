@@ -8,35 +8,13 @@ import datetime as dt
 import io
 import json
 import re
-from pathlib import Path
 
 import pytest
 
-from tests.unit.eventlog import NOW, week, write_log
+from tests.unit.eventlog import NOW, all_records, ids_of, run_cli
 from webpolicy.cli import main as cli
 from webpolicy.safeguarding.logstore import ReviewStore
 from webpolicy.safeguarding.report import CSV_COLUMNS, Filters, select
-
-
-@pytest.fixture
-def logs(tmp_path) -> Path:
-    """A log directory with a week of varied records, written as the proxy writes them."""
-    return write_log(tmp_path, week())
-
-
-def all_records(logs: Path, **filters) -> list[dict]:
-    return select(logs, Filters(**filters))
-
-
-def ids_of(records) -> list[str]:
-    return [r["id"] for r in records]
-
-
-def run(capsys, *args) -> tuple[int, str, str]:
-    code = cli.main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
-
 
 # -- reviews ------------------------------------------------------------------------------
 
@@ -44,7 +22,7 @@ def run(capsys, *args) -> tuple[int, str, str]:
 def test_review_marks_records_and_unreviewed_hides_them(logs, capsys):
     target = all_records(logs, user="bob")[0]["id"]
     before = {p.name: p.read_bytes() for p in logs.iterdir()}
-    code, out, _ = run(capsys, "review", target.lower(), "--note", "Spoke to Bob; parents told",
+    code, out, _ = run_cli(capsys, "review", target.lower(), "--note", "Spoke to Bob; parents told",
                        "--by", "Ms Khan", "--log-dir", str(logs))
     assert code == 0 and "marked 1 record(s) reviewed by Ms Khan" in out
     for name, data in before.items():                       # the log itself is untouched
@@ -57,7 +35,7 @@ def test_review_marks_records_and_unreviewed_hides_them(logs, capsys):
 
 
 def test_review_of_unknown_reference_fails(logs, capsys):
-    code, _, err = run(capsys, "review", "WP-NOSUCHTHING", "--note", "x", "--log-dir", str(logs))
+    code, _, err = run_cli(capsys, "review", "WP-NOSUCHTHING", "--note", "x", "--log-dir", str(logs))
     assert code == 1 and "no record WP-NOSUCHTHING" in err
     assert not (logs / "reviews.jsonl").exists()
 
@@ -69,7 +47,7 @@ def test_csv_for_cpoms(logs, capsys, tmp_path):
     target = all_records(logs, user="bob")[0]["id"]
     ReviewStore(logs).add(all_records(logs, user="bob"), "Handled", "dsl")
     out = tmp_path / "export.csv"
-    code, _, _ = run(capsys, "report", "--csv", "-o", str(out), "--log-dir", str(logs))
+    code, _, _ = run_cli(capsys, "report", "--csv", "-o", str(out), "--log-dir", str(logs))
     assert code == 0
     data = out.read_bytes()
     assert data.startswith(b"\xef\xbb\xbf")                  # BOM: Excel reads UTF-8
@@ -94,7 +72,7 @@ def test_csv_to_stdout_without_bom(logs, capsysbinary):
 
 def test_json_export_for_a_subject_access_request(logs, capsys):
     ReviewStore(logs).add(all_records(logs, user="alice"), "Seen", "dsl")
-    code, out, _ = run(capsys, "report", "--user", "alice", "--json", "--log-dir", str(logs))
+    code, out, _ = run_cli(capsys, "report", "--user", "alice", "--json", "--log-dir", str(logs))
     items = json.loads(out)
     assert code == 0 and len(items) == 2
     assert all(item["reviews"][0]["note"] == "Seen" for item in items)
@@ -102,14 +80,14 @@ def test_json_export_for_a_subject_access_request(logs, capsys):
 
 
 def test_report_command_summary_and_filters(logs, capsys):
-    code, out, _ = run(capsys, "report", "--severity", "critical", "--log-dir", str(logs))
+    code, out, _ = run_cli(capsys, "report", "--severity", "critical", "--log-dir", str(logs))
     assert code == 0 and "Terrorist content" in out and "1 record(s)" in out
     with pytest.raises(SystemExit, match="not a date"):
         cli.main(["report", "--since", "soon", "--log-dir", str(logs)])
 
 
 def test_report_ends_with_the_sites_most_tried_then_the_totals(logs, capsys, tmp_path):
-    code, out, _ = run(capsys, "report", "--log-dir", str(logs))
+    code, out, _ = run_cli(capsys, "report", "--log-dir", str(logs))
     lines = out.splitlines()
     sites = lines.index(next(line for line in lines if line.startswith("Sites most tried")))
     assert code == 0 and lines[sites - 1] == "" and lines[-1].startswith("7 record(s)")
@@ -117,11 +95,11 @@ def test_report_ends_with_the_sites_most_tried_then_the_totals(logs, capsys, tmp
     assert "ctiru.test (statutory)" in lines[sites + 2]
     # Written to a file, the table holds only records; the rest goes to the terminal.
     table = tmp_path / "table.txt"
-    code, out, err = run(capsys, "report", "-o", str(table), "--log-dir", str(logs))
+    code, out, err = run_cli(capsys, "report", "-o", str(table), "--log-dir", str(logs))
     assert code == 0 and out == "" and "Sites most tried" in err
     assert "Sites most tried" not in table.read_text()
     # CSV and JSON stay pure data.
-    _, out, _ = run(capsys, "report", "--json", "--log-dir", str(logs))
+    _, out, _ = run_cli(capsys, "report", "--json", "--log-dir", str(logs))
     assert "Sites most tried" not in out and len(json.loads(out)) == 7
 
 
@@ -139,12 +117,12 @@ def test_erase_removes_a_person_everywhere_atomically(logs, capsys):
     ReviewStore(logs).add(all_records(logs, user="alice") + all_records(logs, user="bob"),
                           "note", "dsl")
     others = [r for r in select(logs, Filters()) if r["id"] not in alice_ids]
-    code, out, _ = run(capsys, "erase", "--user", "alice", "--dry-run", "--log-dir", str(logs))
+    code, out, _ = run_cli(capsys, "erase", "--user", "alice", "--dry-run", "--log-dir", str(logs))
     assert code == 0 and "2 record(s) of user alice" in out
     assert len(all_records(logs, user="alice")) == 2            # dry run changed nothing
-    code, out, err = run(capsys, "erase", "--user", "alice", "--log-dir", str(logs))
+    code, out, err = run_cli(capsys, "erase", "--user", "alice", "--log-dir", str(logs))
     assert code == 1 and "--yes" in err                          # no tty: must confirm
-    code, out, _ = run(capsys, "erase", "--user", "alice", "--yes", "--log-dir", str(logs))
+    code, out, _ = run_cli(capsys, "erase", "--user", "alice", "--yes", "--log-dir", str(logs))
     assert code == 0 and "erased 2 record(s) and 2 review note(s)" in out
     assert all_records(logs, user="alice") == []
     assert select(logs, Filters()) == others                     # nobody else touched
@@ -158,13 +136,13 @@ def test_erase_by_client_address_keeps_unreadable_lines(logs, capsys):
     day = (NOW - dt.timedelta(hours=1)).date().isoformat()
     with open(logs / f"webpolicy-{day}.jsonl", "a") as handle:
         handle.write("not json at all\n")
-    code, out, _ = run(capsys, "erase", "--client", "10.10.9.9", "--yes", "--log-dir", str(logs))
+    code, out, _ = run_cli(capsys, "erase", "--client", "10.10.9.9", "--yes", "--log-dir", str(logs))
     assert code == 0 and "erased 1 record(s)" in out
     assert "not json at all" in (logs / f"webpolicy-{day}.jsonl").read_text()
 
 
 def test_erase_needs_a_person(logs, capsys):
-    code, _, err = run(capsys, "erase", "--log-dir", str(logs))
+    code, _, err = run_cli(capsys, "erase", "--log-dir", str(logs))
     assert code == 2 and "--user" in err
 
 
@@ -175,5 +153,5 @@ def test_commands_read_the_log_directory_from_the_policy(tmp_path, capsys, logs)
         "lists: {g: {category: Gambling, sources: [lists.txt]}}\n"
         f"logging: {{directory: {logs}}}\n"
         "block_page: {organisation: Example College}\n")
-    code, out, _ = run(capsys, "report", "--policy", str(tmp_path / "policy.yaml"))
+    code, out, _ = run_cli(capsys, "report", "--policy", str(tmp_path / "policy.yaml"))
     assert code == 0 and "7 record(s)" in out

@@ -8,35 +8,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.unit.helpers import engine_from
+from tests.unit.helpers import STAFF_NETWORK, engine_from, policy_yaml
 from webpolicy.engine.decision import allows_every_path, decide
 from webpolicy.lists.canonical import canonical_url
 from webpolicy.policy.model import PolicyError
 
-POLICY = """\
-version: "t1"
-default_profile: learner
-profiles:
-  learner:
-    block: [adult, gambling]
-    log: [social]
-  staff:
-    block: []
-    log: [adult, gambling]
-    on_error: allow
-clients:
-  users: {alice: staff}
-  networks:
-    - {cidr: 10.20.0.0/16, profile: staff}
-    - {cidr: 10.0.0.0/8, profile: learner}
-lists:
-  ctiru: {statutory: true, category: Terrorist content, severity: critical, format: urls, sources: [ctiru.txt]}
-  adult: {category: Pornography, severity: high, sources: [adult.txt]}
-  gambling: {category: Gambling, severity: medium, sources: [gambling.txt]}
-  social: {category: Social networking, severity: low, sources: [social.txt]}
-allow: [example.org/teaching/, allowed.gambling.test]
-deny: [denied.test, news.test/bad-page]
-"""
+POLICY = policy_yaml(
+    version="t1",
+    learner={"block": ["adult", "gambling"], "log": ["social"]},
+    staff={"block": [], "log": ["adult", "gambling"], "on_error": "allow"},
+    users={"alice": "staff"},
+    networks=[STAFF_NETWORK, ("10.0.0.0/8", "learner")],
+    lists=["ctiru", "adult", "gambling", "social"],
+    extra="allow: [example.org/teaching/, allowed.gambling.test]\n"
+          "deny: [denied.test, news.test/bad-page]\n")
 
 LISTS = {
     "ctiru.txt": "evil.test/propaganda\nwhole-host.test\n",

@@ -10,39 +10,24 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.unit.helpers import REPO
+from tests.unit.helpers import LIST_SPECS, REPO, policy_yaml
 from webpolicy.engine.decision import Decision, decide, unavailable
 from webpolicy.engine.engine import build_engine
 from webpolicy.lists.canonical import canonical_url
 from webpolicy.monitoring.metrics import Metrics
 from webpolicy.policy.model import load_policy
 
-POLICY = """\
-version: "m1"
-default_profile: learner
-profiles:
-  learner:
-    block: [adult, gambling]
-    log: [social]
-  staff:
-    block: []
-    log: [adult]
-    on_error: allow
-clients:
-  users: {alice: staff}
-  networks:
-    - {cidr: 10.20.0.0/16, profile: staff}
-lists:
-  ctiru: {statutory: true, category: Terrorist content, severity: critical, format: urls, sources: [ctiru.txt]}
-  adult: {category: Pornography, severity: high, sources: [adult.txt]}
-  gambling: {category: Gambling, severity: medium, sources: [gambling.txt]}
-  social: {category: Social networking, severity: low, sources: [social.txt, missing.txt]}
-deny: [denied.test]
-watchlist:
-  selfharm: {category: Self-harm, terms: [hurt myself]}
-alerts:
-  webhook: {url: "http://127.0.0.1:9/hook"}
-"""
+POLICY = policy_yaml(
+    version="m1",
+    learner={"block": ["adult", "gambling"], "log": ["social"]},
+    staff={"block": [], "log": ["adult"], "on_error": "allow"},
+    users={"alice": "staff"},
+    lists={**{name: LIST_SPECS[name] for name in ("ctiru", "adult", "gambling")},
+           "social": "{category: Social networking, severity: low, "
+                     "sources: [social.txt, missing.txt]}"},
+    extra="deny: [denied.test]\n"
+          "watchlist:\n  selfharm: {category: Self-harm, terms: [hurt myself]}\n"
+          'alerts:\n  webhook: {url: "http://127.0.0.1:9/hook"}\n')
 
 LISTS = {
     "ctiru.txt": "evil.test/propaganda\n",

@@ -14,38 +14,23 @@ from mitmproxy.addons import proxyauth, proxyserver
 from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import taddons, tflow, tutils
 
-from tests.unit.helpers import write_policy
+from tests.unit.helpers import STAFF_NETWORK, policy_yaml, write_policy
 from tests.unit.proxy.builders import hello_data
 from webpolicy.proxy.addon import WebPolicy
 
 STAFF_IP, LEARNER_IP, UNKNOWN_IP = "10.20.0.9", "10.10.0.5", "192.0.2.77"
 
-POLICY = """\
-version: "unit-addon"
-default_profile: learner
-profiles:
-  learner:
-    block: [ctiru, adult]
-    log: [social]
-    safe_search: {enforce: true}
-    connect: {block_ip_literals: true, allowed_ports: [443]}
-  staff:
-    block: [ctiru]
-    log: [adult]
-    on_error: allow
-clients:
-  users: {alice: staff}
-  networks:
-    - {cidr: 10.20.0.0/16, profile: staff}
-    - {cidr: 10.10.0.0/16, profile: learner}
-lists:
-  ctiru: {statutory: true, category: Terrorist content, severity: critical, format: urls, sources: [ctiru.txt]}
-  adult: {category: Pornography, severity: high, sources: [adult.txt]}
-  social: {category: Social networking, severity: low, sources: [social.txt]}
-passthrough: [bank.example, adult-bank.example]
-logging: {directory: logs, retention_days: 30}
-metrics: {enabled: false}
-"""
+POLICY = policy_yaml(
+    version="unit-addon",
+    learner={"block": ["ctiru", "adult"], "log": ["social"], "safe_search": "{enforce: true}",
+             "connect": "{block_ip_literals: true, allowed_ports: [443]}"},
+    staff={"block": ["ctiru"], "log": ["adult"], "on_error": "allow"},
+    users={"alice": "staff"},
+    networks=[STAFF_NETWORK, ("10.10.0.0/16", "learner")],
+    lists=["ctiru", "adult", "social"],
+    extra="passthrough: [bank.example, adult-bank.example]\n"
+          "logging: {directory: logs, retention_days: 30}\n"
+          "metrics: {enabled: false}\n")
 LISTS = {"ctiru.txt": "ctiru.example/terror/page\n",
          "adult.txt": "adult.example\nadult-bank.example\n",
          "social.txt": "social.example\n"}

@@ -8,30 +8,10 @@ import datetime as dt
 import hashlib
 import io
 import re
-from pathlib import Path
 
-import pytest
-
-from tests.unit.eventlog import NOW, make, week, write_log
-from webpolicy.cli import main as cli
+from tests.unit.eventlog import NOW, ids_of, make, run_cli
 from webpolicy.safeguarding.htmlreport import category_chart, day_chart, write_html
 from webpolicy.safeguarding.report import Filters, select
-
-
-@pytest.fixture
-def logs(tmp_path) -> Path:
-    """A log directory with a week of varied records, written as the proxy writes them."""
-    return write_log(tmp_path, week())
-
-
-def ids_of(records) -> list[str]:
-    return [r["id"] for r in records]
-
-
-def run(capsys, *args) -> tuple[int, str, str]:
-    code = cli.main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _csp(page: str) -> str:
@@ -44,7 +24,7 @@ def _hash(text: str) -> str:
 
 def test_html_is_self_contained_and_safe(logs, tmp_path, capsys):
     page_path = tmp_path / "week.html"
-    code, _, _ = run(capsys, "report", "--html", str(page_path), "--log-dir", str(logs))
+    code, _, _ = run_cli(capsys, "report", "--html", str(page_path), "--log-dir", str(logs))
     assert code == 0 and page_path.stat().st_mode & 0o777 == 0o600
     page = page_path.read_text()
     # No external resources of any kind.

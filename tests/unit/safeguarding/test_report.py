@@ -5,12 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-from pathlib import Path
 
 import jsonschema
 import pytest
 
-from tests.unit.eventlog import NOW, make, week, write_log
+from tests.unit.eventlog import NOW, all_records, ids_of, make
 from tests.unit.helpers import ADDONS, REPO
 from webpolicy.safeguarding.logstore import ReadStats, read_records
 from webpolicy.safeguarding.report import (
@@ -25,20 +24,6 @@ from webpolicy.safeguarding.report import (
 
 SCHEMA = json.loads((ADDONS / "webpolicy/safeguarding/"
                      "event-record.schema.json").read_text())
-
-
-@pytest.fixture
-def logs(tmp_path) -> Path:
-    """A log directory with a week of varied records, written as the proxy writes them."""
-    return write_log(tmp_path, week())
-
-
-def all_records(logs: Path, **filters) -> list[dict]:
-    return select(logs, Filters(**filters))
-
-
-def ids_of(records) -> list[str]:
-    return [r["id"] for r in records]
 
 
 # -- the record and its schema ------------------------------------------------------------

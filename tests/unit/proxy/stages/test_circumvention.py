@@ -11,27 +11,15 @@ from mitmproxy.net.dns import classes, response_codes, types
 from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import tflow, tutils
 
-from tests.unit.helpers import engine_from
+from tests.unit.helpers import engine_from, policy_yaml
 from webpolicy.proxy.addon import WebPolicy
 from webpolicy.proxy.stages.circumvention import Circumvention
 
-POLICY = """\
-version: "unit"
-default_profile: learner
-profiles:
-  learner:
-    block: [adult]
-    connect: {block_ip_literals: true, allowed_ports: [443]}
-  staff:
-    block: []
-    on_error: allow
-clients:
-  networks:
-    - {cidr: 10.20.0.0/16, profile: staff}
-lists:
-  adult: {category: Pornography, sources: [adult.txt]}
-allow: [192.0.2.10]
-"""
+POLICY = policy_yaml(
+    learner={"block": ["adult"], "connect": "{block_ip_literals: true, allowed_ports: [443]}"},
+    staff={"block": [], "on_error": "allow"},
+    lists={"adult": "{category: Pornography, sources: [adult.txt]}"},
+    extra="allow: [192.0.2.10]\n")
 
 
 @pytest.fixture(params=["alone", "after the decision"])

@@ -9,26 +9,14 @@ import pytest
 from mitmproxy import http
 from mitmproxy.test import tflow, tutils
 
-from tests.unit.helpers import engine_from
+from tests.unit.helpers import engine_from, policy_yaml
 from webpolicy.proxy.addon import WebPolicy
 from webpolicy.proxy.stages.safesearch import SafeSearch
 
-POLICY = """\
-version: "unit"
-default_profile: learner
-profiles:
-  learner:
-    block: [adult]
-    safe_search: {enforce: true, youtube: moderate}
-  staff:
-    block: []
-    on_error: allow
-clients:
-  networks:
-    - {cidr: 10.20.0.0/16, profile: staff}
-lists:
-  adult: {category: Pornography, sources: [adult.txt]}
-"""
+POLICY = policy_yaml(
+    learner={"block": ["adult"], "safe_search": "{enforce: true, youtube: moderate}"},
+    staff={"block": [], "on_error": "allow"},
+    lists={"adult": "{category: Pornography, sources: [adult.txt]}"})
 
 
 @pytest.fixture
