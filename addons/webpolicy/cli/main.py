@@ -17,6 +17,9 @@ from webpolicy.lists.canonical import canonical_url
 from webpolicy.policy.model import PolicyError, load_policy
 
 DEFAULT_POLICY = "policy.yaml"
+# `webpolicy check` exits with the action, so scripts can test a URL:  0 allowed, 3 allowed but
+# logged, 4 blocked (1: the policy cannot be loaded, 2: a usage mistake such as a bad URL).
+CHECK_EXIT = {"allow": 0, "log": 3, "block": 4}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,9 +32,22 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return args.handler(args)
+        code = args.handler(args)
+        sys.stdout.flush()                 # a closed pipe shows here, not at interpreter exit
+        return code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return _reader_went_away()
+
+
+def _reader_went_away() -> int:
+    """`webpolicy validate | head`: the reader closed the pipe.  Stop quietly, as `cat` does
+    (exit 141, a death by SIGPIPE), instead of a traceback; stdout is pointed at /dev/null so
+    the interpreter's final flush does not fail too."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 128 + 13
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,7 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("policy", nargs="?", default=DEFAULT_POLICY)
     validate.set_defaults(handler=cmd_validate)
 
-    check = commands.add_parser("check", help="show the decision for a URL and why")
+    check = commands.add_parser(
+        "check", help="show the decision for a URL and why",
+        description="Show the decision for a URL and why.  Exit status: 0 allowed, 3 allowed "
+                    "but logged, 4 blocked; 1 the policy cannot be loaded, 2 a usage mistake.")
     check.add_argument("url")
     check.add_argument("--policy", default=DEFAULT_POLICY)
     who = check.add_mutually_exclusive_group()
@@ -128,7 +147,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     decision = decide(engine, url, client_ip=args.client, user=args.user, profile=args.profile)
     if args.json:
         print(json.dumps(decision.as_dict()))
-        return 0
+        return CHECK_EXIT[decision.action]
     print(f"{decision.action.upper()}  {url}")
     print(f"  profile   {decision.profile} ({decision.profile_reason})")
     if decision.list:
@@ -140,7 +159,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     else:
         print("  no list entry matched")
     print(f"  policy    {decision.policy_version}")
-    return 0
+    return CHECK_EXIT[decision.action]
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.unit.helpers import REPO, policy_yaml
+from webpolicy.cli.main import CHECK_EXIT
 
 POLICY = policy_yaml(
     version="cli-1",
@@ -106,9 +108,10 @@ def test_validate_missing_policy_file(tmp_path):
 
 def check_json(policy: Path, *args: str) -> dict:
     done = webpolicy("check", "--policy", str(policy), "--json", *args)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.count("\n") == 1, "exactly one JSON object on one line"
-    return json.loads(done.stdout)
+    assert done.stdout.count("\n") == 1, done.stderr or "exactly one JSON object on one line"
+    decision = json.loads(done.stdout)
+    assert done.returncode == CHECK_EXIT[decision["action"]], done.stderr
+    return decision
 
 
 def test_check_json_keys_exactly(policy):
@@ -142,7 +145,7 @@ def test_check_statutory_blocks_every_profile(policy):
 
 def test_check_plain_output(policy):
     done = webpolicy("check", "--policy", str(policy), "https://www.bet.test/")
-    assert done.returncode == 0
+    assert done.returncode == 4
     assert done.stdout.startswith("BLOCK")
     assert "gambling" in done.stdout and "bet.test" in done.stdout
 
@@ -162,3 +165,30 @@ def test_check_bad_input_is_a_message_not_a_traceback(policy, args):
     assert done.returncode == 2
     assert_no_traceback(done)
     assert done.stderr.startswith("webpolicy check: ")
+
+
+@pytest.mark.parametrize("url, code", [("https://news.test/", 0), ("https://social.test/", 3),
+                                       ("https://www.bet.test/", 4)])
+def test_check_exit_status_is_the_action(policy, url, code):
+    """Documented for scripts: 0 allowed, 3 logged, 4 blocked."""
+    assert webpolicy("check", "--policy", str(policy), url).returncode == code
+    assert CHECK_EXIT == {"allow": 0, "log": 3, "block": 4}
+
+
+@pytest.mark.parametrize("args", [("validate",), ("check", "https://www.bet.test/")])
+def test_a_closed_pipe_is_not_a_traceback(policy, args):
+    """`webpolicy validate | head`: the reader went away before the output was written."""
+    command = [sys.executable, "-m", "webpolicy.cli.main", *args]
+    if args[0] == "validate":
+        command.append(str(policy))
+    else:
+        command += ["--policy", str(policy)]
+    read, write = os.pipe()
+    os.close(read)                             # nobody will ever read: every write fails
+    try:
+        done = subprocess.run(command, stdout=write, stderr=subprocess.PIPE, text=True,
+                              timeout=120)
+    finally:
+        os.close(write)
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+    assert done.returncode == 141
