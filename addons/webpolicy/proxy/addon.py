@@ -29,6 +29,7 @@ from webpolicy.engine.engine import Engine, load_engine
 from webpolicy.engine.watchlist import Watchlist
 from webpolicy.lists.compiler import open_cache
 from webpolicy.monitoring.metrics import Metrics
+from webpolicy.policy import history
 from webpolicy.policy.model import PolicyError
 from webpolicy.proxy.connections import ConnectionFilter
 from webpolicy.proxy.gate import Gate
@@ -100,6 +101,7 @@ class WebPolicy:
             self.metrics.reload_failed()
             raise exceptions.OptionsError(f"webpolicy: the policy cannot be loaded:\n{exc}") from None
         self._install(engine)
+        self._record_history("accepted", "start", engine=engine)
 
     def running(self) -> None:
         engine = self.gate.engine
@@ -172,6 +174,7 @@ class WebPolicy:
     def _reloaded(self, engine: Engine) -> Engine | None:
         """Called from the reload thread; the swap itself is atomic.  Returns the old engine."""
         old = self._install(engine)
+        self._record_history("accepted", "reload", engine=engine, old=old)
         try:
             self._serve_metrics(engine)        # metrics.listen may have changed
         except OSError as exc:
@@ -190,6 +193,22 @@ class WebPolicy:
         self.metrics.reload_failed()
         version = self.gate.engine.version if self.gate.engine else "none"
         log.error("webpolicy: reload refused, policy %s stays in force:\n%s", version, exc)
+        problems = [str(p) for p in exc.problems] if isinstance(exc, PolicyError) else [str(exc)]
+        self._record_history("refused", "reload", problems=problems)
+
+    def _record_history(self, event: str, how: str, *, engine: Engine | None = None,
+                        old: Engine | None = None, problems: list[str] | None = None) -> None:
+        """The policy history (policy/history.py) of a change the proxy accepted or refused, by
+        the policy file's owner (a hand edit; `webpolicy apply` records its own, and this adds
+        nothing for a file already recorded).  Never on the event loop (start-up and the reload
+        thread); a history that cannot be written is a warning, never a reason to stop filtering."""
+        path = Path(ctx.options.webpolicy_policy)
+        try:
+            history.record(path, event, history.file_owner(path), how,
+                           version=engine.version if engine else "", problems=problems,
+                           lists=history.list_changes(_entry_counts(old), _entry_counts(engine)))
+        except (history.HistoryError, OSError) as exc:
+            log.warning("webpolicy: the policy history was not written: %s", exc)
 
     def _log_write_failed(self, exc: Exception) -> None:
         self.metrics.log_write_errors.inc()
@@ -243,3 +262,7 @@ class WebPolicy:
 
     def client_disconnected(self, client) -> None:
         self.connections.client_disconnected(client)
+
+
+def _entry_counts(engine: Engine | None) -> dict[str, int] | None:
+    return {name: s.entries for name, s in engine.status.items()} if engine else None

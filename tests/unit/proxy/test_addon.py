@@ -16,6 +16,8 @@ from mitmproxy.test import taddons, tflow, tutils
 
 from tests.unit.helpers import STAFF_NETWORK, policy_yaml, write_policy
 from tests.unit.proxy.builders import hello_data
+from webpolicy.policy import history
+from webpolicy.policy.model import PolicyError, load_policy
 from webpolicy.proxy.addon import WebPolicy
 
 STAFF_IP, LEARNER_IP, UNKNOWN_IP = "10.20.0.9", "10.10.0.5", "192.0.2.77"
@@ -204,3 +206,18 @@ def test_an_sni_naming_another_host_than_a_passthrough_connect_is_refused(addon)
     tls_data = tls.TlsData(data.context.client, data.context)
     addon.tls_start_client(tls_data)
     assert tls_data.ssl_conn is not None
+
+
+def test_the_proxy_records_what_it_accepted_and_refused_in_the_policy_history(addon, tmp_path):
+    policy = tmp_path / "policy.yaml"
+    (start,) = history.read(policy)
+    assert (start.event, start.how, start.version) == ("accepted", "start", "unit-addon")
+    assert start.lists == {"adult": [None, 2], "ctiru": [None, 1], "social": [None, 1]}
+    policy.write_text(policy.read_text().replace("default_profile: learner",
+                                                 "default_profile: nobody"))
+    with pytest.raises(PolicyError) as refused:
+        load_policy(policy)
+    addon._reload_failed(refused.value)            # what the reloader calls
+    last = list(history.read(policy))[-1]
+    assert (last.event, last.how) == ("refused", "reload")
+    assert any("default_profile" in problem for problem in last.problems)
