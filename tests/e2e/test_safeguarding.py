@@ -6,24 +6,19 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import struct
-import subprocess
 import threading
 import time
-import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
 from webpolicy.cli import main as cli
 
+from .browser import ARTIFACTS, chromium, png_size_and_ink
 from .conftest import LEARNER_IP, POLICY, STAFF_IP
-from .proxy import REPO
 
 pytestmark = pytest.mark.e2e
 
-ARTIFACTS = REPO / "test-artifacts"
 
 SAFEGUARDING = """
 clients:
@@ -172,30 +167,6 @@ def test_sigterm_drains_the_log(make_proxy):
 
 
 # -- the DSL report in a real browser -----------------------------------------------------
-
-
-def png_size_and_ink(path: Path) -> tuple[int, int, float]:
-    """(width, height, share of non-white bytes) of an 8-bit RGB(A) PNG, without Pillow."""
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    width, height = struct.unpack(">II", data[16:24])
-    idat, offset = b"", 8
-    while offset < len(data):
-        length, kind = struct.unpack(">I4s", data[offset:offset + 8])
-        if kind == b"IDAT":
-            idat += data[offset + 8:offset + 8 + length]
-        offset += 12 + length
-    raw = zlib.decompress(idat)
-    ink = sum(1 for b in raw[::7] if b < 0xF0) / len(raw[::7])
-    return width, height, ink
-
-
-def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-         "--no-first-run", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", f"--user-data-dir={profile}", *args],
-        capture_output=True, text=True, timeout=90)
 
 
 def test_report_html_renders_in_chromium(guarded, tmp_path, capsys):

@@ -23,6 +23,7 @@ from webpolicy.engine.engine import Engine, load_engine
 from webpolicy.lists.canonical import canonical_url
 from webpolicy.policy import history
 from webpolicy.policy.model import PolicyError
+from webpolicy.safeguarding import policydoc
 from webpolicy.safeguarding.logstore import read_records
 
 DEFAULT_POLICY = "policy.yaml"
@@ -41,6 +42,17 @@ def add_commands(commands) -> None:
     apply.add_argument("--urls", metavar="FILE", help="more URLs to compare, one per line")
     apply.add_argument("--yes", action="store_true", help="install without asking")
     apply.set_defaults(handler=cmd_apply)
+
+    export = commands.add_parser(
+        "export", help="the filtering-policy document for the annual review (HTML)",
+        description="Write the document governors sign off at the annual review: profiles and "
+                    "who gets them, every list with its source, size and age, exceptions, safe "
+                    "search and circumvention rules, logging, alerts, the last self-test, and "
+                    "the policy's changes since the last export.")
+    export.add_argument("--html", metavar="FILE", required=True, help="where to write it")
+    export.add_argument("--policy", default=DEFAULT_POLICY)
+    export.add_argument("--since", help="changes from this date (default: the last export)")
+    export.set_defaults(handler=cmd_export)
 
     shown = commands.add_parser("history", help="who changed the policy, what, and when")
     shown.add_argument("--policy", default=DEFAULT_POLICY)
@@ -191,19 +203,49 @@ def _print_changes(changes: Counter) -> None:
         print(f"  ... and {len(changes) - SHOWN_CHANGES} more")
 
 
+# -- export -------------------------------------------------------------------------------------
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    live = Path(args.policy).resolve()
+    try:
+        engine = load_engine(live)
+    except PolicyError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    since = _parse_since(args.since) if args.since else policydoc.last_export(live)
+    if args.since and since is None:
+        print(f"webpolicy export: --since '{args.since}' is not a date such as 2026-11-01",
+              file=sys.stderr)
+        return 2
+    now = dt.datetime.now(dt.UTC)
+    page = policydoc.render(engine, history.read(live, since),
+                            since=since.strftime("%d %B %Y") if since else None,
+                            selftest=policydoc.read_selftest(live), now=now)
+    Path(args.html).write_text(page, encoding="utf-8")
+    policydoc.mark_exported(live, now)
+    print(f"webpolicy export: wrote {args.html}")
+    return 0
+
+
+def _parse_since(text: str) -> dt.datetime | None:
+    try:
+        since = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return since if since.tzinfo else since.replace(tzinfo=dt.UTC)
+
+
 # -- history ------------------------------------------------------------------------------------
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    since = None
-    if args.since:
-        try:
-            since = dt.datetime.fromisoformat(args.since)
-        except ValueError:
-            print(f"webpolicy history: --since '{args.since}' is not a date such as 2026-11-01",
-                  file=sys.stderr)
-            return 2
-        since = since if since.tzinfo else since.replace(tzinfo=dt.UTC)
+    since = _parse_since(args.since) if args.since else None
+    if args.since and since is None:
+        print(f"webpolicy history: --since '{args.since}' is not a date such as 2026-11-01",
+              file=sys.stderr)
+        return 2
     policy = Path(args.policy)
     try:
         changes = list(history.read(policy, since))

@@ -1,0 +1,37 @@
+"""Headless Chromium for the end-to-end tests that look at a page: a DOM dump, a screenshot,
+and a check that the screenshot is not blank (without Pillow)."""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+import zlib
+from pathlib import Path
+
+from .proxy import REPO
+
+ARTIFACTS = REPO / "test-artifacts"
+
+
+def png_size_and_ink(path: Path) -> tuple[int, int, float]:
+    """(width, height, share of non-white bytes) of an 8-bit RGB(A) PNG, without Pillow."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])
+    idat, offset = b"", 8
+    while offset < len(data):
+        length, kind = struct.unpack(">I4s", data[offset:offset + 8])
+        if kind == b"IDAT":
+            idat += data[offset + 8:offset + 8 + length]
+        offset += 12 + length
+    raw = zlib.decompress(idat)
+    ink = sum(1 for b in raw[::7] if b < 0xF0) / len(raw[::7])
+    return width, height, ink
+
+
+def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", f"--user-data-dir={profile}", *args],
+        capture_output=True, text=True, timeout=90)

@@ -1,0 +1,88 @@
+"""The annual-review document: everything a governor signs off, nothing confidential."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+
+from tests.unit.helpers import engine_from, policy_yaml
+from webpolicy.policy import history
+from webpolicy.safeguarding import policydoc
+
+POLICY = policy_yaml(
+    version="2026-review",
+    learner={"block": ["ctiru", "adult"], "log": ["social"], "safe_search": "{enforce: true}",
+             "connect": "{block_ip_literals: true, allowed_ports: [443]}"},
+    staff={"block": ["ctiru"], "log": ["adult"], "on_error": "allow"},
+    users={"alice": "staff", "bob": "staff"},
+    lists={"ctiru": "{statutory: true, category: Terrorist content, severity: critical, "
+                    "format: urls, sources: [ctiru.txt]}",
+           "adult": "{category: 'Adult <script>x</script>', severity: high, sources: [adult.txt]}",
+           "social": "{category: Social networking, severity: low, sources: [social.txt]}"},
+    extra="allow: [example.org/teaching/]\npassthrough: [bank.example]\n"
+          "alerts:\n  webhook: {url: 'https://hooks.example/services/T0/SECRET-TOKEN'}\n")
+LISTS = {"ctiru.txt": "secret-ctiru.example/terror/page\n", "adult.txt": "adult.example\n",
+         "social.txt": "social.example\n"}
+NOW = dt.datetime(2026, 12, 7, 9, 0, tzinfo=dt.UTC)
+
+
+def page(tmp_path, changes=(), selftest=None) -> str:
+    engine = engine_from(tmp_path, POLICY, LISTS)
+    return policydoc.render(engine, changes, since=None, selftest=selftest, now=NOW)
+
+
+def text_of(html: str) -> str:
+    return re.sub(r"<[^>]+>", " ", html)
+
+
+def test_it_covers_what_the_review_needs(tmp_path):
+    html = page(tmp_path)
+    for heading in ("Summary", "Profiles and who gets them", "Lists", "Local exceptions",
+                    "Logging, monitoring and alerts", "Last self-test", "Changes to the policy",
+                    "Sign-off"):
+        assert f"<h2>{heading}</h2>" in html
+    text = text_of(html)
+    assert "2026-review" in text and "every device not matched below" in text
+    assert "devices in 10.20.0.0/16" in text and "2 named login(s)" in text
+    assert "example.org/teaching/" in text and "bank.example" in text
+    assert "safe search forced" in text and "connections to bare IP addresses refused" in text
+    assert "ctiru.txt" in text and "No self-test has been recorded" in text
+
+
+def test_nothing_confidential_leaves_on_paper(tmp_path):
+    html = page(tmp_path)
+    assert "secret-ctiru.example" not in html, "a statutory entry"
+    assert "SECRET-TOKEN" not in html and "hooks.example" in html, "a webhook's secret path"
+    assert "alice" not in html and "bob" not in html, "user names"
+
+
+def test_text_from_the_policy_is_escaped_and_the_page_calls_nothing(tmp_path):
+    html = page(tmp_path)
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert "default-src 'none'" in html and "http://" not in html.replace("http-equiv", "")
+
+
+def test_history_and_selftest(tmp_path):
+    policy = tmp_path / "policy.yaml"
+    engine_from(tmp_path, POLICY, LISTS)
+    change = history.record(policy, "applied", "itadmin", "apply", version="2026-review",
+                            lists={"adult": [0, 1]})
+    result = policydoc.SelfTest("2026-12-06T10:00:00+00:00", "gateway:8080", 9, 1,
+                                ("adult: allowed, expected blocked",))
+    html = page(tmp_path, [change], result)
+    text = text_of(html)
+    assert "itadmin" in text and "adult: 0 → 1" in text
+    assert "9 checks passed" in text and "1 not as the policy says" in text
+    assert "adult: allowed, expected blocked" in text
+
+
+def test_selftest_and_export_marks_read_back(tmp_path):
+    policy = tmp_path / "policy.yaml"
+    assert policydoc.read_selftest(policy) is None
+    (tmp_path / policydoc.SELFTEST_FILE).write_text(json.dumps(
+        {"time": "t", "proxy": "p", "passed": 3, "failed": 0}))
+    assert policydoc.read_selftest(policy) == policydoc.SelfTest("t", "p", 3, 0)
+    assert policydoc.last_export(policy) is None
+    policydoc.mark_exported(policy, NOW)
+    assert policydoc.last_export(policy) == NOW
