@@ -9,6 +9,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from webpolicy.cli import console as console_cli
 from webpolicy.cli import report as report_cli
 from webpolicy.engine.decision import decide
 from webpolicy.engine.engine import Engine, load_engine
@@ -60,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--policy", default=DEFAULT_POLICY)
     run.set_defaults(handler=cmd_run)
     report_cli.add_commands(commands)      # report, review, erase: the safeguarding log
+    console_cli.add_commands(commands)     # console, users: the safeguarding console
     return parser
 
 
