@@ -29,6 +29,8 @@ def serve(config: ConsoleConfig, host: str, port: int, trusted_proxy: str | None
         options.update(trusted_proxy=trusted_proxy, trusted_proxy_count=1,
                        trusted_proxy_headers={"x-forwarded-for", "x-forwarded-proto"},
                        clear_untrusted_proxy_headers=True)
-    print(f"webpolicy console: http://{host}:{port}/ (log {config.log_dir}, "
-          f"database {config.database})", flush=True)
+    from webpolicy.console.ingest import ingest
+    result = ingest(config.log_dir)         # a first start indexes the backlog before serving
+    print(f"webpolicy console: http://{host}:{port}/ (log {config.log_dir}, {result.added} new "
+          f"record(s) indexed; database {config.database})", flush=True)
     waitress.serve(get_wsgi_application(), **options)

@@ -137,6 +137,10 @@ def django_settings(config: ConsoleConfig) -> dict:
         "CSRF_COOKIE_SECURE": config.https,
         "SECURE_PROXY_SSL_HEADER": ("HTTP_X_FORWARDED_PROTO", "https") if config.https else None,
         "SECURE_HSTS_SECONDS": 31536000 if config.https else 0,
+        "SECURE_SSL_REDIRECT": config.https,
+        # HSTS for this host only, never preloaded: the college's other subdomains are not ours
+        # to commit to HTTPS (`manage.py check --deploy` would warn: W005, W021).
+        "SILENCED_SYSTEM_CHECKS": ["security.W005", "security.W021"],
         "SECURE_CONTENT_TYPE_NOSNIFF": True,
         "SECURE_REFERRER_POLICY": "same-origin",
         "SECURE_CROSS_ORIGIN_OPENER_POLICY": "same-origin",
@@ -171,6 +175,10 @@ def configure(config: ConsoleConfig, migrate: bool = True) -> None:
     import django
     from django.conf import settings
 
+    # Everything this process creates holds learners' data or protects it: the database and
+    # SQLite's -wal/-shm files beside it, the secret key, reviews.jsonl.  None of it is for
+    # other accounts on the machine.
+    os.umask(0o077)
     settings.configure(**django_settings(config))
     django.setup()
     if migrate:

@@ -25,7 +25,7 @@ from webpolicy.console.models import AccessLog, Case, Event
 from webpolicy.console.roles import DSL, can_see, sees_safeguarding, shown_record, visible_events
 from webpolicy.console.settings import PACKAGE
 from webpolicy.safeguarding.logstore import Review
-from webpolicy.safeguarding.report import ACTION_WORDS, write_csv
+from webpolicy.safeguarding.report import write_csv
 
 PAGE_SIZE = 50
 
@@ -62,7 +62,7 @@ def inbox(request: HttpRequest) -> HttpResponse:
     query = request.GET.copy()
     query.pop("page", None)
     return render(request, "console/inbox.html", {
-        "form": form, "page": page, "query": query.urlencode(), "words": ACTION_WORDS,
+        "form": form, "page": page, "query": query.urlencode(),
         "safeguarding": sees_safeguarding(request.user)})
 
 
@@ -110,9 +110,20 @@ def event_page(request: HttpRequest, reference: str) -> HttpResponse:
                                  "assignee": case.assignee_id if case else None})
     return render(request, "console/event.html", {
         "event": event, "case": case, "notes": case.notes.all() if case else [],
-        "record": sorted(shown_record(request.user, event).items()), "form": form,
-        "words": ACTION_WORDS, "can_edit": request.user.has_perm("console.change_case"),
+        "record": _fields(shown_record(request.user, event)), "form": form,
+        "can_edit": request.user.has_perm("console.change_case"),
         "safeguarding": sees_safeguarding(request.user)})
+
+
+def _fields(record: dict) -> list[tuple[str, str | None]]:
+    """The record's fields for the page, a nested one (watchlist) as `key: value` text."""
+    def text(value):
+        if isinstance(value, dict):
+            return ", ".join(f"{k}: {v}" for k, v in value.items())
+        if isinstance(value, bool):
+            return "yes" if value else "no"
+        return value
+    return [(name, text(value)) for name, value in sorted(record.items())]
 
 
 def _person(event: Event) -> str:
@@ -132,7 +143,7 @@ def person(request: HttpRequest) -> HttpResponse:
     record_access(request.user, "person", f"user {user}" if user else f"client {client}",
                   page.paginator.count)
     return render(request, "console/person.html", {
-        "who": user or client, "page": page, "words": ACTION_WORDS,
+        "who": user or client, "page": page,
         "query": f"user={user}" if user else f"client={client}",
         "safeguarding": sees_safeguarding(request.user)})
 
