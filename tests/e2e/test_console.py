@@ -47,20 +47,20 @@ def _cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
 class Console:
     """`webpolicy console` on a free loopback port, with its log directory."""
 
-    def __init__(self, home: Path):
+    def __init__(self, home: Path, *options: str, ready: str = "/login/"):
         self.home, self.log_dir = home, home / "logs"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.output = open(home / "console.out", "w")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "webpolicy.cli.main", "console", "--log-dir",
-             str(self.log_dir), "--listen", f"127.0.0.1:{self.port}"],
+             str(self.log_dir), "--listen", f"127.0.0.1:{self.port}", *options],
             stdout=self.output, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ADDONS)})
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             assert self.process.poll() is None, (home / "console.out").read_text()
             try:
-                if httpx.get(self.url + "/login/", timeout=2).status_code == 200:
+                if httpx.get(self.url + ready, timeout=2).status_code < 500:
                     return
             except httpx.HTTPError:
                 time.sleep(0.2)
@@ -229,3 +229,24 @@ def test_repeated_failed_sign_ins_are_throttled(console, browser):
     assert browser.find_elements(By.ID, "locked")
     browser.get(console.url + "/")
     assert "/login/" in browser.current_url
+
+
+def test_behind_an_https_reverse_proxy(tmp_path):
+    """--https: the proxy's X-Forwarded-Proto (from the trusted address) makes requests
+    secure, cookies are Secure and HSTS is sent; a plain-HTTP request is sent to HTTPS."""
+    running = Console(tmp_path, "--https", "--allowed-host", "dsl.college.example",
+                      "--origin", "https://dsl.college.example")
+    try:
+        via_proxy = {"Host": "dsl.college.example", "X-Forwarded-Proto": "https",
+                     "X-Forwarded-For": "192.0.2.10"}
+        response = httpx.get(running.url + "/login/", headers=via_proxy)
+        assert response.status_code == 200
+        assert "Secure" in response.headers["set-cookie"]
+        assert response.headers["strict-transport-security"].startswith("max-age=31536000")
+        plain = httpx.get(running.url + "/login/", headers={"Host": "dsl.college.example"})
+        assert plain.status_code == 301
+        assert plain.headers["location"] == "https://dsl.college.example/login/"
+        other = httpx.get(running.url + "/login/", headers={**via_proxy, "Host": "evil.example"})
+        assert other.status_code == 400                       # not an allowed host
+    finally:
+        running.stop()
