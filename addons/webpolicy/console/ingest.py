@@ -118,8 +118,7 @@ def _parse(lines: list[bytes], result: IngestResult) -> list[dict]:
     return records
 
 
-def _ingest_file(name: str, path: Path, result: IngestResult) -> None:
-    state, _ = IngestState.objects.get_or_create(name=name)
+def _ingest_file(name: str, path: Path, state: IngestState, result: IngestResult) -> None:
     lines, offset, rewritten = _new_lines(path, state)
     if not lines and not rewritten and offset == state.offset:
         return
@@ -174,12 +173,14 @@ def ingest(directory: Path) -> IngestResult:
     """Bring the index up to date with the log directory."""
     result = IngestResult()
     present = {path.name: path for _, path in log_files(Path(directory))}
-    gone = Event.objects.exclude(source_file__in=list(present))
-    result.removed += gone.delete()[1].get("console.Event", 0)
-    IngestState.objects.exclude(name__in=[*present, REVIEWS_FILE]).delete()
+    states = {state.name: state for state in IngestState.objects.all()}   # one query, not 90
+    gone = [name for name in states if name not in present and name != REVIEWS_FILE]
+    if gone:                                 # by name, so the index on source_file is used
+        result.removed += Event.objects.filter(source_file__in=gone).delete()[1].get("console.Event", 0)
+        IngestState.objects.filter(name__in=gone).delete()
     for name, path in present.items():
         try:
-            _ingest_file(name, path, result)
+            _ingest_file(name, path, states.get(name) or IngestState(name=name), result)
         except FileNotFoundError:            # removed by retention while we looked
             continue
     _ingest_reviews(Path(directory), result)

@@ -42,6 +42,7 @@ class Event(models.Model):
 
     class Meta:
         ordering = ["-time"]
+        indexes = [models.Index(fields=["-priority", "-time"], name="inbox_order")]
         permissions = [
             ("view_safeguarding", "See learners' safeguarding events, searches and cases"),
             ("view_faults", "See filter faults (failed closed, failed open)"),
