@@ -30,10 +30,6 @@ from webpolicy.safeguarding.report import write_csv
 PAGE_SIZE = 50
 
 
-def _any_role(user) -> bool:
-    return user.has_perm("console.view_faults") or sees_safeguarding(user)
-
-
 def role_required(view):
     """Signed in and in a role: a valid account with no role sees nothing."""
     return login_required(permission_required("console.view_faults", raise_exception=True)(view))
