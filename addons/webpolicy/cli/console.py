@@ -36,7 +36,7 @@ def add_commands(commands) -> None:
                          help="the public origin, e.g. https://dsl.college.example (repeatable)")
     console.set_defaults(handler=cmd_console)
 
-    users = commands.add_parser("users", help="console accounts: add, list, disable, token")
+    users = commands.add_parser("users", help="console accounts: add, password, list, disable, token")
     actions = users.add_subparsers(dest="users_command", metavar="ACTION", required=True)
     add = actions.add_parser("add", help="add an account")
     add.add_argument("name")
@@ -44,12 +44,16 @@ def add_commands(commands) -> None:
                      help="dsl: every event and case; it: filter faults only")
     add.add_argument("--password-stdin", action="store_true",
                      help="read the password from stdin (else it is asked for twice)")
+    password = actions.add_parser("password", help="set a new password (and re-enable)")
+    password.add_argument("name")
+    password.add_argument("--password-stdin", action="store_true",
+                          help="read the password from stdin (else it is asked for twice)")
     listing = actions.add_parser("list", help="list accounts")
     disable = actions.add_parser("disable", help="disable an account and revoke its tokens")
     disable.add_argument("name")
     token = actions.add_parser("token", help="issue an API bearer token (shown once)")
     token.add_argument("name")
-    for parser in (add, listing, disable, token):
+    for parser in (add, password, listing, disable, token):
         _location(parser)
         parser.set_defaults(handler=cmd_users)
 
@@ -110,6 +114,9 @@ def cmd_users(args) -> int:
         if args.users_command == "add":
             accounts.add_user(args.name, args.role, _password(args))
             print(f"added {args.name} ({args.role})")
+        elif args.users_command == "password":
+            accounts.set_password(args.name, _password(args))
+            print(f"new password set for {args.name}")
         elif args.users_command == "list":
             for name, role, active, last in accounts.list_users():
                 print(f"{name:<20} {role:<4} {'active' if active else 'disabled':<9} last sign-in {last}")

@@ -25,16 +25,30 @@ def add_user(name: str, role: str, password: str) -> None:
     if users.objects.filter(username=name).exists():
         raise AccountError(f"user '{name}' exists")
     candidate = users(username=name)
-    try:
-        password_validation.validate_password(password, candidate)
-    except Exception as exc:                 # ValidationError: its messages say why
-        messages = getattr(exc, "messages", [str(exc)])
-        raise AccountError("password refused: " + " ".join(messages)) from None
+    _validated(password, candidate)
     ensure_roles()
     with transaction.atomic():
         candidate.set_password(password)
         candidate.save()
         candidate.groups.set([Group.objects.get(name=role)])
+
+
+def _validated(password: str, user) -> None:
+    try:
+        password_validation.validate_password(password, user)
+    except Exception as exc:                 # ValidationError: its messages say why
+        messages = getattr(exc, "messages", [str(exc)])
+        raise AccountError("password refused: " + " ".join(messages)) from None
+
+
+def set_password(name: str, password: str) -> None:
+    """A new password (forgotten, or after a disable): re-enables the account, and signs out
+    its sessions, which Django ties to the password hash."""
+    user = _user(name)
+    _validated(password, user)
+    user.set_password(password)
+    user.is_active = True
+    user.save()
 
 
 def list_users() -> list[tuple[str, str, bool, str]]:

@@ -8,6 +8,7 @@ an event the user may not see answers 404, the same as a reference that does not
 from __future__ import annotations
 
 import io
+from urllib.parse import urlencode
 
 from django import forms
 from django.contrib.auth import get_user_model
@@ -140,7 +141,7 @@ def person(request: HttpRequest) -> HttpResponse:
                   page.paginator.count)
     return render(request, "console/person.html", {
         "who": user or client, "page": page,
-        "query": f"user={user}" if user else f"client={client}",
+        "query": urlencode({"user": user} if user else {"client": client}),
         "safeguarding": sees_safeguarding(request.user)})
 
 

@@ -11,7 +11,14 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from webpolicy.console.accounts import AccountError, add_user, disable_user, list_users, new_token
+from webpolicy.console.accounts import (
+    AccountError,
+    add_user,
+    disable_user,
+    list_users,
+    new_token,
+    set_password,
+)
 from webpolicy.console.settings import config_for, secret_key
 
 from ..helpers import ADDONS
@@ -68,6 +75,15 @@ class AccountsTest(ConsoleTest):
         with pytest.raises(AccountError, match="disabled"):
             new_token("dana")
 
+    def test_a_new_password_re_enables_and_ends_old_sessions(self):
+        sign_in(self.client, "dana", PASSWORD)
+        disable_user("dana")
+        with pytest.raises(AccountError, match="password refused"):
+            set_password("dana", "dana")
+        set_password("dana", "another long passphrase")
+        assert self.client.get("/").status_code == 302            # the old session is gone
+        assert sign_in(Client(), "dana", "another long passphrase").status_code == 302
+
 
 def test_secret_key_is_generated_once_private(tmp_path):
     path = tmp_path / "webpolicy-console.secret"
@@ -95,6 +111,7 @@ def test_users_command(tmp_path):
     assert refused.returncode == 1 and "password refused" in refused.stderr
     token = users("token", "dana")
     assert token.returncode == 0 and token.stdout.startswith("wpc_")
+    assert users("password", "dana", "--password-stdin", stdin="yet another passphrase\n").returncode == 0
     assert users("disable", "dana").returncode == 0
     listing = users("list").stdout
     assert "dana" in listing and "dsl" in listing and "disabled" in listing

@@ -18,7 +18,11 @@ from .base import ConsoleTest
 
 def references(response) -> list[str]:
     """References in page order (each row links its reference once)."""
-    return re.findall(r'<a href="/events/(WP-\w+)/">', response.content.decode())
+    return references_in(response.content.decode())
+
+
+def references_in(page: str) -> list[str]:
+    return re.findall(r'<a href="/events/(WP-\w+)/">', page)
 
 
 class PagesTest(ConsoleTest):
@@ -125,6 +129,11 @@ class PagesTest(ConsoleTest):
         assert references(self.client.get("/person/?user=bob")) == [
             "WP-0000000001", "WP-0000000004", "WP-0000000003", "WP-0000000002"]
         assert references(self.client.get("/person/?client=10.10.9.9")) == ["WP-0000000005"]
+        page = self.client.get("/person/?user=bob").content.decode()
+        assert 'href="/export.csv?user=bob&amp;status=all"' in page
+        AccessLog.objects.all().delete()
+        self.client.get("/person/?user=bob")
+        self.client.get("/person/?client=10.10.9.9")
         self.client.get("/events/WP-0000000002/")
         logged = list(AccessLog.objects.order_by("id").values_list("username", "what", "subject", "count"))
         assert logged == [("dana", "person", "user bob", 4), ("dana", "person", "client 10.10.9.9", 1),
@@ -148,6 +157,13 @@ class PagesTest(ConsoleTest):
         assert flagged["Reviewed"] == "yes" and "dana: ok" in flagged["Review notes"]
         access = AccessLog.objects.get(what="export")
         assert (access.count, "severity=high" in access.subject) == (2, True)
+
+    def test_names_are_url_encoded_in_links(self):
+        self.log(samples.record("WP-0000000006", user="o'neil & co"))
+        self.sign_in(self.dsl)
+        page = self.client.get("/person/", {"user": "o'neil & co"}).content.decode()
+        assert references_in(page) == ["WP-0000000006"]
+        assert "user=o%27neil+%26+co" in page
 
     def test_security_headers(self):
         response = self.client.get("/login/")
