@@ -24,12 +24,15 @@ class EventFilter(forms.Form):
     until = forms.CharField(required=False)
     user = forms.CharField(required=False, max_length=200)
     client = forms.CharField(required=False, max_length=64, help_text="an address or network")
+    profile = forms.CharField(required=False, max_length=100)
     category = forms.CharField(required=False, max_length=200)
     severity = forms.ChoiceField(required=False,
                                  choices=[("", "any")] + [(s, f"{s} or higher") for s in SEVERITY_RANK])
     action = forms.CharField(required=False, help_text=", ".join(ACTIONS))
     status = forms.ChoiceField(required=False, choices=STATUSES)
     id = forms.CharField(required=False, label="Reference")
+    unreviewed = forms.BooleanField(required=False, label="Not closed",
+                                    help_text="the CLI's --unreviewed: the same as status open")
 
     def clean_since(self):
         return self._when("since", end=False)
@@ -74,6 +77,8 @@ class EventFilter(forms.Form):
             events = events.filter(user__iexact=data["user"].strip())
         if data.get("client"):
             events = _client(events, data["client"])
+        if data.get("profile"):
+            events = events.filter(profile=data["profile"].strip())
         if data.get("category"):
             text = data["category"].strip()
             events = events.filter(Q(category__icontains=text) | Q(watch_category__icontains=text))
@@ -84,7 +89,7 @@ class EventFilter(forms.Form):
         if data.get("id"):
             events = events.filter(reference__in=[i.strip().upper()
                                                   for i in data["id"].split(",") if i.strip()])
-        status = data.get("status") or default_status
+        status = "open" if data.get("unreviewed") else data.get("status") or default_status
         if status == "open":
             events = events.filter(Q(case__isnull=True) | ~Q(case__status=Case.Status.CLOSED))
         elif status == Case.Status.NEW:

@@ -50,7 +50,12 @@ class ApiTest(ConsoleTest):
         data = self.get("/api/events?action=flagged&user=bob", self.dsl_token).json()
         assert [e["record"]["search_term"] for e in data["events"]] == ["how to self harm"]
         assert self.get("/api/events?severity=urgent", self.dsl_token).status_code == 400
-        assert AccessLog.objects.filter(what="api-events", username="dana").count() == 2
+        self.post("/api/events/WP-0000000001/review", {"status": "closed", "outcome": "other"},
+                  self.dsl_token)
+        data = self.get("/api/events?unreviewed=1", self.dsl_token).json()
+        assert [e["reference"] for e in data["events"]] == ["WP-0000000002", "WP-0000000003"]
+        assert self.get("/api/events", self.dsl_token).json()["total"] == 3     # all by default
+        assert AccessLog.objects.filter(what="api-events", username="dana").count() == 4
 
     def test_one_event(self):
         data = self.get("/api/events/wp-0000000002", self.dsl_token).json()

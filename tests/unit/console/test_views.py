@@ -33,7 +33,7 @@ class PagesTest(ConsoleTest):
                  samples.flagged("WP-0000000003", minutes_ago=20),
                  samples.fault("WP-0000000004", minutes_ago=10),
                  samples.record("WP-0000000005", minutes_ago=3, user=None, client_ip="10.10.9.9",
-                                device=None))
+                                device=None, profile="staff"))
 
     def test_pages_need_a_sign_in(self):
         for url in ("/", "/events/WP-0000000001/", "/person/?user=bob", "/export.csv",
@@ -56,7 +56,8 @@ class PagesTest(ConsoleTest):
                  "client=10.10.9.0/24": ["WP-0000000005"],
                  "category=self-harm": ["WP-0000000003"],
                  "since=15m": ["WP-0000000001", "WP-0000000005", "WP-0000000004"],
-                 "id=wp-0000000004": ["WP-0000000004"]}
+                 "id=wp-0000000004": ["WP-0000000004"],
+                 "profile=staff": ["WP-0000000005"]}
         for query, expected in cases.items():
             assert references(self.client.get(f"/?{query}")) == expected, query
 
