@@ -25,11 +25,11 @@ class CaseError(ValueError):
 def update_case(event: Event, by: str, status: str | None = None, outcome: str | None = None,
                 note: str = "", assignee=None, assign: bool = False) -> Case:
     """Apply a DSL's change; a closed case needs an outcome."""
-    case, _ = Case.objects.get_or_create(event=event)
     if status and status not in Case.Status.values:
         raise CaseError(f"unknown status '{status}' (choose from {', '.join(Case.Status.values)})")
     if outcome and outcome not in Case.Outcome.values:
         raise CaseError(f"unknown outcome '{outcome}' (choose from {', '.join(Case.Outcome.values)})")
+    case = Case.objects.filter(event=event).first() or Case(event=event)
     closing = status == Case.Status.CLOSED and case.status != Case.Status.CLOSED
     if (status or case.status) == Case.Status.CLOSED and not (outcome or case.outcome):
         raise CaseError("say the outcome when closing a case")

@@ -56,6 +56,9 @@ def inbox(request: HttpRequest) -> HttpResponse:
             form.is_valid()
         page = Paginator(inbox_order(form.apply(events, "open")), PAGE_SIZE).get_page(
             request.GET.get("page"))
+        if form.cleaned_data.get("user") or form.cleaned_data.get("client"):
+            # filtered to one person, the inbox is that person's timeline
+            record_access(request.user, "person", form.describe(), page.paginator.count)
     query = request.GET.copy()
     query.pop("page", None)
     return render(request, "console/inbox.html", {

@@ -84,9 +84,11 @@ class ApiTest(ConsoleTest):
         assert case["notes"][0]["author"] == "dana"
         assert Case.objects.get(event__reference="WP-0000000002").status == "closed"
         assert "WP-0000000002" in ReviewStore(self.log_dir).load()
-        for body in ("not json", "[1]", {"status": "done"}, {"outcome": "maybe"}):
+        for body in ("not json", "[1]", {"status": "done"}, {"outcome": "maybe"},
+                     {"status": "closed"}):
             response = self.post("/api/events/WP-0000000001/review", body, self.dsl_token)
             assert response.status_code == 400, body
+        assert not Case.objects.filter(event__reference="WP-0000000001").exists()
 
     def test_a_disabled_user_token_stops_working(self):
         disable_user("dana")

@@ -141,6 +141,9 @@ class PagesTest(ConsoleTest):
                           ("dana", "event", "WP-0000000002 (bob)", 1)]
         page = self.client.get("/access-log/").content.decode()
         assert "user bob" in page and "WP-0000000002 (bob)" in page
+        self.client.get("/?user=bob&severity=high")             # the inbox, filtered to bob
+        assert AccessLog.objects.order_by("-id").values_list("what", "subject", "count")[0] == (
+            "person", "user=bob; severity=high", 2)
 
     def test_export_is_the_cpoms_csv_of_the_filter_and_is_logged(self):
         self.sign_in(self.dsl)
