@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,6 +62,16 @@ def secret_key(path: Path) -> str:
     return path.read_text().strip()
 
 
+def time_zone() -> str:
+    """Pages show UK time (as reports show local time), or $TZ when it names a zone."""
+    name = os.environ.get("TZ", "").lstrip(":")
+    try:
+        zoneinfo.ZoneInfo(name)
+        return name
+    except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+        return "Europe/London"
+
+
 def django_settings(config: ConsoleConfig) -> dict:
     """Everything Django needs, as keyword arguments for settings.configure()."""
     config.database.parent.mkdir(parents=True, exist_ok=True)
@@ -109,7 +120,7 @@ def django_settings(config: ConsoleConfig) -> dict:
         }},
         "DEFAULT_AUTO_FIELD": "django.db.models.BigAutoField",
         "USE_TZ": True,
-        "TIME_ZONE": os.environ.get("TZ", "Europe/London"),
+        "TIME_ZONE": time_zone(),
         "LANGUAGE_CODE": "en-gb",
         "LOGIN_URL": "/login/",
         "LOGIN_REDIRECT_URL": "/",

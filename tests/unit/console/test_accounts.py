@@ -117,3 +117,11 @@ def test_users_command(tmp_path):
     assert "dana" in listing and "dsl" in listing and "disabled" in listing
     assert stat.S_IMODE((tmp_path / "webpolicy-console.sqlite3").stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / "webpolicy-console.secret").stat().st_mode) == 0o600
+
+
+def test_time_zone(monkeypatch):
+    from webpolicy.console.settings import time_zone
+    for value, expected in (("", "Europe/London"), ("UTC", "UTC"), (":/etc/localtime", "Europe/London"),
+                            ("Not/AZone", "Europe/London"), ("Europe/Paris", "Europe/Paris")):
+        monkeypatch.setenv("TZ", value)
+        assert time_zone() == expected, value
