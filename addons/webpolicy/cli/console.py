@@ -66,12 +66,18 @@ def _location(parser: argparse.ArgumentParser) -> None:
                                            "log directory)")
 
 
-def _config(args, **options):
+def _require_django(args) -> None:
     try:
-        from webpolicy.console.settings import config_for
-    except ImportError:
-        raise SystemExit(f"webpolicy {args.command}: Django is not installed; install with: "
-                         "pip install 'webpolicy[console]'") from None
+        import axes  # noqa: F401
+        import django  # noqa: F401
+        import waitress  # noqa: F401
+    except ImportError as exc:
+        raise SystemExit(f"webpolicy {args.command}: {exc.name} is not installed; install the "
+                         "console with: pip install 'webpolicy[console]'") from None
+
+
+def _config(args, **options):
+    from webpolicy.console.settings import config_for
     if args.log_dir:
         directory = Path(args.log_dir)
     else:
@@ -84,6 +90,7 @@ def _config(args, **options):
 
 
 def cmd_console(args) -> int:
+    _require_django(args)
     from webpolicy.console.server import parse_listen, serve
     try:
         host, port = parse_listen(args.listen)
@@ -107,6 +114,7 @@ def _password(args) -> str:
 
 
 def cmd_users(args) -> int:
+    _require_django(args)
     from webpolicy.console.settings import configure
     configure(_config(args))
     from webpolicy.console import accounts

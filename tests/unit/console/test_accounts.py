@@ -125,3 +125,15 @@ def test_time_zone(monkeypatch):
                             ("Not/AZone", "Europe/London"), ("Europe/Paris", "Europe/Paris")):
         monkeypatch.setenv("TZ", value)
         assert time_zone() == expected, value
+
+
+def test_without_the_console_extra_the_commands_say_what_to_install(tmp_path):
+    """The gateway does not need Django; `webpolicy console` without it says what to do."""
+    blocker = tmp_path / "sitecustomize.py"
+    blocker.write_text("import sys\nsys.modules['django'] = None\n")   # import django fails
+    done = subprocess.run([sys.executable, "-m", "webpolicy.cli.main", "console", "--log-dir",
+                           str(tmp_path / "logs")], text=True, capture_output=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": f"{tmp_path}:{ADDONS}"})
+    assert done.returncode == 1
+    assert "django is not installed" in done.stderr and "webpolicy[console]" in done.stderr
+    assert not (tmp_path / "webpolicy-console.secret").exists()
