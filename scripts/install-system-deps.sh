@@ -8,6 +8,7 @@ command -v promtool >/dev/null || need+=(prometheus)
 command -v wrk >/dev/null || need+=(wrk)
 command -v unshare >/dev/null || need+=(util-linux)
 command -v certutil >/dev/null || need+=(libnss3-tools)   # Chromium's CA store for the block-page test
+command -v chromedriver >/dev/null || need+=(chromium-driver)  # Selenium drives Chromium in tests/e2e/test_console.py
 command -v systemd-analyze >/dev/null || need+=(systemd)  # checks docs/webpolicy.service
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then

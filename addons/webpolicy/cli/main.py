@@ -9,6 +9,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from webpolicy.cli import console as console_cli
 from webpolicy.cli import policy as policy_cli
 from webpolicy.cli import report as report_cli
 from webpolicy.engine.decision import decide
@@ -80,7 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--policy", default=DEFAULT_POLICY)
     run.set_defaults(handler=cmd_run)
     report_cli.add_commands(commands)      # report, review, erase: the safeguarding log
-    policy_cli.add_commands(commands)      # apply, history: changing the live policy
+    policy_cli.add_commands(commands)      # apply, history, export: changing the live policy
+    console_cli.add_commands(commands)     # console, users: the safeguarding console
     return parser
 
 

@@ -1,0 +1,139 @@
+"""`webpolicy console` and `webpolicy users`: the safeguarding console and its accounts.
+
+Django is an optional extra (`pip install 'webpolicy[console]'`), so it is imported only
+when one of these commands runs: the gateway and the other commands never need it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from webpolicy.policy.model import PolicyError, load_policy
+
+DEFAULT_LISTEN = "127.0.0.1:8081"
+
+
+def add_commands(commands) -> None:
+    """Register console and users on the `webpolicy` command line."""
+    console = commands.add_parser(
+        "console", help="serve the safeguarding console (a web application for DSLs)",
+        description="Serve the safeguarding console in this process.  Its database and secret "
+                    "key are kept beside the log directory.  Publish it on the network only "
+                    "behind an HTTPS reverse proxy (--https): see README.")
+    _location(console)
+    console.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
+                         help=f"address to serve on (default {DEFAULT_LISTEN})")
+    console.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                         help="a host name the console is reached by (repeatable)")
+    console.add_argument("--https", action="store_true",
+                         help="behind a TLS reverse proxy: secure cookies, HSTS, trust its "
+                              "X-Forwarded-For/-Proto headers")
+    console.add_argument("--trusted-proxy", default="127.0.0.1", metavar="IP",
+                         help="the reverse proxy's address, with --https (default 127.0.0.1)")
+    console.add_argument("--origin", action="append", default=[], metavar="URL",
+                         help="the public origin, e.g. https://dsl.college.example (repeatable)")
+    console.set_defaults(handler=cmd_console)
+
+    users = commands.add_parser("users", help="console accounts: add, password, list, disable, token")
+    actions = users.add_subparsers(dest="users_command", metavar="ACTION", required=True)
+    add = actions.add_parser("add", help="add an account")
+    add.add_argument("name")
+    add.add_argument("--role", required=True, choices=("dsl", "it"),
+                     help="dsl: every event and case; it: filter faults only")
+    add.add_argument("--password-stdin", action="store_true",
+                     help="read the password from stdin (else it is asked for twice)")
+    password = actions.add_parser("password", help="set a new password (and re-enable)")
+    password.add_argument("name")
+    password.add_argument("--password-stdin", action="store_true",
+                          help="read the password from stdin (else it is asked for twice)")
+    listing = actions.add_parser("list", help="list accounts")
+    disable = actions.add_parser("disable", help="disable an account and revoke its tokens")
+    disable.add_argument("name")
+    token = actions.add_parser("token", help="issue an API bearer token (shown once)")
+    token.add_argument("name")
+    for parser in (add, password, listing, disable, token):
+        _location(parser)
+        parser.set_defaults(handler=cmd_users)
+
+
+def _location(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--policy", default="policy.yaml",
+                        help="policy.yaml (its logging.directory is read)")
+    parser.add_argument("--log-dir", help="the log directory (instead of reading the policy)")
+    parser.add_argument("--database", help="the console's SQLite file (default: beside the "
+                                           "log directory)")
+
+
+def _require_django(args) -> None:
+    try:
+        import axes  # noqa: F401
+        import django  # noqa: F401
+        import waitress  # noqa: F401
+    except ImportError as exc:
+        raise SystemExit(f"webpolicy {args.command}: {exc.name} is not installed; install the "
+                         "console with: pip install 'webpolicy[console]'") from None
+
+
+def _config(args, **options):
+    from webpolicy.console.settings import config_for
+    if args.log_dir:
+        directory = Path(args.log_dir)
+    else:
+        try:
+            directory = load_policy(Path(args.policy)).logging.directory
+        except PolicyError as exc:
+            raise SystemExit(f"webpolicy {args.command}: cannot read the log directory from "
+                             f"{args.policy}:\n{exc}\n(or give --log-dir)") from None
+    return config_for(directory, Path(args.database) if args.database else None, **options)
+
+
+def cmd_console(args) -> int:
+    _require_django(args)
+    from webpolicy.console.server import parse_listen, serve
+    try:
+        host, port = parse_listen(args.listen)
+    except ValueError as exc:
+        print(f"webpolicy console: --listen {exc}", file=sys.stderr)
+        return 2
+    hosts = list(dict.fromkeys([host, "127.0.0.1", "localhost", *args.allowed_host]))
+    config = _config(args, allowed_hosts=hosts, https=args.https, trusted_origins=args.origin)
+    serve(config, host, port, trusted_proxy=args.trusted_proxy if args.https else None)
+    return 0
+
+
+def _password(args) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    import getpass
+    first = getpass.getpass("Password: ")
+    if first != getpass.getpass("Again: "):
+        raise SystemExit("webpolicy users: the passwords differ")
+    return first
+
+
+def cmd_users(args) -> int:
+    _require_django(args)
+    from webpolicy.console.settings import configure
+    configure(_config(args))
+    from webpolicy.console import accounts
+    try:
+        if args.users_command == "add":
+            accounts.add_user(args.name, args.role, _password(args))
+            print(f"added {args.name} ({args.role})")
+        elif args.users_command == "password":
+            accounts.set_password(args.name, _password(args))
+            print(f"new password set for {args.name}")
+        elif args.users_command == "list":
+            for name, role, active, last in accounts.list_users():
+                print(f"{name:<20} {role:<4} {'active' if active else 'disabled':<9} last sign-in {last}")
+        elif args.users_command == "disable":
+            accounts.disable_user(args.name)
+            print(f"disabled {args.name}; their API tokens are revoked")
+        elif args.users_command == "token":
+            print(accounts.new_token(args.name))
+    except accounts.AccountError as exc:
+        print(f"webpolicy users: {exc}", file=sys.stderr)
+        return 1
+    return 0

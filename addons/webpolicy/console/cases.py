@@ -1,0 +1,53 @@
+"""Case work on an event, shared by the event page and the API.
+
+Closing a case is also a review in `reviews.jsonl`, so `webpolicy report --unreviewed` and
+the console agree on what is done; the line's key is kept on the note so ingest does not
+import it back as a second note.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+
+from webpolicy.console.ingest import review_key
+from webpolicy.console.models import Case, Event, Note
+from webpolicy.safeguarding.logstore import ReviewStore
+
+
+class CaseError(ValueError):
+    """A request the case cannot take (unknown status or outcome, closing without outcome)."""
+
+
+def update_case(event: Event, by: str, status: str | None = None, outcome: str | None = None,
+                note: str = "", assignee=None, assign: bool = False) -> Case:
+    """Apply a DSL's change; a closed case needs an outcome."""
+    if status and status not in Case.Status.values:
+        raise CaseError(f"unknown status '{status}' (choose from {', '.join(Case.Status.values)})")
+    if outcome and outcome not in Case.Outcome.values:
+        raise CaseError(f"unknown outcome '{outcome}' (choose from {', '.join(Case.Outcome.values)})")
+    case = Case.objects.filter(event=event).first() or Case(event=event)
+    closing = status == Case.Status.CLOSED and case.status != Case.Status.CLOSED
+    if (status or case.status) == Case.Status.CLOSED and not (outcome or case.outcome):
+        raise CaseError("say the outcome when closing a case")
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    with transaction.atomic():
+        case.status = status or case.status
+        case.outcome = outcome or case.outcome
+        if assign:
+            case.assignee = assignee
+        case.save()
+        note = note.strip()
+        key = ""
+        if closing:
+            text = f"Closed ({Case.Outcome(case.outcome).label})" + (f": {note}" if note else "")
+            review = {"time": now.isoformat().replace("+00:00", "Z"), "by": by, "note": text}
+            key = review_key(review)
+            ReviewStore(Path(settings.WEBPOLICY_LOG_DIR)).add([event.record], text, by, now=now)
+        if note or closing:
+            Note.objects.create(case=case, author=by, time=now, text=note or "Closed",
+                                review_key=key)
+    return case

@@ -1,0 +1,137 @@
+"""The console's database: an index of the log's records, and the DSLs' case work on them.
+
+`Event` is a copy of the fields the pages filter and sort on; the full record stays in the
+JSONL log (the system of record) and is kept here as `record` so an event page needs no file
+read.  Erasing or expiring a record in the log removes it here at the next ingest.  Cases,
+notes, the access log and API tokens exist only here.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from webpolicy.safeguarding.report import ACTION_WORDS
+
+SEVERITY_ORDER = {"critical": 4, "high": 3, "medium": 2, "low": 1}
+
+
+class Event(models.Model):
+    """One safeguarding log record, as ingested from a daily file."""
+
+    reference = models.CharField(max_length=32, unique=True)
+    time = models.DateTimeField(db_index=True)
+    user = models.CharField(max_length=200, blank=True, db_index=True)
+    client_ip = models.CharField(max_length=64, blank=True, db_index=True)
+    device = models.CharField(max_length=200, blank=True)
+    profile = models.CharField(max_length=100, blank=True)
+    action = models.CharField(max_length=32, db_index=True)
+    list = models.CharField(max_length=100, blank=True)
+    category = models.CharField(max_length=200, blank=True)
+    watch_category = models.CharField(max_length=200, blank=True)
+    severity = models.CharField(max_length=16, blank=True)
+    severity_rank = models.PositiveSmallIntegerField(default=0)   # for "this or higher"
+    statutory = models.BooleanField(default=False)
+    priority = models.PositiveSmallIntegerField(default=0)   # the inbox's order: see ingest.py
+    fault = models.BooleanField(default=False)     # a filter fault: all the `it` role sees
+    host = models.CharField(max_length=300, blank=True)
+    url = models.TextField(blank=True)
+    search_term = models.TextField(blank=True)
+    record = models.JSONField()
+    source_file = models.CharField(max_length=64, db_index=True)
+
+    class Meta:
+        ordering = ["-time"]
+        indexes = [models.Index(fields=["-priority", "-time"], name="inbox_order")]
+        permissions = [
+            ("view_safeguarding", "See learners' safeguarding events, searches and cases"),
+            ("view_faults", "See filter faults (failed closed, failed open)"),
+            ("export_events", "Export events as CSV"),
+            ("view_accesslog", "Read the console's access log"),
+        ]
+
+    def __str__(self) -> str:
+        return self.reference
+
+    @property
+    def action_words(self) -> str:
+        return ACTION_WORDS.get(self.action, self.action)
+
+    @property
+    def case_or_none(self) -> Case | None:
+        """The case, or None before anyone acted on the event (templates cannot catch)."""
+        try:
+            return self.case
+        except Case.DoesNotExist:
+            return None
+
+
+class Case(models.Model):
+    """The DSL's work on one event: at most one case per event, created on first action."""
+
+    class Status(models.TextChoices):
+        NEW = "new", "New"
+        IN_PROGRESS = "in_progress", "In progress"
+        CLOSED = "closed", "Closed"
+
+    class Outcome(models.TextChoices):
+        CONCERN_CONFIRMED = "concern_confirmed", "Concern confirmed"
+        NO_CONCERN = "no_concern", "No concern"
+        REFERRED = "referred", "Referred"
+        OTHER = "other", "Other"
+
+    event = models.OneToOneField(Event, on_delete=models.CASCADE, related_name="case")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.NEW)
+    outcome = models.CharField(max_length=32, choices=Outcome.choices, blank=True)
+    assignee = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                 on_delete=models.SET_NULL, related_name="cases")
+    updated = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.event.reference}: {self.status}"
+
+
+class Note(models.Model):
+    """A note on a case: written in the console, or imported from `webpolicy review`."""
+
+    case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="notes")
+    author = models.CharField(max_length=150)
+    time = models.DateTimeField()
+    text = models.TextField()
+    source = models.CharField(max_length=16, default="console")   # console | cli
+    # "time|by|note" of the matching reviews.jsonl line, so a review is never imported twice
+    review_key = models.CharField(max_length=600, blank=True, db_index=True)
+
+    class Meta:
+        ordering = ["time", "id"]
+
+
+class IngestState(models.Model):
+    """How far each daily file (and reviews.jsonl) has been read: incremental ingest."""
+
+    name = models.CharField(max_length=64, unique=True)
+    inode = models.BigIntegerField(default=0)
+    offset = models.BigIntegerField(default=0)
+
+
+class AccessLog(models.Model):
+    """Who looked at whose events, and who exported what: DSLs can read it in the console."""
+
+    time = models.DateTimeField(auto_now_add=True, db_index=True)
+    username = models.CharField(max_length=150)
+    what = models.CharField(max_length=32)       # event, person, export, api ...
+    subject = models.CharField(max_length=300)   # a reference, a person, a filter
+    count = models.PositiveIntegerField(default=1)
+
+    class Meta:
+        ordering = ["-time", "-id"]
+
+
+class ApiToken(models.Model):
+    """A bearer token for the API, stored as a keyed digest (the token is shown once)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                             related_name="api_tokens")
+    digest = models.CharField(max_length=128, unique=True)
+    created = models.DateTimeField(auto_now_add=True)
+    last_used = models.DateTimeField(null=True, blank=True)

@@ -1,0 +1,200 @@
+"""Django settings built from policy.yaml and the command line, not from a settings module.
+
+The console has one deployment shape (beside the gateway, reading its log), so its settings
+are computed: the log directory from policy.yaml, the SQLite database and the secret key
+beside that directory.  The secret key is generated on first start into a 0600 file that is
+never part of the repository; sessions, CSRF tokens and API token digests depend on it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import zoneinfo
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.core.management.utils import get_random_secret_key
+from django.utils.csp import CSP
+
+PACKAGE = Path(__file__).resolve().parent
+DATABASE_FILE = "webpolicy-console.sqlite3"
+SECRET_FILE = "webpolicy-console.secret"
+
+
+@dataclass
+class ConsoleConfig:
+    """Where the console's state lives and how it is published."""
+
+    log_dir: Path
+    database: Path
+    secret_file: Path
+    allowed_hosts: list[str] = field(default_factory=lambda: ["127.0.0.1", "localhost"])
+    https: bool = False                 # behind a TLS-terminating reverse proxy
+    trusted_origins: list[str] = field(default_factory=list)
+    login_failure_limit: int = 5
+    lockout_minutes: int = 15
+
+
+def config_for(log_dir: Path, database: Path | None = None, **options) -> ConsoleConfig:
+    """Defaults beside the log directory: `logs/` -> `webpolicy-console.sqlite3` and
+    `webpolicy-console.secret` in the directory holding `logs/`, outside the log directory
+    so that the proxy's retention never touches them."""
+    log_dir = Path(log_dir).resolve()
+    home = log_dir.parent
+    return ConsoleConfig(log_dir=log_dir, database=Path(database or home / DATABASE_FILE),
+                         secret_file=home / SECRET_FILE, **options)
+
+
+def secret_key(path: Path) -> str:
+    """The key from `path`, generated (0600, created exclusively) on first use."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:                  # another process (users add) made it just now
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as out:
+        out.write(get_random_secret_key() + "\n")
+    return path.read_text().strip()
+
+
+def time_zone() -> str:
+    """Pages show UK time (as reports show local time), or $TZ when it names a zone."""
+    name = os.environ.get("TZ", "").lstrip(":")
+    try:
+        zoneinfo.ZoneInfo(name)
+        return name
+    except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+        return "Europe/London"
+
+
+def django_settings(config: ConsoleConfig) -> dict:
+    """Everything Django needs, as keyword arguments for settings.configure()."""
+    config.database.parent.mkdir(parents=True, exist_ok=True)
+    return {
+        "DEBUG": False,
+        "SECRET_KEY": secret_key(config.secret_file),
+        "ALLOWED_HOSTS": list(config.allowed_hosts),
+        "INSTALLED_APPS": [
+            "django.contrib.contenttypes",
+            "django.contrib.auth",
+            "django.contrib.sessions",
+            "axes",
+            "webpolicy.console",
+        ],
+        "MIDDLEWARE": [
+            "django.middleware.security.SecurityMiddleware",
+            "django.middleware.csp.ContentSecurityPolicyMiddleware",
+            "django.contrib.sessions.middleware.SessionMiddleware",
+            "django.middleware.common.CommonMiddleware",
+            "django.middleware.csrf.CsrfViewMiddleware",
+            "django.contrib.auth.middleware.AuthenticationMiddleware",
+            "django.middleware.clickjacking.XFrameOptionsMiddleware",
+            "webpolicy.console.middleware.IngestMiddleware",
+            "axes.middleware.AxesMiddleware",
+        ],
+        "AUTHENTICATION_BACKENDS": [
+            "axes.backends.AxesStandaloneBackend",     # refuses while locked out, counts failures
+            "django.contrib.auth.backends.ModelBackend",  # also refuses disabled accounts
+        ],
+        "ROOT_URLCONF": "webpolicy.console.urls",
+        "TEMPLATES": [{
+            "BACKEND": "django.template.backends.django.DjangoTemplates",
+            "APP_DIRS": True,
+            "OPTIONS": {"context_processors": [
+                "django.template.context_processors.request",
+                "django.template.context_processors.csrf",
+                "django.contrib.auth.context_processors.auth",
+            ]},
+        }],
+        "DATABASES": {"default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": str(config.database),
+            # the ingest thread of one request and the writes of another share the file
+            "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE",
+                        "init_command": "PRAGMA journal_mode=WAL;"},
+        }},
+        "DEFAULT_AUTO_FIELD": "django.db.models.BigAutoField",
+        "USE_TZ": True,
+        "TIME_ZONE": time_zone(),
+        "LANGUAGE_CODE": "en-gb",
+        "LOGIN_URL": "/login/",
+        "LOGIN_REDIRECT_URL": "/",
+        "LOGOUT_REDIRECT_URL": "/login/",
+        "AUTH_PASSWORD_VALIDATORS": [
+            {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+            {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+             "OPTIONS": {"min_length": 12}},
+            {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+            {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+        ],
+        # Sessions: short, closed with the browser, never readable by scripts or other sites.
+        "SESSION_COOKIE_AGE": 8 * 3600,
+        "SESSION_EXPIRE_AT_BROWSER_CLOSE": True,
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Strict",
+        "SESSION_COOKIE_NAME": "webpolicy_session",
+        "CSRF_COOKIE_HTTPONLY": True,
+        "CSRF_COOKIE_SAMESITE": "Strict",
+        "CSRF_COOKIE_NAME": "webpolicy_csrf",
+        "CSRF_TRUSTED_ORIGINS": list(config.trusted_origins),
+        # Over HTTPS (a reverse proxy terminating TLS, see README): cookies only over TLS,
+        # HSTS, and the proxy's X-Forwarded-Proto trusted to say the request was HTTPS.
+        "SESSION_COOKIE_SECURE": config.https,
+        "CSRF_COOKIE_SECURE": config.https,
+        "SECURE_PROXY_SSL_HEADER": ("HTTP_X_FORWARDED_PROTO", "https") if config.https else None,
+        "SECURE_HSTS_SECONDS": 31536000 if config.https else 0,
+        "SECURE_SSL_REDIRECT": config.https,
+        # HSTS for this host only, never preloaded: the college's other subdomains are not ours
+        # to commit to HTTPS (`manage.py check --deploy` would warn: W005, W021).
+        "SILENCED_SYSTEM_CHECKS": ["security.W005", "security.W021"],
+        "SECURE_CONTENT_TYPE_NOSNIFF": True,
+        "SECURE_REFERRER_POLICY": "same-origin",
+        "SECURE_CROSS_ORIGIN_OPENER_POLICY": "same-origin",
+        "X_FRAME_OPTIONS": "DENY",
+        # Django's own CSP (6.0+): nothing but this origin's stylesheet; no scripts at all.
+        "SECURE_CSP": {
+            "default-src": [CSP.NONE],
+            "style-src": [CSP.SELF],
+            "img-src": [CSP.SELF],
+            "form-action": [CSP.SELF],
+            "frame-ancestors": [CSP.NONE],
+            "base-uri": [CSP.NONE],
+        },
+        # django-axes: lock a login name from one address after repeated failures.  The
+        # address is REMOTE_ADDR, which waitress takes from X-Forwarded-For only when the
+        # request comes from the trusted reverse proxy (server.py).
+        "AXES_FAILURE_LIMIT": config.login_failure_limit,
+        "AXES_COOLOFF_TIME": dt.timedelta(minutes=config.lockout_minutes),
+        "AXES_LOCKOUT_PARAMETERS": [["username", "ip_address"]],
+        "AXES_RESET_ON_SUCCESS": True,
+        "AXES_LOCKOUT_TEMPLATE": "console/locked.html",
+        "AXES_VERBOSE": False,
+        "CACHES": {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}},
+        "LOGGING": {"version": 1, "disable_existing_loggers": False,
+                    "loggers": {"axes": {"level": "WARNING"}}},
+        "WEBPOLICY_LOG_DIR": str(config.log_dir),
+    }
+
+
+def configure(config: ConsoleConfig, migrate: bool = True) -> None:
+    """Configure Django for this process and bring the database schema up to date."""
+    import django
+    from django.conf import settings
+
+    # Everything this process creates holds learners' data or protects it: the database and
+    # SQLite's -wal/-shm files beside it, the secret key, reviews.jsonl.  None of it is for
+    # other accounts on the machine.
+    os.umask(0o077)
+    settings.configure(**django_settings(config))
+    django.setup()
+    if migrate:
+        from django.core.management import call_command
+        call_command("migrate", verbosity=0, interactive=False)
+        os.chmod(config.database, 0o600)     # learners' records: as private as the log
+        from webpolicy.console.roles import ensure_roles
+        ensure_roles()

@@ -1,0 +1,100 @@
+"""Ingest: incremental, complete lines only, erasure and retention followed, reviews agreed."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from webpolicy.console.cases import update_case
+from webpolicy.console.ingest import ingest, is_fault, priority
+from webpolicy.console.models import Case, Event, IngestState, Note
+from webpolicy.safeguarding.logstore import Person, ReviewStore, erase
+
+from . import samples
+from .base import ConsoleTest
+
+
+class IngestTest(ConsoleTest):
+    def test_records_are_indexed_once_and_only_new_lines_are_read(self):
+        path = samples.write(self.log_dir, samples.record("WP-0000000001"))
+        assert ingest(self.log_dir).added == 1
+        assert ingest(self.log_dir).added == 0            # nothing new: nothing read
+        samples.write(self.log_dir, samples.flagged("WP-0000000002"))
+        result = ingest(self.log_dir)
+        assert result.added == 1
+        assert IngestState.objects.get(name=path.name).offset == path.stat().st_size
+        event = Event.objects.get(reference="WP-0000000002")
+        assert (event.user, event.action, event.search_term, event.watch_category) == (
+            "bob", "flagged", "how to self harm", "Self-harm")
+        assert event.record["watchlist"]["term"] == "self harm"
+
+    def test_a_line_being_written_waits_for_its_end(self):
+        path = samples.write(self.log_dir, samples.record("WP-0000000001"))
+        line = json.dumps(samples.record("WP-0000000002")) + "\n"
+        with open(path, "a") as out:
+            out.write(line[:40])                          # the writer is mid-line
+        assert ingest(self.log_dir).added == 1
+        with open(path, "a") as out:
+            out.write(line[40:])
+        assert ingest(self.log_dir).added == 1
+        assert Event.objects.count() == 2
+
+    def test_damaged_lines_are_counted_not_fatal(self):
+        path = samples.write(self.log_dir, samples.record("WP-0000000001"))
+        with open(path, "a") as out:
+            out.write("{not json\n[1]\n")
+        samples.write(self.log_dir, samples.record("WP-0000000002"))
+        result = ingest(self.log_dir)
+        assert (result.added, result.bad_lines) == (2, 2)
+
+    def test_erased_records_leave_the_index_with_their_cases(self):
+        samples.write(self.log_dir, samples.record("WP-0000000001"),
+                      samples.record("WP-0000000002", user="carol"))
+        ingest(self.log_dir)
+        update_case(Event.objects.get(reference="WP-0000000001"), "dana", "in_progress", note="x")
+        erase(self.log_dir, Person(user="bob"))              # webpolicy erase --user bob
+        result = ingest(self.log_dir)
+        assert result.removed == 1
+        assert list(Event.objects.values_list("reference", flat=True)) == ["WP-0000000002"]
+        assert not Case.objects.exists() and not Note.objects.exists()
+
+    def test_expired_files_take_their_records_with_them(self):
+        path = samples.write(self.log_dir, samples.record("WP-0000000001"))
+        ingest(self.log_dir)
+        os.unlink(path)                                      # retention
+        assert ingest(self.log_dir).removed == 1
+        assert not Event.objects.exists() and not IngestState.objects.exists()
+
+    def test_cli_reviews_become_notes_on_closed_cases(self):
+        record = samples.record("WP-0000000001")
+        samples.write(self.log_dir, record, samples.record("WP-0000000002"))
+        ReviewStore(self.log_dir).add([record], "Spoke to learner", "mrs.k")  # webpolicy review
+        assert ingest(self.log_dir).reviews == 1
+        case = Case.objects.get(event__reference="WP-0000000001")
+        assert case.status == Case.Status.CLOSED
+        assert [(n.author, n.text, n.source) for n in case.notes.all()] == [
+            ("mrs.k", "Spoke to learner", "cli")]
+        assert ingest(self.log_dir).reviews == 0             # read once
+        assert not Case.objects.filter(event__reference="WP-0000000002").exists()
+
+    def test_closing_in_the_console_is_a_review_for_the_cli_and_not_imported_back(self):
+        samples.write(self.log_dir, samples.record("WP-0000000001"))
+        ingest(self.log_dir)
+        event = Event.objects.get(reference="WP-0000000001")
+        update_case(event, "dana", "closed", "no_concern", "Checked with tutor")
+        reviews = ReviewStore(self.log_dir).load()
+        assert [(r.by, r.note) for r in reviews["WP-0000000001"]] == [
+            ("dana", "Closed (No concern): Checked with tutor")]
+        ingest(self.log_dir)
+        assert Note.objects.filter(case__event=event).count() == 1
+
+    def test_classification(self):
+        assert priority(samples.statutory("WP-1")) == 9
+        assert priority(samples.flagged("WP-1")) == 3          # high watchlist term
+        assert priority(samples.record("WP-1")) == 0           # medium
+        assert priority(samples.record("WP-1", severity="critical")) == 4
+        assert is_fault(samples.fault("WP-1"))
+        fail_open = samples.record("WP-1", action="logged", list=None,
+                                   category="Filter unavailable", severity=None)
+        assert is_fault(fail_open)
+        assert not is_fault(samples.record("WP-1")) and not is_fault(samples.flagged("WP-1"))
