@@ -4,7 +4,8 @@ headless Chromium (Debian's chromium and chromedriver, through Selenium).
 A log directory with sample records and accounts made by `webpolicy users add`; then what a
 DSL does (sign in, find the record, close its case with an outcome and a note, export CSV),
 what an `it` account cannot do, CSRF refusal and sign-in throttling, against the real server.
-Screenshots of the inbox, a timeline and a case go to docs/console-*.png for the README.
+Screenshots of the inbox, a timeline and a case go to test-artifacts/ (docs/console-*.png with
+WEBPOLICY_DOC_SCREENSHOTS=1, for the README).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from ..unit.console import samples  # noqa: E402
 ADDONS = REPO / "addons"
 PASSWORD = "correct horse battery staple"
 DOCS = REPO / "docs"
+ARTIFACTS = REPO / "test-artifacts"
 
 
 def _cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
@@ -130,8 +132,10 @@ def references(driver) -> list[str]:
 
 
 def screenshot(driver, name: str) -> None:
-    DOCS.mkdir(exist_ok=True)
-    driver.save_screenshot(str(DOCS / f"console-{name}.png"))
+    """Into test-artifacts/; WEBPOLICY_DOC_SCREENSHOTS=1 refreshes the pictures in docs/."""
+    where = DOCS if os.environ.get("WEBPOLICY_DOC_SCREENSHOTS") == "1" else ARTIFACTS
+    where.mkdir(exist_ok=True)
+    driver.save_screenshot(str(where / f"console-{name}.png"))
 
 
 def test_a_dsl_finds_closes_and_exports(console, browser):
