@@ -35,3 +35,18 @@ def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess:
          "--no-first-run", "--disable-background-networking", "--disable-component-update",
          "--disable-sync", f"--user-data-dir={profile}", *args],
         capture_output=True, text=True, timeout=90)
+
+
+def screenshot(page: Path, name: str, size: tuple[int, int], profile: Path) -> Path:
+    """A screenshot of a local page into test-artifacts/, checked to be the size asked for
+    and not blank."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / name
+    shot.unlink(missing_ok=True)
+    result = chromium(f"--screenshot={shot}", f"--window-size={size[0]},{size[1]}",
+                      "--hide-scrollbars", page.as_uri(), profile=profile)
+    assert result.returncode == 0 and shot.exists(), result.stderr
+    width, height, ink = png_size_and_ink(shot)
+    assert (width, height) == size
+    assert ink > 0.03, f"the screenshot looks blank ({ink:.1%} ink)"
+    return shot

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from .browser import ARTIFACTS, chromium, png_size_and_ink
+from .browser import chromium, screenshot
 from .proxy import REPO
 
 
@@ -30,12 +30,4 @@ def test_the_review_document_renders_in_chromium(tmp_path):
     assert "Profiles and who gets them" in dom.stdout and "Sign-off" in dom.stdout
     assert "ctiru-test.webpolicy.invalid" not in dom.stdout, "a statutory entry on paper"
 
-    ARTIFACTS.mkdir(exist_ok=True)
-    shot = ARTIFACTS / "policy-review.png"
-    shot.unlink(missing_ok=True)
-    result = chromium(f"--screenshot={shot}", "--window-size=1280,2400", "--hide-scrollbars",
-                      page.as_uri(), profile=tmp_path / "profile-shot")
-    assert result.returncode == 0 and shot.exists(), result.stderr
-    width, height, ink = png_size_and_ink(shot)
-    assert (width, height) == (1280, 2400)
-    assert ink > 0.03, f"the screenshot looks blank ({ink:.1%} ink)"
+    screenshot(page, "policy-review.png", (1280, 2400), profile=tmp_path / "profile-shot")
