@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from webpolicy.engine.decision import Decision
 from webpolicy.lists.canonical import CanonicalURL
+from webpolicy.safeguarding.safetext import clean_record
 
 if TYPE_CHECKING:
     from webpolicy.engine.watchlist import WatchHit
@@ -69,7 +70,10 @@ def make_record(event_id: str, action: str, decision: Decision, facts: RequestFa
                 device: str = "", keep_query: bool = False,
                 when: dt.datetime | None = None, watch: WatchHit | None = None) -> dict:
     """The record; a `flagged` one (allowed, but the search matched the watchlist) describes
-    the watchlist hit in list/category/severity/match/entry, so reports filter it like a block."""
+    the watchlist hit in list/category/severity/match/entry, so reports filter it like a block.
+
+    Every field is cleaned (safetext.py): the User-Agent, URL and login come from the client,
+    and a byte that is not UTF-8 must neither lose the record nor break what reads it."""
     when = when or dt.datetime.now(dt.UTC)
     record = {
         "schema": SCHEMA_VERSION,
@@ -101,4 +105,4 @@ def make_record(event_id: str, action: str, decision: Decision, facts: RequestFa
         if action == "flagged":
             record.update(list=watch.list, category=watch.category, severity=watch.severity,
                           statutory=False, match="search_term", entry=watch.term)
-    return record
+    return clean_record(record)
