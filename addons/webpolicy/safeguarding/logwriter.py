@@ -20,8 +20,9 @@ writer at once, and resolve only once the line is written and fsync'd (and the d
 a new day's file).  The loop goes on serving other flows meanwhile: only the hook that awaits
 waits, typically a millisecond or two (README, "Privacy").
 
-No record is ever dropped for its content: records are cleaned (safetext.py) before encoding,
-so a byte that is not UTF-8 in a User-Agent is escaped, not a reason to lose the record.
+No record is ever dropped for its content: records are cleaned (safetext.py) as they are
+encoded, so a byte that is not UTF-8 in a User-Agent is escaped, not a reason to lose the
+record.
 """
 
 from __future__ import annotations
@@ -60,14 +61,11 @@ def must_be_durable(record: dict) -> bool:
 
 
 def encode_line(record: dict) -> bytes:
-    """One JSON line in UTF-8, whatever the record holds: a record that does not encode as it
-    is (a lone surrogate, a value that is not JSON) is cleaned and encoded again, never lost."""
-    try:
-        return (json.dumps(record, ensure_ascii=False, separators=(",", ":"),
-                           allow_nan=False) + "\n").encode("utf-8")
-    except (UnicodeEncodeError, TypeError, ValueError):
-        return (json.dumps(clean_record(record), ensure_ascii=False,
-                           separators=(",", ":")) + "\n").encode("utf-8")
+    """One JSON line in UTF-8, whatever the record holds: its text cleaned (safetext.py: a
+    lone surrogate, a control character or megabytes of User-Agent are escaped and cut, on
+    this thread rather than the event loop), so no record is ever lost to its content."""
+    return (json.dumps(clean_record(record), ensure_ascii=False, separators=(",", ":"))
+            + "\n").encode("utf-8")
 
 
 def preflight(directory: Path, today: dt.date | None = None) -> None:

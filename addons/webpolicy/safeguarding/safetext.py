@@ -68,10 +68,36 @@ def clean_value(value: Any, limit: int | None = DEFAULT_LIMIT, depth: int = 0) -
 
 
 def clean_record(record: dict) -> dict:
-    """A copy of a record safe to encode as UTF-8 JSON on one line, each field within its
-    limit (the URL may be longer than the rest)."""
+    """The record safe to encode as UTF-8 JSON on one line, each field within its limit (the
+    URL may be longer than the rest): the record itself when it already is (the usual case,
+    checked with one regex search, as make_record runs on the event loop), else a cleaned
+    copy."""
+    if _is_clean(record):
+        return record
     return {clean_text(str(key), 256): clean_value(value, FIELD_LIMITS.get(key, DEFAULT_LIMIT))
             for key, value in record.items()}
+
+
+def _is_clean(record: dict, depth: int = 0) -> bool:
+    texts: list[str] = []
+    for key, value in record.items():
+        if type(key) is not str or len(key) > 256:
+            return False
+        texts.append(key)
+        kind = type(value)
+        if kind is str:
+            if len(value) > FIELD_LIMITS.get(key, DEFAULT_LIMIT):
+                return False
+            texts.append(value)
+        elif kind is dict:
+            if depth or not _is_clean(value, depth + 1):
+                return False
+        elif kind is float:
+            if not math.isfinite(value):
+                return False
+        elif value is not None and kind is not bool and kind is not int:
+            return False
+    return _UNSAFE.search(" ".join(texts)) is None
 
 
 def display(value: Any, limit: int | None = None) -> str:

@@ -101,17 +101,19 @@ def test_a_user_agent_that_is_not_utf8_is_recorded_not_dropped(tmp_path):
     assert record["user_agent"] == "Mozilla/5.0 (Zo\\xeb's laptop)"   # the byte, readable
 
 
-def test_make_record_cleans_every_request_field_and_stays_schema_valid():
+def test_every_request_field_is_cleaned_on_disk_and_stays_schema_valid(tmp_path):
     decision = Decision("block", profile="learner", profile_reason="default", list="gambling",
                         category="Gambling", severity="medium", match="host",
                         entry="bad.test", policy_version="t1")
     facts = RequestFacts(HOSTILE["client_ip"], HOSTILE["user"], HOSTILE["method"],
                          canonical_url("https://bad.test/x"), "bad.test",
                          HOSTILE["user_agent"], HOSTILE["search_term"])
-    record = make_record("WP-0123456789", "blocked", decision, facts, when=DAY)
+    log = LogWriter(tmp_path, 30, clock=clock)
+    log.write(make_record("WP-0123456789", "blocked", decision, facts, when=DAY))
+    log.close()
+    [line] = on_disk(tmp_path)
+    record = json.loads(line)
     jsonschema.validate(record, SCHEMA)
-    line = json.dumps(record, ensure_ascii=False).encode("utf-8")   # as the writer encodes
-    assert b"\n" not in line and json.loads(line) == record
     assert "\\x1b" in record["user_agent"] and "\x1b" not in record["user_agent"]
     assert record["user"] == "zo\\xeb\\x1b[31m"
     assert len(record["user_agent"]) < 2100                 # 100 kB cut to its limit
