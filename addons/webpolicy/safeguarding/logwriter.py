@@ -148,10 +148,15 @@ class LogWriter:
         await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout)
 
     def close(self, timeout: float = 10.0) -> None:
-        """Write what has gathered and close the file (on shutdown / SIGTERM)."""
+        """Write what has gathered and close the file (on shutdown / SIGTERM).  A record
+        handed over while the writer was finishing is written here, on the caller's thread,
+        so neither it nor a hook waiting for it is left behind."""
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout)
+        if not self._thread.is_alive() and self._pending:
+            self._write_batch()
+            self._close_fd()
 
     # -- writer thread --------------------------------------------------------------------
 

@@ -192,3 +192,15 @@ def test_preflight_creates_a_private_directory_and_refuses_an_unusable_one(tmp_p
         preflight(blocker, DAY.date())
     with pytest.raises(LogDirectoryError):
         preflight(blocker / "logs", DAY.date())
+
+
+def test_a_record_handed_over_as_the_writer_stops_is_still_written(tmp_path):
+    log = LogWriter(tmp_path, 30, clock=clock)
+    log._stop.set()                                  # the writer is finishing ...
+    log._wake.set()
+    log._thread.join(5)
+    item = logwriter._Durable({"id": "WP-RACE"})     # ... when a hook hands one over,
+    log._pending.append(item)                        # past submit_durable's closed check
+    log.close()
+    assert ids_on_disk(tmp_path) == ["WP-RACE"]
+    item.future.result(timeout=0)                    # and the hook waiting for it goes on
