@@ -11,7 +11,7 @@ string that reaches the log, an alert or an export goes through `clean_text` fir
   * any other lone surrogate (U+D800..U+DFFF)          -> `\\uNNNN`;
   * C0 controls and DEL (newline, ESC, NUL ...)        -> `\\xNN`;
   * C1 controls and U+2028/U+2029 (line separators)    -> `\\uNNNN`;
-  * longer than the field's limit                      -> cut, with `...[N more characters]`.
+  * longer than the field's limit                      -> cut to it, ending `...[N more characters]`.
 
 The escaped form keeps the evidence readable (`Zo\\xeb` rather than a replacement character)
 and makes every record exactly one valid UTF-8 JSON line.  A literal backslash sent by the
@@ -45,8 +45,26 @@ def clean_text(text: str, limit: int | None = DEFAULT_LIMIT) -> str:
     if _UNSAFE.search(text):
         text = _UNSAFE.sub(_escape, text)
     if limit is not None and len(text) > limit:
-        text = f"{text[:limit]}...[{len(text) - limit} more characters]"
+        text = _cut(text, limit)
     return text
+
+
+_PARTIAL_ESCAPE = re.compile(r"\\(?:x[0-9a-f]?|u[0-9a-f]{0,3})?$")
+
+
+def _cut(text: str, limit: int) -> str:
+    """At most `limit` characters, the last of them saying how many were cut (the marker's
+    own length depends on that number, hence the loop); an escape is not cut in half."""
+    if limit < 32:
+        return text[:limit]
+    keep = limit
+    while True:
+        marker = f"...[{len(text) - keep} more characters]"
+        if keep + len(marker) <= limit:
+            break
+        keep = limit - len(marker)
+    kept = _PARTIAL_ESCAPE.sub("", text[:keep])
+    return f"{kept}...[{len(text) - len(kept)} more characters]"
 
 
 def clean_value(value: Any, limit: int | None = DEFAULT_LIMIT, depth: int = 0) -> Any:

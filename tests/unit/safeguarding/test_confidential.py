@@ -17,9 +17,8 @@ import pytest
 
 from tests.unit.eventlog import NOW, make, write_log
 from webpolicy.cli import main as cli
-from webpolicy.policy.model import EmailSettings
+from webpolicy.policy.model import AlertSettings, EmailSettings
 from webpolicy.safeguarding.alerts import Alert, AlertRules, email_message, plain_text, webhook_body
-from webpolicy.policy.model import AlertSettings
 from webpolicy.safeguarding.htmlreport import write_html
 from webpolicy.safeguarding.logstore import read_records
 from webpolicy.safeguarding.report import write_csv, write_json, write_table

@@ -22,14 +22,14 @@ from hypothesis import strategies as st
 from tests.unit.helpers import ADDONS
 from webpolicy.engine.decision import Decision
 from webpolicy.lists.canonical import canonical_url
-from webpolicy.policy.model import EmailSettings
+from webpolicy.policy.model import AlertSettings, EmailSettings
 from webpolicy.safeguarding.alerts import Alert, AlertRules, email_message, plain_text, webhook_body
 from webpolicy.safeguarding.events import RequestFacts, make_record
 from webpolicy.safeguarding.htmlreport import write_html
 from webpolicy.safeguarding.logstore import ReviewStore, log_file_name, read_records
 from webpolicy.safeguarding.logwriter import LogWriter
 from webpolicy.safeguarding.report import summary, write_csv, write_json, write_sites, write_table
-from webpolicy.policy.model import AlertSettings
+from webpolicy.safeguarding.safetext import clean_text
 
 DAY = dt.datetime(2026, 11, 25, 14, 3, 12, tzinfo=dt.UTC)
 SCHEMA = json.loads((ADDONS / "webpolicy/safeguarding/event-record.schema.json").read_text())
@@ -107,7 +107,7 @@ def test_every_request_field_is_cleaned_on_disk_and_stays_schema_valid(tmp_path)
                         entry="bad.test", policy_version="t1")
     facts = RequestFacts(HOSTILE["client_ip"], HOSTILE["user"], HOSTILE["method"],
                          canonical_url("https://bad.test/x"), "bad.test",
-                         HOSTILE["user_agent"], HOSTILE["search_term"])
+                         HOSTILE["user_agent"], HOSTILE["search_term"] * 40)
     log = LogWriter(tmp_path, 30, clock=clock)
     log.write(make_record("WP-0123456789", "blocked", decision, facts, when=DAY))
     log.close()
@@ -116,7 +116,8 @@ def test_every_request_field_is_cleaned_on_disk_and_stays_schema_valid(tmp_path)
     jsonschema.validate(record, SCHEMA)
     assert "\\x1b" in record["user_agent"] and "\x1b" not in record["user_agent"]
     assert record["user"] == "zo\\xeb\\x1b[31m"
-    assert len(record["user_agent"]) < 2100                 # 100 kB cut to its limit
+    assert len(record["user_agent"]) == 2048                # 100 kB cut to its limit
+    assert record["user_agent"].endswith(" more characters]")
 
 
 def test_hostile_text_in_every_field_reaches_the_log_exports_and_alerts(tmp_path):
@@ -207,3 +208,15 @@ def test_reports_exports_and_alerts_never_raise_on_any_record(batch):
         alert, _ = rules.consider(record)
         if alert is not None:
             email_message(alert, EMAIL).as_bytes()
+
+
+@settings(max_examples=300, deadline=None)
+@given(ANY_TEXT, st.integers(min_value=0, max_value=400))
+def test_clean_text_is_encodable_printable_and_within_its_limit(text, limit):
+    cleaned = clean_text(text * 3, limit)
+    cleaned.encode("utf-8")
+    assert len(cleaned) <= limit
+    assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F or c in "\u2028\u2029"
+                   for c in cleaned)
+    if len(text * 3) <= limit and cleaned == text * 3:
+        assert not any(0xD800 <= ord(c) <= 0xDFFF for c in text)
