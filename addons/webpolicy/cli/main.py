@@ -16,7 +16,7 @@ from webpolicy.engine.decision import decide
 from webpolicy.engine.engine import Engine, load_engine
 from webpolicy.engine.watchlist import Watchlist
 from webpolicy.lists.canonical import canonical_url
-from webpolicy.policy.model import PolicyError, load_policy
+from webpolicy.policy.model import Policy, PolicyError, load_policy, log_directory_problems
 
 DEFAULT_POLICY = "policy.yaml"
 # `webpolicy check` exits with the action, so scripts can test a URL:  0 allowed, 3 allowed but
@@ -102,6 +102,20 @@ def _engine_or_report(policy_path: str) -> Engine | None:
         return None
 
 
+def _log_directory_usable(policy: Policy) -> bool:
+    """Print what would stop the proxy keeping its log; False if anything would.  A policy
+    whose log cannot be written is refused like a broken one: the proxy would filter and
+    lose every safeguarding record."""
+    problems = log_directory_problems(policy)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    errors = [p for p in problems if not p.warning]
+    if errors:
+        print(f"{len(errors)} error(s): the safeguarding log could not be kept (checked as "
+              f"this account; the proxy's may differ)", file=sys.stderr)
+    return not errors
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     engine = _engine_or_report(args.policy)
     if engine is None:
@@ -109,6 +123,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for warning in engine.warnings:
         print(warning, file=sys.stderr)
     policy = engine.policy
+    if not _log_directory_usable(policy):
+        return 1
     print(f"{policy.path}: OK, version {policy.version}, {len(policy.profiles)} profiles "
           f"(default {policy.default_profile}), {len(policy.lists)} lists")
     width = max(len(name) for name in policy.lists)
@@ -170,9 +186,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Validate first (a clear error beats a proxy that exits), then become mitmdump."""
     policy = Path(args.policy).resolve()
     try:
-        load_policy(policy)
+        loaded = load_policy(policy)
     except PolicyError as exc:
         _print_problems(exc)
+        return 1
+    if not _log_directory_usable(loaded):
         return 1
     mitmdump = shutil.which("mitmdump", path=str(Path(sys.executable).parent)) or shutil.which("mitmdump")
     if not mitmdump:

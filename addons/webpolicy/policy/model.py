@@ -9,13 +9,16 @@ here only the structure and the cross references are checked.
 from __future__ import annotations
 
 import ipaddress
+import os
+import pwd
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from webpolicy.policy.severity import SEVERITIES
-from webpolicy.policy.yamlnodes import Problem, Reader, load_document, suggest
+from webpolicy.policy.yamlnodes import Problem, Reader, line_of, load_document, suggest
 
 LIST_FORMATS = ("auto", "domains", "hosts", "wildcard", "adblock", "ut1", "urls")
 ACTIONS = ("block", "log")
@@ -102,6 +105,9 @@ class LoggingSettings:
     directory: Path = Path("logs")
     retention_days: int = 30
     keep_query: bool = False
+    # Where `directory` was written, for log_directory_problems; not part of the settings'
+    # identity (moving the line in policy.yaml is no reason to reopen the log).
+    directory_line: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -391,6 +397,7 @@ class _PolicyBuilder:
         directory = self.r.string(keys.get("directory"), "logging.directory", "logs")
         return LoggingSettings(
             directory=self._file(directory or "logs"),
+            directory_line=line_of(keys.get("directory")),
             retention_days=self.r.integer(keys.get("retention_days"), "logging.retention_days",
                                           30, 1, 3650),
             keep_query=self.r.boolean(keys.get("keep_query"), "logging.keep_query", False),
@@ -452,3 +459,90 @@ class _PolicyBuilder:
             repeat_count=r.integer(repeat.get("count"), "alerts.repeat.count", 5, 1, 10000),
             repeat_minutes=r.integer(repeat.get("minutes"), "alerts.repeat.minutes", 10, 1, 1440),
             webhook=webhook, email=email)
+
+
+# -- the log directory on this machine -----------------------------------------------------
+#
+# Not part of load_policy, which stays a pure reading of the file: the answer depends on which
+# account asks and on the machine (load_policy also serves `check`, `report` and reloads, and
+# tests on copies of a policy), and it can change after validation.  `webpolicy validate` and
+# `webpolicy run` call this as the account they run as; the proxy itself, at start, opens the
+# log for real (safeguarding.logwriter.preflight), which is the check that cannot be wrong.
+
+_SUGGESTED = "/var/log/webpolicy"
+
+
+def log_directory_problems(policy: Policy) -> list[Problem]:
+    """What would stop the proxy keeping its log in logging.directory, as `file:line`
+    problems: an unusable directory passes every other check and then loses every record."""
+    settings = policy.logging
+    return [Problem(str(policy.path), settings.directory_line, f"logging.directory: {message}",
+                    warning)
+            for message, warning in _directory_findings(Path(settings.directory))]
+
+
+def _account() -> str:
+    uid = os.geteuid()
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not os.path.lexists(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _directory_findings(directory: Path) -> list[tuple[str, bool]]:
+    """(message, is a warning) for the directory and the one that holds it."""
+    me = _account()
+    if os.path.lexists(directory):
+        found = _existing_findings(directory, me)
+        holder = directory.parent
+    else:
+        holder = _nearest_existing(directory)
+        found = _creatable_findings(directory, holder, me)
+    return found + _holder_findings(holder)
+
+
+def _existing_findings(directory: Path, me: str) -> list[tuple[str, bool]]:
+    if not directory.is_dir():
+        return [(f"{directory} is not a directory (a file is in the way), so every record "
+                 f"would be lost: remove it, or name a directory such as {_SUGGESTED}", False)]
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return [(f"{directory} is not writable by {me}, so every record would be lost: "
+                 f"chown {me} {directory} && chmod 0700 {directory} (run validate as the "
+                 "proxy's account)", False)]
+    owner = directory.stat().st_uid
+    if os.geteuid() != 0 and owner != os.geteuid():
+        return [(f"{directory} belongs to uid {owner}, not {me}: the proxy keeps it 0700 and "
+                 f"cannot while another account owns it: chown {me} {directory}", False)]
+    return []
+
+
+def _creatable_findings(directory: Path, holder: Path, me: str) -> list[tuple[str, bool]]:
+    if not holder.is_dir():
+        return [(f"{directory} cannot be created: {holder} is not a directory", False)]
+    if not os.access(holder, os.W_OK | os.X_OK):
+        return [(f"{directory} does not exist and {me} cannot create it in {holder}: "
+                 f"install -d -m 0700 -o {me} {directory}", False)]
+    return []
+
+
+def _holder_findings(holder: Path) -> list[tuple[str, bool]]:
+    """A directory every account can write to lets any of them replace the log directory
+    (and read or forge records) unless its sticky bit stops renames, as on /tmp."""
+    try:
+        mode = holder.stat().st_mode
+    except OSError:
+        return []
+    if not mode & stat.S_IWOTH:
+        return []
+    if not mode & stat.S_ISVTX:
+        return [(f"{holder} is writable by every account: any of them could replace the log "
+                 f"directory: use one that only the proxy's account can write, such as "
+                 f"{_SUGGESTED}", False)]
+    return [(f"{holder} is writable by every account (like /tmp): another account can take the "
+             f"name first, and it may be emptied at boot: prefer {_SUGGESTED}", True)]

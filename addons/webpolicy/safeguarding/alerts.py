@@ -35,6 +35,8 @@ from email.message import EmailMessage
 
 from webpolicy.policy.model import AlertSettings, EmailSettings, WebhookSettings
 from webpolicy.policy.severity import SEVERITY_RANK
+from webpolicy.safeguarding.confidential import shareable
+from webpolicy.safeguarding.safetext import clean_record, clean_text, conform, display
 
 RETRY_DELAYS = (2.0, 10.0, 60.0, 300.0)    # seconds before each retry; then give up
 MAX_PENDING = 1000                         # deliveries waiting; more are dropped and counted
@@ -66,8 +68,18 @@ class Alert:
     attempts: int = 0         # blocks within the window, for repeat alerts
 
     @property
+    def shared(self) -> dict:
+        """The record as it may leave the gateway: text made safe to encode (a non-UTF-8
+        User-Agent must not stop the alert) and a statutory list's URL and entry withheld."""
+        return shareable(clean_record(self.record))
+
+    @property
     def reason(self) -> str:
-        record, watch = self.record, self.record.get("watchlist") or {}
+        return clean_text(self._reason())
+
+    def _reason(self) -> str:
+        record = self.shared
+        watch = record.get("watchlist") or {}
         if self.trigger == "statutory":
             return f"A statutory list was hit: {self.category}"
         if self.trigger == "critical":
@@ -80,7 +92,7 @@ class Alert:
 
     @property
     def title(self) -> str:
-        return f"Safeguarding alert: {self.category} ({self.record.get('id', '')})"
+        return clean_text(f"Safeguarding alert: {self.category} ({self.shared.get('id', '')})")
 
 
 class AlertRules:
@@ -98,6 +110,7 @@ class AlertRules:
 
     def consider(self, record: dict) -> tuple[Alert | None, list[Alert]]:
         """(the alert to send or None, alerts suppressed as duplicates)."""
+        record = conform(record)
         now = self.clock()
         who = who_of(record)
         candidates = self._candidates(record, who, now)
@@ -151,7 +164,7 @@ def who_of(record: dict) -> str:
 
 def facts(alert: Alert) -> list[tuple[str, str]]:
     """(label, value) pairs in plain words, for every channel."""
-    r = alert.record
+    r = alert.shared
     who = [f"user {r['user']}" if r.get("user") else "no login"]
     if r.get("device"):
         who.append(f"device \"{r['device']}\"")
@@ -162,14 +175,14 @@ def facts(alert: Alert) -> list[tuple[str, str]]:
     rows = [
         ("Why", alert.reason),
         ("Who", ", ".join(who) + f" (profile {r.get('profile', '')})"),
-        ("When", _when(r.get("time", ""))),
+        ("When", _when(display(r.get("time")))),
         ("What", what),
         ("Outcome", OUTCOMES.get(r.get("action", ""), r.get("action", ""))),
         ("Reference", r.get("id", "")),
     ]
     person = f"--user {r['user']}" if r.get("user") else f"--client {r.get('client_ip', '')}"
     rows.append(("Review", f"webpolicy report {person} --since 7d"))
-    return rows
+    return [(label, display(value)) for label, value in rows]
 
 
 def _when(text: str) -> str:
@@ -209,9 +222,10 @@ def webhook_body(alert: Alert, style: str, organisation: str = "") -> dict:
             {"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None,
              "content": card}]}
     return {"source": "webpolicy", "type": "safeguarding_alert", "trigger": alert.trigger,
-            "category": alert.category, "who": alert.who, "title": alert.title,
+            "category": clean_text(alert.category), "who": clean_text(alert.who),
+            "title": alert.title,
             "organisation": organisation, "text": plain_text(alert, organisation),
-            "record": alert.record}
+            "record": alert.shared}
 
 
 def email_message(alert: Alert, settings: EmailSettings, organisation: str = "") -> EmailMessage:

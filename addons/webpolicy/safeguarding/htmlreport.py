@@ -16,6 +16,7 @@ import html
 from collections import Counter, defaultdict
 
 from webpolicy.policy.severity import SEVERITY_RANK
+from webpolicy.safeguarding.confidential import shareable
 from webpolicy.safeguarding.logstore import Review
 from webpolicy.safeguarding.report import (
     ACTION_WORDS,
@@ -26,6 +27,7 @@ from webpolicy.safeguarding.report import (
     what,
     who,
 )
+from webpolicy.safeguarding.safetext import conform, display
 from webpolicy.safeguarding.sites import most_tried
 
 _COLOURS = {"blocked": "#b03a2e", "flagged": "#d68910", "logged": "#2874a6",
@@ -84,7 +86,8 @@ def _csp_hash(text: str) -> str:
 
 
 def _e(value) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
+    """Escaped for HTML, after `display`: a lone surrogate would stop the page's UTF-8."""
+    return html.escape(display(value), quote=True)
 
 
 def write_html(records: list[dict], reviews: dict[str, list[Review]], out,
@@ -94,6 +97,7 @@ def write_html(records: list[dict], reviews: dict[str, list[Review]], out,
     lets only its own style and script run, so a crafted URL in the log cannot script it."""
     now = now or dt.datetime.now(dt.UTC)
     filters = filters or Filters()
+    records = [conform(r) for r in records]            # any line of the log, any shape
     csp = (f"default-src 'none'; img-src data:; style-src {_csp_hash(_STYLE)}; "
            f"script-src {_csp_hash(_SCRIPT)}; base-uri 'none'; form-action 'none'")
     title = f"Safeguarding report{' - ' + organisation if organisation else ''}"
@@ -168,7 +172,7 @@ def _top_severity(record: dict) -> str:
 def _table(records: list[dict], reviews: dict[str, list[Review]], utc: bool,
            table_id: str) -> str:
     rows = []
-    for r in records:
+    for r in map(shareable, records):                      # statutory: host and list only
         when = local(r, utc)
         severity = str(r.get("severity") or "")
         notes = reviews.get(r.get("id", ""), [])
@@ -298,7 +302,7 @@ def day_chart(records: list[dict], utc: bool = False) -> str:
 
 def category_chart(records: list[dict], limit: int = 12) -> str:
     """Inline SVG: horizontal bars, events per category, most first."""
-    counts = Counter(r.get("category") or "(none)" for r in records)
+    counts = Counter(display(r.get("category")) or "(none)" for r in records)
     if not counts:
         return '<p class="none">No events.</p>'
     top = counts.most_common(limit)

@@ -20,6 +20,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from webpolicy.safeguarding.safetext import clean_value, conform
+
 # The layout on disk, which the writer (logwriter.py) follows: one file per UTC day.
 FILE_PREFIX = "webpolicy-"
 FILE_SUFFIX = ".jsonl"
@@ -83,7 +85,7 @@ def read_records(directory: Path, since: dt.datetime | None = None,
                     stats.bad_lines += 1        # e.g. a line cut short by a full disk
                     continue
                 if isinstance(record, dict):
-                    yield record
+                    yield conform(record)       # any line: readers rely on the shape
                 else:
                     stats.bad_lines += 1
 
@@ -135,9 +137,10 @@ class ReviewStore:
     def add(self, records: Iterable[dict], note: str, by: str,
             now: dt.datetime | None = None) -> int:
         stamp = (now or dt.datetime.now(dt.UTC)).isoformat(timespec="seconds").replace("+00:00", "Z")
-        lines = [json.dumps({"id": r["id"], "time": stamp, "by": by, "note": note,
-                             "record_time": r.get("time", "")}, ensure_ascii=False) + "\n"
-                 for r in records]
+        lines = [json.dumps(clean_value({"id": r["id"], "time": stamp, "by": by, "note": note,
+                                         "record_time": r.get("time", "")}, limit=None),
+                            ensure_ascii=False) + "\n"
+                 for r in records]                # a note typed with any bytes still encodes
         if not lines:
             return 0
         self.path.parent.mkdir(parents=True, exist_ok=True)

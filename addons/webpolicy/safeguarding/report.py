@@ -2,8 +2,13 @@
 
 Designated Safeguarding Leads are not technical: a report must read plainly (the most serious
 events first, local times, words not codes) and export into their case-management system
-(CPOMS) as CSV.  Reading the files is logstore.py, the HTML page report_html.py, the
-`webpolicy report/review/erase` commands report_cli.py.
+(CPOMS) as CSV.  Reading the files is logstore.py, the HTML page htmlreport.py, the
+`webpolicy report/review/erase` commands cli/report.py.
+
+Every output leaves the gateway (a CPOMS upload, an e-mailed page, a screen share), so each
+record passes `shareable` first (a statutory list's URL and entry stay in the log only:
+confidential.py), and every cell passes `display` (safetext.py): a record read from disk may
+hold any text, and no text may stop an export or restyle the terminal.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from webpolicy.policy.severity import SEVERITY_RANK
+from webpolicy.safeguarding.confidential import shareable
 from webpolicy.safeguarding.logstore import (
     ReadStats,
     Review,
@@ -26,6 +32,7 @@ from webpolicy.safeguarding.logstore import (
     record_time,
     same_ip,
 )
+from webpolicy.safeguarding.safetext import clean_value, conform, display
 from webpolicy.safeguarding.sites import most_tried
 
 ACTIONS = ("blocked", "flagged", "logged", "failed_closed", "refused_passthrough")
@@ -175,7 +182,7 @@ def local(record: dict, utc: bool = False) -> dt.datetime | None:
 def _spreadsheet_safe(value) -> str:
     """Text a spreadsheet will not run as a formula (CSV injection): a learner chooses the
     search terms and URLs that end up in these cells."""
-    text = "" if value is None else str(value)
+    text = display(value)
     if text and text[0] in "=+-@\t\r|%":
         return "'" + text
     return text
@@ -194,7 +201,8 @@ def write_csv(records: list[dict], reviews: dict[str, list[Review]], out,
     """CSV for CPOMS and Excel: one row per record, plain column names, formulas defused."""
     writer = csv.writer(out)
     writer.writerow(CSV_COLUMNS)
-    for r in records:
+    records = [conform(r) for r in records]
+    for r in map(shareable, records):
         when = local(r, utc)
         notes = reviews.get(r.get("id", ""), [])
         watch = r.get("watchlist") or {}
@@ -209,9 +217,11 @@ def write_csv(records: list[dict], reviews: dict[str, list[Review]], out,
 
 
 def write_json(records: list[dict], reviews: dict[str, list[Review]], out) -> None:
-    """Every field of every record, plus its reviews (a subject-access export)."""
-    items = [{**r, "reviews": [vars(n) for n in reviews.get(r.get("id", ""), [])]}
+    """Every field of every record, plus its reviews (a subject-access export); a statutory
+    record without its full URL and entry."""
+    items = [{**shareable(r), "reviews": [vars(n) for n in reviews.get(r.get("id", ""), [])]}
              for r in records]
+    items = clean_value(items, limit=None)
     json.dump(items, out, ensure_ascii=False, indent=1)
     out.write("\n")
 
@@ -220,11 +230,12 @@ def write_table(records: list[dict], reviews: dict[str, list[Review]], out,
                 width: int | None = None, utc: bool = False) -> None:
     """One line per record, fitted to the terminal: the URL column takes what is left."""
     width = width or shutil.get_terminal_size((120, 24)).columns
+    records = [conform(r) for r in records]
     head = ("When", "Reference", "Action", "Who", "Category", "Severity", "Rev", "What")
     rows = []
-    for r in records:
+    for r in map(shareable, records):
         when = local(r, utc)
-        rows.append((f"{when:%d %b %H:%M}" if when else "?", str(r.get("id", "")),
+        rows.append((f"{when:%d %b %H:%M}" if when else "?", display(r.get("id", "")),
                      ACTION_WORDS.get(r.get("action"), str(r.get("action"))), who(r),
                      str(r.get("category") or ""), str(r.get("severity") or ""),
                      "yes" if r.get("id") in reviews else "", what(r)))
@@ -240,12 +251,13 @@ def write_table(records: list[dict], reviews: dict[str, list[Review]], out,
 
 
 def _fit(text: str, width: int) -> str:
-    text = " ".join(str(text).split())
+    text = " ".join(display(text).split())
     return text.ljust(width) if len(text) <= width else text[: width - 1] + "~"
 
 
 def summary(records: list[dict], reviews: dict[str, list[Review]]) -> str:
     """One line of totals: the report's last line, and what `--html` prints on stderr."""
+    records = [conform(r) for r in records]
     counts = Counter(r.get("action") for r in records)
     serious = sum(1 for r in records if is_serious(r))
     unreviewed = sum(1 for r in records if r.get("id") not in reviews)
@@ -257,6 +269,7 @@ def summary(records: list[dict], reviews: dict[str, list[Review]]) -> str:
 def write_sites(records: list[dict], out, limit: int = 5) -> None:
     """The sites most tried, a short table under the terminal report (after a blank line):
     where the attempts went, by site (registrable domain) rather than by host."""
+    records = [conform(r) for r in records]
     sites = most_tried(records, limit)
     if not sites:
         return
@@ -266,4 +279,4 @@ def write_sites(records: list[dict], out, limit: int = 5) -> None:
     out.write(f"{_fit('Sites most tried', width)}  Blocked  Flagged  People  Main category\n")
     for name, site in zip(names, sites):
         out.write(f"{_fit(name, width)}  {site.blocked:>7}  {site.flagged:>7}  "
-                  f"{len(site.people):>6}  {site.category}".rstrip() + "\n")
+                  f"{len(site.people):>6}  {display(site.category)}".rstrip() + "\n")

@@ -192,3 +192,28 @@ def test_a_closed_pipe_is_not_a_traceback(policy, args):
         os.close(write)
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
     assert done.returncode == 141
+
+
+# -- an unusable logging.directory (issue #15) ---------------------------------------------
+# Both passed before: validate said OK and run started a proxy that lost every record.
+
+def test_validate_refuses_a_log_directory_that_is_a_file(policy):
+    blocker = policy.parent / "logs-file"
+    blocker.write_text("not a directory")
+    policy.write_text(POLICY + f"logging: {{directory: {blocker}}}\n")
+    done = webpolicy("validate", str(policy))
+    assert done.returncode == 1
+    assert_no_traceback(done)
+    line = POLICY.count("\n") + 1
+    assert f"{policy}:{line}: logging.directory: {blocker} is not a directory" in done.stderr
+    assert "the safeguarding log could not be kept" in done.stderr
+
+
+def test_run_refuses_to_start_without_a_usable_log_directory(policy):
+    blocker = policy.parent / "logs-file"
+    blocker.write_text("not a directory")
+    policy.write_text(POLICY + f"logging: {{directory: {blocker}/logs}}\n")
+    done = webpolicy("run", "--policy", str(policy), "--listen-port", "1")
+    assert done.returncode == 1
+    assert "cannot be created" in done.stderr
+    assert_no_traceback(done)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
 from pathlib import Path
 
 import pytest
 
-from tests.unit.helpers import REPO
-from webpolicy.policy.model import PolicyError, load_policy
+from tests.unit.helpers import ADDONS, REPO
+from webpolicy.policy.model import PolicyError, load_policy, log_directory_problems
 
 GOOD = """\
 version: "2026-11-25"
@@ -124,3 +130,90 @@ def test_files_lists_every_dependency(tmp_path):
     policy = load_policy(write(tmp_path, GOOD))
     assert set(policy.files()) == {tmp_path / n for n in
                                    ("policy.yaml", "ctiru.txt", "adult.txt", "social.txt")}
+
+
+# -- logging.directory on this machine (issue #15) ----------------------------------------
+# An unusable log directory used to pass validation and then lose every record at run time.
+# log_directory_problems is new; the CLI tests in tests/unit/cli/test_main.py show validate
+# and run refusing such a policy (they passed it before).
+
+
+def with_log_directory(tmp_path: Path, directory: Path | str) -> Path:
+    return write(tmp_path, GOOD + f"logging:\n  retention_days: 30\n  directory: {directory}\n")
+
+
+def directory_problems(tmp_path: Path, directory: Path | str) -> list[str]:
+    return [str(p) for p in log_directory_problems(load_policy(with_log_directory(tmp_path,
+                                                                                  directory)))]
+
+
+def test_a_usable_or_creatable_log_directory_is_fine(tmp_path):
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    assert directory_problems(tmp_path, private / "var" / "logs") == []
+    assert directory_problems(tmp_path, "logs") == []        # relative to the policy
+
+
+def test_a_file_in_the_way_is_an_error_with_file_and_line(tmp_path):
+    blocker = tmp_path / "logs"
+    blocker.write_text("not a directory")
+    found = directory_problems(tmp_path, blocker)
+    line = GOOD.count("\n") + 3                              # logging:, retention_days:, directory:
+    assert found == [f"{tmp_path / 'policy.yaml'}:{line}: logging.directory: {blocker} is not a "
+                     "directory (a file is in the way), so every record would be lost: remove "
+                     "it, or name a directory such as /var/log/webpolicy"]
+    found = directory_problems(tmp_path, blocker / "sub")
+    assert len(found) == 1 and "cannot be created" in found[0] and f":{line}:" in found[0]
+
+
+def test_a_world_writable_holder_is_an_error_unless_sticky(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    [found] = log_directory_problems(load_policy(with_log_directory(tmp_path, shared / "logs")))
+    assert not found.warning and "writable by every account" in found.message
+    shared.chmod(0o1777)
+    [found] = log_directory_problems(load_policy(with_log_directory(tmp_path, shared / "logs")))
+    assert found.warning and "like /tmp" in str(found)
+
+
+NOT_WRITABLE = textwrap.dedent("""
+    import os, sys
+    from webpolicy.policy.model import load_policy, log_directory_problems
+    policy = load_policy(sys.argv[1])          # read as root, checked as nobody
+    os.setgid(65534)
+    os.setuid(65534)
+    for problem in log_directory_problems(policy):
+        print(problem)
+""")
+
+
+@pytest.fixture
+def open_tmp():
+    """A directory `nobody` can enter (pytest's own tmp_path is under a 0700 root directory)."""
+    directory = Path(tempfile.mkdtemp(prefix="webpolicy-logdir-"))
+    directory.chmod(0o755)
+    yield directory
+    shutil.rmtree(directory)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop to nobody")
+def test_a_directory_the_account_cannot_write_is_an_error(open_tmp):
+    tmp_path = open_tmp
+    logs = tmp_path / "logs"
+    logs.mkdir(mode=0o755)                      # root's: nobody may enter, not write
+    policy = with_log_directory(tmp_path, logs)
+    policy.chmod(0o644)
+    done = subprocess.run([sys.executable, "-c", NOT_WRITABLE, str(policy)], text=True,
+                          capture_output=True, env={**os.environ, "PYTHONPATH": str(ADDONS)},
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert f"{logs} is not writable by nobody" in done.stdout
+    assert "chown nobody" in done.stdout
+    missing = tmp_path / "root-only" / "logs"
+    (tmp_path / "root-only").mkdir(mode=0o755)
+    policy = with_log_directory(tmp_path, missing)
+    done = subprocess.run([sys.executable, "-c", NOT_WRITABLE, str(policy)], text=True,
+                          capture_output=True, env={**os.environ, "PYTHONPATH": str(ADDONS)},
+                          timeout=60)
+    assert "nobody cannot create it" in done.stdout, done.stdout + done.stderr
