@@ -40,6 +40,7 @@ SITES = {
     "vpn.test": "127.0.1.14",
     "doh.test": "127.0.1.15",
     "use-application-dns.net": "127.0.1.16",   # Firefox's DoH canary: must never be contacted
+    "grosse-casino.test": "127.0.1.17",        # blocked; spelled "große-casino.test" in tests
 }
 
 
