@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from .conftest import LEARNER_IP, STAFF_IP
+from .conftest import LEARNER_IP, POLICY, STAFF_IP
+from .proxy import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -102,12 +103,48 @@ def test_raw_tcp_to_allowed_host_still_relayed(proxy, sites):
     assert _settled(sites, "www.youtube.com", before) == before + 1
 
 
-def test_ignore_hosts_cannot_carry_a_blocked_host(make_proxy, sites):
-    """Hosts matched by mitmproxy's ignore_hosts skip every TLS and HTTP hook."""
-    proxy = make_proxy(options={"ignore_hosts": r"gambling\.test"})
+@pytest.mark.parametrize("option", ["ignore_hosts", "tcp_hosts"])
+def test_ignore_and_tcp_hosts_cannot_carry_a_blocked_host(make_proxy, sites, option):
+    """Hosts matched by mitmproxy's ignore_hosts skip every TLS and HTTP hook; tcp_hosts
+    relays them as raw TCP."""
+    proxy = make_proxy(options={option: r"gambling\.test"})
     before = sites.log.contacted("www.gambling.test")
-    answer, _ = _tunnel(proxy, "www.gambling.test:443", b"\x16\x03\x01\x00\x00")
+    _tunnel(proxy, "www.gambling.test:443", b"\x16\x03\x01\x00\x00")
+    _tunnel(proxy, "www.gambling.test:80", b"GET / HTTP/1.1\r\nHost: www.gambling.test\r\n\r\n")
     assert _settled(sites, "www.gambling.test", before) == before
+
+
+def test_socks5_raw_bytes_to_blocked_host_never_contacted(make_proxy, sites):
+    socks_port = free_port()
+    proxy = make_proxy(extra_args=["--mode", "regular", "--mode", f"socks5@{socks_port}"])
+    before = sites.log.contacted("www.gambling.test")
+    host = b"www.gambling.test"
+    with socket.create_connection(("127.0.0.1", socks_port), timeout=2,
+                                  source_address=(LEARNER_IP, 0)) as raw:
+        raw.sendall(b"\x05\x01\x00")                      # no login
+        assert raw.recv(2) == b"\x05\x00"
+        raw.sendall(b"\x05\x01\x00\x03" + bytes([len(host)]) + host + (80).to_bytes(2))
+        raw.recv(10)
+        raw.sendall(b"\r\nGET / HTTP/1.1\r\nHost: www.gambling.test\r\n\r\n")
+        try:
+            raw.recv(4096)
+        except (TimeoutError, ConnectionResetError):
+            pass
+    assert _settled(sites, "www.gambling.test", before) == before
+
+
+ALLOW_ONE_PATH = POLICY.replace("allow: [example.org/teaching/]",
+                                "allow: [example.org/teaching/, www.gambling.test/rules/]")
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_request_allowed_by_a_url_rule_still_connects(make_proxy, sites, scheme):
+    """The choke point respects the request's own decision: a page listed under allow: on a
+    blocked host opens (requestheaders decided it with its path), the rest of it does not."""
+    proxy = make_proxy(policy=ALLOW_ONE_PATH)
+    assert proxy.curl(f"{scheme}://www.gambling.test/rules/odds",
+                      client_ip=LEARNER_IP).status == 200
+    assert proxy.curl(f"{scheme}://www.gambling.test/", client_ip=LEARNER_IP).status == 403
 
 
 # -- 2. loopback and the gateway's own services ---------------------------------------------
