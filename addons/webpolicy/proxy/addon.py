@@ -245,8 +245,8 @@ class WebPolicy:
     @failsafe
     def request(self, flow: http.HTTPFlow) -> None:
         self.safesearch.request(flow)      # form posts: the body is only here
-        if flow.response is None:          # a stage may have moved it: mark where it goes now
-            self.chokepoint.allow_http(flow, self.requests.decided_hosts(flow))
+        # No stage moves a request to another host; if one ever did, the choke point would
+        # find no mark for the new address and decide it as it decides raw connections.
 
     @failsafe
     def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:

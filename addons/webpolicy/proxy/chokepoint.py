@@ -145,6 +145,21 @@ def own_endpoints(engine: Engine | None) -> frozenset[tuple[str, int]]:
     return frozenset(found)
 
 
+def _every_path(engine: Engine, host: str, decision: Decision, client_ip: str,
+                user: str | None) -> bool:
+    """allows_every_path, or a host listed whole under `allow:` and nothing else (the URL
+    index keeps such an entry, an IP address say, as a rule on the path "/")."""
+    if allows_every_path(engine, host, client_ip, user):
+        return True
+    if decision.list != "allow" or decision.match != "host":
+        return False
+    rules, _ = engine.identify(user, client_ip)
+    _, rule_hosts = engine.host_facts(host)
+    return not rules.expression_mask and all(
+        paths.keys() == {"/"} and all(bits == engine.allow_bit for bits in paths.values())
+        for _, paths in rule_hosts)
+
+
 # -- the hook --------------------------------------------------------------------------------
 
 class Chokepoint:
@@ -240,7 +255,7 @@ class Chokepoint:
         decision = decide(engine, CanonicalURL("", host, None, "/", ""), client_ip, user)
         if decision.blocked:
             return decision
-        if mark is None and not allows_every_path(engine, host, client_ip, user):
+        if mark is None and not _every_path(engine, host, decision, client_ip, user):
             return refusal(UNCHECKABLE, host, profile, reason, version)
         return None
 
