@@ -276,8 +276,8 @@ class WebPolicy:
     @failsafe
     def tcp_start(self, flow: tcp.TCPFlow) -> None:
         self.chokepoint.forget_http(flow.client_conn.id)
-        if self.connections.tcp_start(flow):
-            self.chokepoint.refused.add(flow.server_conn.id)   # recorded: refuse, once
+        if self.connections.tcp_start(flow):           # recorded there: refuse, once
+            self.chokepoint.refuse_client(flow.client_conn.id)
 
     @failsafe
     def client_disconnected(self, client) -> None:

@@ -167,9 +167,8 @@ class Chokepoint:
         self.gate = gate
         # client connection id -> {(host, port) mitmproxy will open: the request's mark}
         self._marks: dict[str, dict[tuple[str, int], Mark]] = {}
-        # server connection ids another hook already refused and recorded (tcp_start)
-        self.refused: set[str] = set()
-        # client connection ids refused whole (a hook failed on them): nothing opens for them
+        # client connection ids refused whole, already recorded by the hook that refused
+        # (tcp_start) or failed on them (failsafe): nothing opens for them any more
         self._refused_clients: set[str] = set()
 
     # -- marks left by the request path --------------------------------------------------
@@ -190,7 +189,8 @@ class Chokepoint:
         self._marks.pop(client_id, None)
 
     def refuse_client(self, client_id: str) -> None:
-        """A hook failed on this client connection: no upstream opens for it any more."""
+        """Another hook refused this client connection (raw TCP to a blocked host) or failed
+        on it: no upstream opens for it any more, and the refusal is not recorded twice."""
         self._refused_clients.add(client_id)
 
     def client_disconnected(self, client_id: str) -> None:
@@ -201,8 +201,7 @@ class Chokepoint:
 
     def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
         server, client = data.server, data.client
-        if server.id in self.refused or client.id in self._refused_clients:
-            self.refused.discard(server.id)
+        if client.id in self._refused_clients:
             server.error = _ERROR                # already recorded by the hook that refused
             return
         found = self.refusal(server, client)

@@ -83,7 +83,6 @@ def _refuse(gate: Gate, chokepoint: Chokepoint, connections: ConnectionFilter,
         data.server.error = "webpolicy refused this connection: internal error"
     elif isinstance(data, tcp.TCPFlow):
         chokepoint.refuse_client(data.client_conn.id)
-        chokepoint.refused.add(data.server_conn.id)
         data.kill()
     elif isinstance(data, (tls.ClientHelloData, tls.TlsData)):
         client = data.context.client
