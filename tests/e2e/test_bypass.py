@@ -103,6 +103,18 @@ def test_raw_tcp_to_allowed_host_still_relayed(proxy, sites):
     assert _settled(sites, "www.youtube.com", before) == before + 1
 
 
+@pytest.mark.parametrize("site, refused", [("news.test", True), ("www.youtube.com", False)])
+def test_upgrade_to_raw_bytes_refused_where_urls_are_checked(proxy, sites, site, refused):
+    """A 101 that is not a WebSocket makes mitmproxy relay raw bytes on the open connection:
+    refused where the host has URL rules (news.test), like any raw connection."""
+    reply = _exchange(proxy, f"GET http://{site}/up HTTP/1.1\r\nHost: {site}\r\n"
+                             "Connection: Upgrade\r\nUpgrade: x-raw\r\n\r\n".encode(),
+                      LEARNER_IP)
+    assert (b"raw bytes after the upgrade" not in reply) == refused, reply[:300]
+    if refused:
+        assert reply.startswith(b"HTTP/1.1 403"), reply[:200]
+
+
 @pytest.mark.parametrize("option", ["ignore_hosts", "tcp_hosts"])
 def test_ignore_and_tcp_hosts_cannot_carry_a_blocked_host(make_proxy, sites, option):
     """Hosts matched by mitmproxy's ignore_hosts skip every TLS and HTTP hook; tcp_hosts

@@ -249,6 +249,10 @@ class WebPolicy:
         # find no mark for the new address and decide it as it decides raw connections.
 
     @failsafe
+    def response(self, flow: http.HTTPFlow) -> None:
+        self.chokepoint.response(flow)     # a non-WebSocket 101 would become a raw relay
+
+    @failsafe
     def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
         self.chokepoint.server_connect(data)
 

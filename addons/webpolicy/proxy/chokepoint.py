@@ -197,6 +197,43 @@ class Chokepoint:
         self._marks.pop(client_id, None)
         self._refused_clients.discard(client_id)
 
+    def response(self, flow: http.HTTPFlow) -> None:
+        """A 101 answer that is not a WebSocket upgrade turns the connection into a raw relay
+        (mitmproxy's TCPLayer, on a connection already open: no server_connect follows).  It
+        is refused where raw bytes could not be checked (a host with URL rules), like any
+        raw connection; a WebSocket stays framed HTTP and its URL was decided."""
+        response = flow.response
+        if response is None or response.status_code != 101 or flow.websocket is not None:
+            return
+        engine = self.gate.engine
+        client = flow.client_conn
+        client_ip = client.peername[0] if client.peername else ""
+        request = flow.request
+        mark = self._marks.get(client.id, {}).get((request.host, request.port))
+        user = mark[1] if mark else self.gate.user(flow)
+        hosts = mark[0] if mark else (request.host,)
+        for host in hosts:
+            found = self._raw_refusal(engine, host, client_ip, user)
+            if found is not None:
+                facts = RequestFacts(client_ip, user, request.method, None, host)
+                event_id = self.gate.record(found, facts, passthrough=True)
+                self.gate.metrics.connection_refused(found.profile, "upgrade")
+                self.gate.block(flow, found, event_id, None, host)
+                return
+
+    def _raw_refusal(self, engine: Engine | None, name: str, client_ip: str,
+                     user: str | None) -> Decision | None:
+        if engine is None:
+            return NO_POLICY
+        rules, reason = engine.identify(user, client_ip)
+        host = canonical_host(name)
+        decision = decide(engine, CanonicalURL("", host, None, "/", ""), client_ip, user)
+        if decision.blocked:
+            return decision
+        if not _every_path(engine, host, decision, client_ip, user):
+            return refusal(UNCHECKABLE, host, rules.profile.name, reason, engine.version)
+        return None
+
     # -- deciding -------------------------------------------------------------------------
 
     def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:

@@ -144,6 +144,24 @@ def test_connect_clears_the_marks_of_plain_requests(addon):
     assert connect(addon, "news.example", who=f.client_conn) is not None
 
 
+@pytest.mark.parametrize("host, refused", [("news.example", True), ("news.test", False)])
+def test_an_upgrade_to_raw_bytes_is_refused_where_urls_are_checked(addon, host, refused):
+    f = request_flow(host, path=b"/chat")
+    addon.requestheaders(f)
+    assert f.response is None
+    f.response = http.Response.make(101, b"", {"upgrade": "x-raw", "connection": "upgrade"})
+    addon.response(f)
+    assert (f.response.status_code == 403) == refused
+
+
+def test_a_websocket_upgrade_is_left_alone(addon):
+    f = tflow.twebsocketflow()
+    f.client_conn.peername = (LEARNER, 50000)
+    f.request.host = "news.example"
+    addon.response(f)
+    assert f.response.status_code == 101
+
+
 # -- the gateway itself -----------------------------------------------------------------------
 
 @pytest.mark.parametrize("host", ["localhost", "LOCALHOST.", "admin.localhost", "127.0.0.1",
