@@ -193,3 +193,41 @@ def test_printable_text_is_encodable_and_one_line(text):
 def test_printable_shows_what_was_hidden():
     assert printable("a\udcffb\x01c\u200dd") == "a\\udcffb\\x01c\\u200dd"
     assert printable("plain") == "plain"
+
+
+# -- each consumer of request text, on its own ---------------------------------------------
+
+@given(host=st.text(max_size=30), agent=st.text(max_size=30),
+       statutory=st.booleans(), accept=st.sampled_from(["text/html", ""]))
+def test_the_block_page_renders_any_text(host, agent, statutory, accept):
+    """Lone surrogates (st.text makes them) in the address used to make render() raise."""
+    from webpolicy.engine.decision import Decision
+    from webpolicy.policy.model import BlockPageSettings
+    from webpolicy.proxy import blockpage
+
+    decision = Decision("block", "learner", "default", "ctiru" if statutory else "gambling",
+                        "Category", "high", statutory)
+    page = blockpage.render(decision, "WP-TEST", f"http://{host}/", host, BlockPageSettings(),
+                            accept)
+    page.body.decode("utf-8")
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(host=st.text(max_size=30), agent=st.text(max_size=30), user=st.text(max_size=10))
+def test_a_record_of_any_text_can_be_written(shared, host, agent, user):
+    """The log writer encodes each record as UTF-8 JSON: it must never meet a surrogate."""
+    import json
+
+    from webpolicy.engine.decision import Decision
+    from webpolicy.safeguarding.events import RequestFacts
+
+    written: list[dict] = []
+    shared.gate.log_writer = type("Writer", (), {"write": staticmethod(written.append)})()
+    try:
+        decision = Decision("block", "learner", "default", "gambling", "Gambling", "medium")
+        shared.gate.record(decision, RequestFacts("10.10.0.5", user, "GET", None, host, agent))
+    finally:
+        shared.gate.log_writer = None
+    line = json.dumps(written[0], ensure_ascii=False)
+    line.encode("utf-8")
+    assert "\n" not in line and "\r" not in line
