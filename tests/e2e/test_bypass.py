@@ -93,6 +93,8 @@ def test_raw_tcp_to_host_with_url_rules_refused(proxy, sites):
                                              b"Host: news.test\r\n\r\n")
     assert b"adult-section" not in rest
     assert _settled(sites, "news.test", before) == before
+    records = proxy.records(1, lambda r: r.get("match") == "raw_to_url_rules")
+    assert records and (records[-1]["host"], records[-1]["method"]) == ("news.test", "TCP")
 
 
 def test_raw_tcp_to_allowed_host_still_relayed(proxy, sites):
