@@ -20,6 +20,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 SHIM = REPO / "addons" / "webpolicy_addon.py"
+OWN_NETWORKS = "127.0.0.0/24,::1/128,0.0.0.0/8,::/128"
 
 
 def free_port() -> int:
@@ -75,6 +76,9 @@ class Proxy:
             "webpolicy_policy": str(self.policy_path),
             "webpolicy_reload_interval": "0.3",
             "ssl_verify_upstream_trusted_ca": str(self.sites_ca),
+            # The test sites stand for the internet on 127.0.1.x (sites.py): only the rest of
+            # loopback is the gateway itself here.
+            "webpolicy_own_networks": OWN_NETWORKS,
             **self.options,
         }
         settings = [arg for name, value in options.items() for arg in ("--set", f"{name}={value}")]

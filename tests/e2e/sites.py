@@ -40,6 +40,7 @@ SITES = {
     "vpn.test": "127.0.1.14",
     "doh.test": "127.0.1.15",
     "use-application-dns.net": "127.0.1.16",   # Firefox's DoH canary: must never be contacted
+    "grosse-casino.test": "127.0.1.17",        # blocked; spelled "große-casino.test" in tests
 }
 
 
@@ -109,6 +110,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self) -> None:
         server: _SiteServer = self.server  # type: ignore[assignment]
+        if self.headers.get("upgrade", "").lower() == "x-raw":
+            self._switch_to_raw(server)
+            return
         length = int(self.headers.get("content-length") or 0)
         if length:
             self.rfile.read(length)
@@ -123,6 +127,20 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def _switch_to_raw(self, server: "_SiteServer") -> None:
+        """Answer `Upgrade: x-raw` with 101 and then bytes that are not HTTP: what a server
+        that helps a client round the filter would do."""
+        with server.log.lock:
+            server.log.requests.append(SeenRequest(server.site, server.scheme, self.command,
+                                                   self.path, {}))
+        self.send_response(101)
+        self.send_header("Upgrade", "x-raw")
+        self.send_header("Connection", "Upgrade")
+        self.end_headers()
+        self.wfile.write(b"raw bytes after the upgrade\n")
+        self.wfile.flush()
+        self.close_connection = True
 
     do_GET = do_POST = do_PUT = do_HEAD = _serve
 

@@ -8,7 +8,10 @@ themselves live by concern:
   upstream.py opens a connection early only where no request on it can be blocked;
 - connections.py: CONNECT, TLS handshakes (pass-through and transparent mode, by SNI) and raw
   TCP in a tunnel;
-- stages/: circumvention and safe search, run after the decision on flows that go on.
+- stages/: circumvention and safe search, run after the decision on flows that go on;
+- chokepoint.py: `server_connect`, the backstop every upstream connection passes, whatever
+  hook it came through (or none: raw TCP, pass-through, ignore_hosts);
+- failsafe.py: the wrapper on every hook, so an exception refuses instead of forwarding.
 They share one Gate (gate.py): the engine in force, who each connection is, and how a
 decision is recorded and enforced.  Any error while deciding fails closed for profiles that
 block: a raised exception in a hook would make mitmproxy forward the request (fail open).
@@ -23,6 +26,7 @@ import signal
 from pathlib import Path
 
 from mitmproxy import ctx, dns, exceptions, http, tcp, tls
+from mitmproxy.proxy import server_hooks
 from mitmproxy.proxy.layers import modes
 
 from webpolicy.engine.engine import Engine, load_engine
@@ -31,8 +35,10 @@ from webpolicy.lists.compiler import open_cache
 from webpolicy.monitoring.metrics import Metrics
 from webpolicy.policy import history
 from webpolicy.policy.model import PolicyError
+from webpolicy.proxy.chokepoint import Chokepoint
 from webpolicy.proxy.connections import ConnectionFilter
-from webpolicy.proxy.gate import Gate
+from webpolicy.proxy.failsafe import failsafe
+from webpolicy.proxy.gate import DEFAULT_OWN_NETWORKS, Gate, parse_networks
 from webpolicy.proxy.reloader import Reloader
 from webpolicy.proxy.requests import RequestFilter
 from webpolicy.proxy.stages.circumvention import Circumvention
@@ -53,6 +59,7 @@ class WebPolicy:
         self.early_upstream = EarlyUpstream()
         self.requests = RequestFilter(self.gate)
         self.connections = ConnectionFilter(self.gate, self.early_upstream)
+        self.chokepoint = Chokepoint(self.gate)
         self.circumvention = Circumvention(self.gate)
         self.safesearch = SafeSearch(self.gate)
 
@@ -68,12 +75,22 @@ class WebPolicy:
         loader.add_option("webpolicy_cache_dir", str, "",
                           "Directory for the compiled list index (a cache, rebuilt when a list "
                           "changes); default: webpolicy-cache in mitmproxy's confdir.")
+        loader.add_option("webpolicy_own_networks", str, DEFAULT_OWN_NETWORKS,
+                          "Addresses that are the gateway itself, comma-separated networks: a "
+                          "client may not name them as a destination unless they are listed "
+                          "under allow: in the policy.")
 
     def configure(self, updated: set[str]) -> None:
         if "connection_strategy" in updated or "webpolicy_policy" in updated:
             if ctx.options.connection_strategy != "lazy":
                 # Eager would open the upstream TCP+TLS connection before a request is decided.
                 ctx.options.update(connection_strategy="lazy")
+        if "webpolicy_own_networks" in updated:
+            try:
+                self.gate.own_networks = parse_networks(
+                    ctx.options.webpolicy_own_networks)
+            except ValueError as exc:
+                raise exceptions.OptionsError(f"webpolicy_own_networks: {exc}") from None
         if "webpolicy_reload_interval" in updated:
             self._reload_interval()
         if "webpolicy_policy" in updated:
@@ -227,7 +244,10 @@ class WebPolicy:
         self.metrics.alerts.labels(channel, result).inc()
 
     # -- hooks: each hands over to the part that owns the concern ------------------------
+    # Each is wrapped by failsafe: an exception refuses what the hook was given (a raised
+    # hook would make mitmproxy forward the request).
 
+    @failsafe
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         """Decide; then, on a flow that goes on, the circumvention and safe-search stages.
         Each stage fails closed on its own: a raised hook would forward the request."""
@@ -238,29 +258,53 @@ class WebPolicy:
             self.circumvention.requestheaders(flow, decided_hosts)
         if flow.response is None:
             self.safesearch.requestheaders(flow, decided_hosts)
+        if flow.response is None:          # its connection may open on the names decided
+            self.chokepoint.allow_http(flow, decided_hosts)
 
+    @failsafe
     def request(self, flow: http.HTTPFlow) -> None:
         self.safesearch.request(flow)      # form posts: the body is only here
+        # No stage moves a request to another host; if one ever did, the choke point would
+        # find no mark for the new address and decide it as it decides raw connections.
 
+    @failsafe
+    def response(self, flow: http.HTTPFlow) -> None:
+        self.chokepoint.response(flow)     # a non-WebSocket 101 would become a raw relay
+
+    @failsafe
+    def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
+        self.chokepoint.server_connect(data)
+
+    @failsafe
     def dns_request(self, flow: dns.DNSFlow) -> None:
         self.circumvention.dns_request(flow)
 
+    @failsafe
     def http_connect(self, flow: http.HTTPFlow) -> None:
+        self.chokepoint.forget_http(flow.client_conn.id)
         self.connections.http_connect(flow)
 
+    @failsafe
     def socks5_auth(self, data: modes.Socks5AuthData) -> None:
         self.connections.socks5_auth(data)
 
+    @failsafe
     def tls_clienthello(self, data: tls.ClientHelloData) -> None:
         self.connections.tls_clienthello(data)
 
+    @failsafe
     def tls_start_client(self, data: tls.TlsData) -> None:
         self.connections.tls_start_client(data)
 
+    @failsafe
     def tcp_start(self, flow: tcp.TCPFlow) -> None:
-        self.connections.tcp_start(flow)
+        self.chokepoint.forget_http(flow.client_conn.id)
+        if self.connections.tcp_start(flow):           # recorded there: refuse, once
+            self.chokepoint.refuse_client(flow.client_conn.id)
 
+    @failsafe
     def client_disconnected(self, client) -> None:
+        self.chokepoint.client_disconnected(client.id)
         self.connections.client_disconnected(client)
 
 

@@ -2,7 +2,7 @@
 
 Plain words for a non-technical reader, the reference ID that finds the log record, and how to
 ask for a review.  Self-contained (no external resources: the proxy may block them too) and every
-value HTML-escaped: the URL is attacker-controlled.  For a statutory (CTIRU) hit only the host is
+value HTML-escaped (and encodable: lone surrogates escaped): the URL is attacker-controlled.  For a statutory (CTIRU) hit only the host is
 shown, never the full address of the illegal content.
 """
 
@@ -15,6 +15,7 @@ from html import escape
 
 from webpolicy.engine.decision import Decision
 from webpolicy.policy.model import BlockPageSettings
+from webpolicy.proxy.text import encodable
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +36,8 @@ def render(decision: Decision, event_id: str, url: str, host: str, settings: Blo
     """HTML for browsers (Accept names text/html), plain text for everything else."""
     when = when or dt.datetime.now(dt.UTC)
     kind = _kind(decision)
-    shown = host if decision.statutory else url
+    # From the request's bytes: lone surrogates (non-UTF-8 bytes) would make .encode() raise.
+    shown = encodable(host if decision.statutory else url)
     status = status_for(decision)
     if "text/html" in accept:
         parts = _html_parts(kind, decision.category or "", decision.policy_version, settings)

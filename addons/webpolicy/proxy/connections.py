@@ -19,7 +19,7 @@ from mitmproxy.proxy.layers import modes
 from OpenSSL import SSL
 
 from webpolicy.engine import circumvention
-from webpolicy.engine.decision import Decision
+from webpolicy.engine.decision import NO_POLICY, Decision
 from webpolicy.proxy import blockpage
 from webpolicy.proxy.flows import connect_host
 from webpolicy.proxy.gate import Gate
@@ -113,11 +113,13 @@ class ConnectionFilter:
             data.ssl_conn = SSL.Connection(SSL.Context(SSL.TLS_METHOD))
             data.ssl_conn.set_accept_state()
 
-    def tcp_start(self, flow: tcp.TCPFlow) -> None:
-        """Non-HTTP traffic inside a tunnel is decided on its destination host."""
+    def tcp_start(self, flow: tcp.TCPFlow) -> bool:
+        """Non-HTTP traffic inside a tunnel is decided on its destination host, and recorded
+        here; returns whether it was refused.  Killing the flow does not stop mitmproxy's TCP
+        layer from connecting: the choke point (chokepoint.py) refuses the connection."""
         address = flow.server_conn.sni or (flow.server_conn.address or ("",))[0]
         if not address:
-            return
+            return False
         gate = self.gate
         user = gate.users.get(flow.client_conn.id)
         decision = gate.decide_host(address, flow.client_conn.peername[0], user)
@@ -126,6 +128,12 @@ class ConnectionFilter:
             gate.record(decision, facts, passthrough=True)
             gate.metrics.connection_refused(decision.profile, "tcp")
             flow.kill()
+            return True
+        return False
+
+    def refuse_handshake(self, client_id: str) -> None:
+        """A hook failed on this connection: its TLS handshake is refused (tls_start_client)."""
+        self._refuse[client_id] = NO_POLICY
 
     def client_disconnected(self, client) -> None:
         self.early_upstream.forget(client.id)

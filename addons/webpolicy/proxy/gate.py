@@ -12,6 +12,8 @@ decision (a raised hook would make mitmproxy forward the request).
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 import logging
 
 from mitmproxy import http
@@ -24,6 +26,7 @@ from webpolicy.lists.canonical import CanonicalURL, canonical_host, from_parts
 from webpolicy.monitoring.metrics import Metrics
 from webpolicy.policy.model import BlockPageSettings, Profile
 from webpolicy.proxy import blockpage
+from webpolicy.proxy.text import printable
 from webpolicy.proxy.flows import client_ip, make_response, request_hosts
 from webpolicy.safeguarding.alerts import Alerter
 from webpolicy.safeguarding.events import RequestFacts, event_action, make_record, new_event_id
@@ -33,6 +36,26 @@ log = logging.getLogger("webpolicy")
 
 _DEFAULT_PAGE = BlockPageSettings()
 
+# What "the gateway itself" is, as addresses a client may write (the `webpolicy_own_networks`
+# option; the end-to-end tests narrow 127.0.0.0/8 to 127.0.0.0/24: their sites stand for the
+# internet on 127.0.1.x).
+DEFAULT_OWN_NETWORKS = "127.0.0.0/8,::1/128,0.0.0.0/8,::/128"
+Networks = tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+
+def parse_networks(text: str) -> Networks:
+    """'127.0.0.0/8,::1/128' -> networks; ValueError names the entry that is not one."""
+    networks = []
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise ValueError(f"'{entry}' is not an IP network") from None
+    return tuple(networks)
+
+
+OWN_NETWORKS = parse_networks(DEFAULT_OWN_NETWORKS)
+
 
 class Gate:
     def __init__(self, metrics: Metrics) -> None:
@@ -41,6 +64,8 @@ class Gate:
         self.log_writer: LogWriter | None = None
         self.alerter: Alerter | None = None
         self.users: dict[str, str] = {}            # client connection id -> proxy-auth user
+        # Addresses that are the gateway itself (chokepoint.py; option webpolicy_own_networks)
+        self.own_networks: Networks = OWN_NETWORKS
 
     # -- who ------------------------------------------------------------------------------
 
@@ -133,6 +158,7 @@ class Gate:
         """The safeguarding record (and alert, and metrics) of one event; its reference."""
         event_id = new_event_id()
         engine = self.engine
+        facts = _printable_facts(facts)
         self.metrics.event(decision)
         if watch is not None:
             self.metrics.watchlist_hits.labels(watch.category).inc()
@@ -182,3 +208,16 @@ class Gate:
         else:
             decision = self.failure(engine, client_ip(flow), self.user(flow), exc)
         self.refuse_request(flow, decision)
+
+
+def _printable_facts(facts: RequestFacts) -> RequestFacts:
+    """The facts with the text taken from request bytes made printable: a lone surrogate
+    (a byte that is not UTF-8) would make the log writer's .encode() raise, and a control
+    character could forge a line of a report.  The URL is canonical (escaped) already."""
+    texts = (facts.host, facts.user or "", facts.user_agent, facts.search_term or "")
+    if all(text.isascii() and text.isprintable() for text in texts):
+        return facts                                 # the usual case: no copy
+    return dataclasses.replace(
+        facts, host=printable(facts.host), user_agent=printable(facts.user_agent),
+        user=None if facts.user is None else printable(facts.user),
+        search_term=None if facts.search_term is None else printable(facts.search_term))

@@ -18,7 +18,9 @@ from mitmproxy import http
 from webpolicy.engine import searchterms
 from webpolicy.engine.decision import ACTION_RANK, NO_POLICY, Decision, decide
 from webpolicy.engine.watchlist import RecentHits, WatchHit, Watchlist
+from webpolicy.engine.engine import Engine
 from webpolicy.lists.canonical import CanonicalURL, from_parts
+from webpolicy.proxy import chokepoint
 from webpolicy.proxy.flows import client_ip, request_hosts
 from webpolicy.proxy.gate import Gate
 from webpolicy.safeguarding.events import RequestFacts
@@ -56,27 +58,79 @@ class RequestFilter:
     def _decide(self, flow: http.HTTPFlow, client: str, user: str | None
                 ) -> tuple[Decision, CanonicalURL | None, str, tuple[str, ...] | None]:
         """Decide on the host actually requested (Host / :authority) and the connection's
-        host.  Returns the decision, the URL it was made on, the Host as sent, and the
-        canonical hosts decided."""
+        host.  Returns the decision, the URL it was made on, the host it names (as sent),
+        and the canonical hosts decided."""
         engine = self.gate.engine
-        request = flow.request
         host, connection_host = request_hosts(flow)
         if engine is None:
             return NO_POLICY, None, host, None
         try:
-            url = from_parts(request.scheme, host, request.port, request.path)
-            decision = decide(engine, url, client, user)
-            if connection_host == host:
-                return decision, url, host, (url.host,)
-            other = from_parts(request.scheme, connection_host, request.port, request.path)
-            decided = (url.host, other.host)
-            if other.host != url.host and not decision.blocked:
-                second = decide(engine, other, client, user)
-                if _stricter(second, decision):
-                    decision, url = second, other
-            return decision, url, host, decided
+            return self._decide_names(engine, flow, host, connection_host, client, user)
         except Exception as exc:  # noqa: BLE001 - fail closed, never open
             return self.gate.failure(engine, client, user, exc), None, host, None
+
+    def _decide_names(self, engine: Engine, flow: http.HTTPFlow, host: str,
+                      connection_host: str, client: str, user: str | None
+                      ) -> tuple[Decision, CanonicalURL | None, str, tuple[str, ...] | None]:
+        """Every name that can be read is decided first, so statutory and deny rules apply
+        even beside a name that cannot (garbage in Host next to an absolute URL); the
+        profile's on_error only applies after that, and only if nothing read blocked.  The
+        stricter decision wins; a name that mitmproxy would resolve to another name than the
+        filter reads, or that writes the gateway itself, is refused (chokepoint.py)."""
+        request = flow.request
+        if connection_host == host:               # nearly every request: one name
+            try:
+                url = from_parts(request.scheme, host, request.port, request.path)
+            except ValueError as exc:
+                return self.gate.failure(engine, client, user, exc), None, host, None
+            decision = (self._name_rule(engine, host, url.host, request.port, True, client, user)
+                        or decide(engine, url, client, user))
+            return decision, url, host, (url.host,)
+        best: tuple[Decision, CanonicalURL | None, str] | None = None
+        decided: list[str] = []
+        unreadable: ValueError | None = None
+        for name in (host, connection_host):
+            try:
+                url = from_parts(request.scheme, name, request.port, request.path)
+            except ValueError as exc:
+                unreadable = exc
+                continue
+            decided.append(url.host)
+            if best is not None and best[0].blocked:
+                continue                       # already refused: one block is enough
+            decision = (self._name_rule(engine, name, url.host, request.port,
+                                        name == connection_host, client, user)
+                        or decide(engine, url, client, user))
+            if best is None or _stricter(decision, best[0]):
+                best = (decision, url, name)
+        if unreadable is not None and (best is None or not best[0].blocked):
+            failure = self.gate.failure(engine, client, user, unreadable)
+            if best is None or _stricter(failure, best[0]) or best[0].action == failure.action:
+                best = (failure, best[1] if best else None, best[2] if best else host)
+        assert best is not None
+        return best[0], best[1], best[2], tuple(decided) or None
+
+    def _name_rule(self, engine: Engine, name: str, host: str, port: int, connected: bool,
+                   client: str, user: str | None) -> Decision | None:
+        """The choke point's rules for a name, applied here too so the client gets the block
+        page rather than a connection error: one meaning per name, and (for the name the
+        connection goes to) never the gateway itself unless listed under `allow:`."""
+        if name.isascii() and (not connected or _plain_name(host)):
+            return None                        # ~0.2 us: no IDN, not an address, not localhost
+        rule, entry = None, ""
+        mismatch = chokepoint.idna_mismatch(name)
+        if mismatch is not None:
+            rule, entry = chokepoint.IDNA_MISMATCH, mismatch
+        elif connected and chokepoint.is_own_address(name, port, engine,
+                                                     self.gate.own_networks):
+            allowed = decide(engine, CanonicalURL("", host, None, "/", ""), client, user)
+            if allowed.list == "allow":
+                return None
+            rule, entry = chokepoint.OWN_ADDRESS, f"{host}:{port}"
+        if rule is None:
+            return None
+        rules, reason = engine.identify(user, client)
+        return chokepoint.refusal(rule, entry, rules.profile.name, reason, engine.version)
 
     def _search(self, flow: http.HTTPFlow, url: CanonicalURL
                 ) -> tuple[searchterms.SearchTerm | None, WatchHit | None]:
@@ -95,6 +149,12 @@ class RequestFilter:
                              client: str, user: str | None) -> bool:
         return search.suggestion and self._recent_hits.repeated(
             (client, user, watch.term), time.monotonic())
+
+
+def _plain_name(host: str) -> bool:
+    """A canonical host that is a name and not localhost: its last character is a letter
+    (a canonical IPv4 address ends with a digit) and it holds no ':' (IPv6)."""
+    return host[-1:].isalpha() and ":" not in host and not host.endswith("localhost")
 
 
 def _stricter(a: Decision, b: Decision) -> bool:

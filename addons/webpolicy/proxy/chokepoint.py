@@ -1,0 +1,327 @@
+"""The choke point: every upstream connection is decided in `server_connect`, before it opens.
+
+Every other hook decides one way in (an HTTP request, a CONNECT, a ClientHello, a TCP flow),
+and mitmproxy has ways in that reach none of them: raw TCP inside an intercepted tunnel is
+relayed even after `flow.kill()` in `tcp_start`, `ignore_hosts` and pass-through skip the TLS
+and HTTP hooks.  All of them open their upstream through `open_connection`
+(mitmproxy/proxy/server.py), which runs `server_connect` first and gives up, before any
+packet, when the hook leaves `data.server.error` set.  So here, for this client, every name
+the connection involves is decided: the address it opens (the CONNECT / SOCKS / Host name,
+or the IP address) and the SNI it will send.  It opens only if all are allowed.
+
+Rules beyond the lists, for every profile:
+- the gateway itself is not a destination: a name the client *writes* as loopback or
+  unspecified (127.0.0.0/8, ::1, 0.0.0.0/8, ::, their IPv4-mapped forms: the option
+  `webpolicy_own_networks`; `localhost` and `*.localhost`) or as the address:port of the
+  proxy's listener or the metrics endpoint, is refused unless listed under `allow:`.  A *name* that merely resolves to an internal address
+  is not refused here (the e2e sites do, on 127.0.1.x): keeping internal networks out of reach
+  is the firewall's and the resolver's job (docs/circumvention.md);
+- one meaning per name: mitmproxy resolves a name with Python's `idna` codec (IDNA 2003: ß is
+  ss, ZWJ/ZWNJ vanish) while the filter decides its UTS #46 form; where they differ the
+  connection is refused rather than decided on a name it does not reach;
+- raw bytes cannot be checked against URL rules: a connection that no allowed HTTP request
+  stands behind (raw TCP, pass-through TLS, ignored hosts) is refused to a host with URL
+  entries (`allows_every_path`).
+
+An allowed HTTP request leaves a mark (`allow_http`), keyed by its client connection and the
+address mitmproxy will open, holding the names requestheaders decided: those are not decided
+again, so a host-level block cannot undo a URL-level `allow:` and a request costs one dict
+store.  A mark only ever spares names already decided for that client; it never lets a raw
+connection pass the URL-rule check on another client connection, and a CONNECT clears the
+client's marks (the connection stops being plain HTTP there).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+
+from mitmproxy import ctx, http
+from mitmproxy.connection import Client, Server
+from mitmproxy.proxy import mode_specs, server_hooks
+
+from webpolicy.engine.decision import NO_POLICY, Decision, allows_every_path, decide
+from webpolicy.engine.engine import Engine
+from webpolicy.lists.canonical import CanonicalURL, canonical_host, is_plain_name
+from webpolicy.proxy.text import printable
+from webpolicy.proxy.gate import OWN_NETWORKS, Gate, Networks
+from webpolicy.safeguarding.events import RequestFacts
+
+log = logging.getLogger("webpolicy")
+
+LIST = "connect"
+OWN_ADDRESS = "own_address"
+IDNA_MISMATCH = "idna_mismatch"
+UNCHECKABLE = "raw_to_url_rules"
+UNREADABLE = "unreadable_name"
+_CATEGORIES = {
+    OWN_ADDRESS: "Connection to the gateway itself (loopback or its own services)",
+    IDNA_MISMATCH: "Site name that two name standards read differently",
+    UNCHECKABLE: "Raw connection to a site with page-level rules",
+    UNREADABLE: "Connection to a name that cannot be read",
+}
+_ERROR = "webpolicy refused this connection"
+
+# The mark an allowed HTTP request leaves: (canonical names decided, the user they were for).
+Mark = tuple[tuple[str, ...], str | None]
+
+
+def refusal(rule: str, entry: str, profile: str, reason: str, version: str) -> Decision:
+    """A block the lists did not make, logged and counted like the connect rules'."""
+    return Decision("block", profile, reason, list=LIST, category=_CATEGORIES[rule],
+                    severity="high", match=rule, entry=printable(entry), policy_version=version)
+
+
+# -- names -----------------------------------------------------------------------------------
+
+def resolved_name(name: str) -> str | None:
+    """The name mitmproxy actually resolves (asyncio -> getaddrinfo -> Python's IDNA 2003
+    codec), canonical; None when that codec cannot encode it (nothing is resolved then)."""
+    if name.isascii():
+        return canonical_host(name)
+    try:
+        return canonical_host(name.encode("idna").decode("ascii"))
+    except (UnicodeError, ValueError):
+        return None
+
+
+def idna_mismatch(name: str) -> str | None:
+    """'name -> resolved' when the filter's reading of `name` (UTS #46) is not the name
+    mitmproxy would connect to; None when they agree (always, for ASCII names)."""
+    if name.isascii():
+        return None
+    try:
+        decided = canonical_host(name)
+    except ValueError:
+        decided = None
+    resolved = resolved_name(name)
+    if resolved is not None and decided != resolved:
+        return f"{name} -> {resolved}"
+    return None
+
+
+
+
+def is_own_address(name: str, port: int | None, engine: Engine | None,
+                   networks: Networks = OWN_NETWORKS) -> bool:
+    """Whether the client wrote the gateway itself: an address in `networks` (loopback and
+    unspecified by default) in any spelling, localhost, or the address:port of the proxy's
+    listener or metrics endpoint.  A plain name (not localhost) never is: what it resolves
+    to is not looked at here."""
+    if is_plain_name(name) and not name.endswith("localhost"):
+        return False                      # the usual name: ~0.2 us, no parse
+    try:
+        host = canonical_host(name)
+    except ValueError:
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if any(address in network for network in networks):
+        return True
+    return port is not None and (host, port) in own_endpoints(engine)
+
+
+def own_endpoints(engine: Engine | None) -> frozenset[tuple[str, int]]:
+    """The proxy's listener and the metrics endpoint, when bound to a specific address (a
+    wildcard or loopback bind is covered by the loopback rule)."""
+    found: set[tuple[str, int]] = set()
+    try:
+        if ctx.options.listen_host and ctx.options.listen_port:
+            found.add((canonical_host(ctx.options.listen_host), ctx.options.listen_port))
+    except (AttributeError, ValueError):          # no mitmproxy context (unit tests)
+        pass
+    if engine is not None and engine.policy.metrics.enabled:
+        try:
+            metrics = engine.policy.metrics
+            found.add((canonical_host(metrics.host), metrics.port))
+        except ValueError:
+            pass
+    return frozenset(found)
+
+
+def _every_path(engine: Engine, host: str, decision: Decision, client_ip: str,
+                user: str | None) -> bool:
+    """allows_every_path, or a host listed whole under `allow:` and nothing else (the URL
+    index keeps such an entry, an IP address say, as a rule on the path "/")."""
+    if allows_every_path(engine, host, client_ip, user):
+        return True
+    if decision.list != "allow" or decision.match != "host":
+        return False
+    rules, _ = engine.identify(user, client_ip)
+    _, rule_hosts = engine.host_facts(host)
+    return not rules.expression_mask and all(
+        paths.keys() == {"/"} and all(bits == engine.allow_bit for bits in paths.values())
+        for _, paths in rule_hosts)
+
+
+# -- the hook --------------------------------------------------------------------------------
+
+class Chokepoint:
+    def __init__(self, gate: Gate) -> None:
+        self.gate = gate
+        # client connection id -> {(host, port) mitmproxy will open: the request's mark}
+        self._marks: dict[str, dict[tuple[str, int], Mark]] = {}
+        # client connection ids refused whole, already recorded by the hook that refused
+        # (tcp_start) or failed on them (failsafe): nothing opens for them any more
+        self._refused_clients: set[str] = set()
+
+    # -- marks left by the request path --------------------------------------------------
+
+    def allow_http(self, flow: http.HTTPFlow, decided_hosts: tuple[str, ...] | None) -> None:
+        """An HTTP request that goes on: the connection mitmproxy opens for it (its request
+        host and port, after every stage) may open on the names requestheaders decided."""
+        if not decided_hosts:
+            return
+        request = flow.request
+        marks = self._marks.get(flow.client_conn.id)
+        if marks is None:
+            marks = self._marks[flow.client_conn.id] = {}
+        marks[(request.host, request.port)] = (decided_hosts, self.gate.user(flow))
+
+    def forget_http(self, client_id: str) -> None:
+        """The client connection is no longer plain HTTP (CONNECT, raw TCP)."""
+        self._marks.pop(client_id, None)
+
+    def refuse_client(self, client_id: str) -> None:
+        """Another hook refused this client connection (raw TCP to a blocked host) or failed
+        on it: no upstream opens for it any more, and the refusal is not recorded twice."""
+        self._refused_clients.add(client_id)
+
+    def client_disconnected(self, client_id: str) -> None:
+        self._marks.pop(client_id, None)
+        self._refused_clients.discard(client_id)
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        """A 101 answer that is not a WebSocket upgrade turns the connection into a raw relay
+        (mitmproxy's TCPLayer, on a connection already open: no server_connect follows).  It
+        is refused where raw bytes could not be checked (a host with URL rules), like any
+        raw connection; a WebSocket stays framed HTTP and its URL was decided."""
+        response = flow.response
+        if response is None or response.status_code != 101 or flow.websocket is not None:
+            return
+        engine = self.gate.engine
+        client = flow.client_conn
+        client_ip = client.peername[0] if client.peername else ""
+        request = flow.request
+        mark = self._marks.get(client.id, {}).get((request.host, request.port))
+        user = mark[1] if mark else self.gate.user(flow)
+        hosts = mark[0] if mark else (request.host,)
+        for host in hosts:
+            found = self._raw_refusal(engine, host, client_ip, user)
+            if found is not None:
+                facts = RequestFacts(client_ip, user, request.method, None, host)
+                event_id = self.gate.record(found, facts, passthrough=True)
+                self.gate.metrics.connection_refused(found.profile, "upgrade")
+                self.gate.block(flow, found, event_id, None, host)
+                return
+
+    def _raw_refusal(self, engine: Engine | None, name: str, client_ip: str,
+                     user: str | None) -> Decision | None:
+        if engine is None:
+            return NO_POLICY
+        rules, reason = engine.identify(user, client_ip)
+        host = canonical_host(name)
+        decision = decide(engine, CanonicalURL("", host, None, "/", ""), client_ip, user)
+        if decision.blocked:
+            return decision
+        if not _every_path(engine, host, decision, client_ip, user):
+            return refusal(UNCHECKABLE, host, rules.profile.name, reason, engine.version)
+        return None
+
+    # -- deciding -------------------------------------------------------------------------
+
+    def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
+        server, client = data.server, data.client
+        if client.id in self._refused_clients:
+            server.error = _ERROR                # already recorded by the hook that refused
+            return
+        found = self.refusal(server, client)
+        if found is None:
+            return
+        decision, name, raw = found
+        facts = RequestFacts(client.peername[0] if client.peername else "",
+                             self._user(server, client), "TCP" if raw else "HTTP", None, name)
+        self.gate.record(decision, facts, passthrough=raw)
+        self.gate.metrics.connection_refused(decision.profile, "upstream")
+        server.error = f"{_ERROR}: {decision.category}"
+
+    def refusal(self, server: Server, client: Client) -> tuple[Decision, str, bool] | None:
+        """The refusal of this connection, the name refused, and whether it carries raw bytes
+        (no allowed request stands behind it); None when every name is allowed."""
+        engine = self.gate.engine
+        address = server.address
+        mark = self._mark(server, client)
+        raw = mark is None
+        if engine is None:
+            return NO_POLICY, str(address[0]) if address else "", raw
+        client_ip = client.peername[0] if client.peername else ""
+        user = mark[1] if mark else self.gate.users.get(client.id)
+        rules, reason = engine.identify(user, client_ip)
+        profile = rules.profile.name
+        for name, port, named in self._names(server, client):
+            decision = self._decide_name(engine, name, port, named, mark, client_ip, user,
+                                         profile, reason)
+            if decision is not None:
+                return decision, name, raw
+        return None
+
+    def _decide_name(self, engine: Engine, name: str, port: int | None, named: bool,
+                     mark: Mark | None, client_ip: str,
+                     user: str | None, profile: str, reason: str) -> Decision | None:
+        version = engine.version
+        try:
+            host = canonical_host(name)
+        except ValueError:
+            return refusal(UNREADABLE, name, profile, reason, version)
+        mismatch = idna_mismatch(name)
+        if mismatch is not None:
+            return refusal(IDNA_MISMATCH, mismatch, profile, reason, version)
+        if named and is_own_address(name, port, engine, self.gate.own_networks) and \
+                not self._allow_listed(engine, host, client_ip, user):
+            return refusal(OWN_ADDRESS, host if port is None else f"{host}:{port}",
+                           profile, reason, version)
+        if mark is not None and host in mark[0]:
+            return None                         # decided, with its path, by requestheaders
+        decision = decide(engine, CanonicalURL("", host, None, "/", ""), client_ip, user)
+        if decision.blocked:
+            return decision
+        if mark is None and not _every_path(engine, host, decision, client_ip, user):
+            return refusal(UNCHECKABLE, host, profile, reason, version)
+        return None
+
+    @staticmethod
+    def _allow_listed(engine: Engine, host: str, client_ip: str, user: str | None) -> bool:
+        return decide(engine, CanonicalURL("", host, None, "/", ""), client_ip, user).list \
+            == "allow"
+
+    @staticmethod
+    def _names(server: Server, client: Client) -> list[tuple[str, int | None, bool]]:
+        """(name, port, whether the client chose it) for each name the connection involves:
+        the address it opens, the SNI it will send (tlsconfig sends the client's, else the
+        address), the client's own SNI.  In reverse-proxy mode the administrator chose the
+        address, so the gateway-address rule does not apply to it."""
+        names: list[tuple[str, int | None, bool]] = []
+        address = server.address
+        chosen = type(client.proxy_mode) is not mode_specs.ReverseMode
+        if address:
+            names.append((address[0], address[1], chosen))
+        for sni in (server.sni, client.sni):
+            if sni and all(sni != seen for seen, _, _ in names):
+                names.append((sni, None, True))
+        return names
+
+    def _mark(self, server: Server, client: Client) -> Mark | None:
+        marks = self._marks.get(client.id)
+        if marks is None or not server.address:
+            return None
+        return marks.get((server.address[0], server.address[1]))
+
+    def _user(self, server: Server, client: Client) -> str | None:
+        mark = self._mark(server, client)
+        return mark[1] if mark else self.gate.users.get(client.id)
