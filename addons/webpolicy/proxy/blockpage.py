@@ -15,7 +15,7 @@ from html import escape
 
 from webpolicy.engine.decision import Decision
 from webpolicy.policy.model import BlockPageSettings
-from webpolicy.proxy.text import encodable
+from webpolicy.safeguarding.safetext import encodable
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,9 +43,9 @@ from mitmproxy.proxy import mode_specs, server_hooks
 from webpolicy.engine.decision import NO_POLICY, Decision, allows_every_path, decide
 from webpolicy.engine.engine import Engine
 from webpolicy.lists.canonical import CanonicalURL, canonical_host, is_plain_name
-from webpolicy.proxy.text import printable
 from webpolicy.proxy.gate import OWN_NETWORKS, Gate, Networks
 from webpolicy.safeguarding.events import RequestFacts
+from webpolicy.safeguarding.safetext import clean_text
 
 log = logging.getLogger("webpolicy")
 
@@ -69,7 +69,7 @@ Mark = tuple[tuple[str, ...], str | None]
 def refusal(rule: str, entry: str, profile: str, reason: str, version: str) -> Decision:
     """A block the lists did not make, logged and counted like the connect rules'."""
     return Decision("block", profile, reason, list=LIST, category=_CATEGORIES[rule],
-                    severity="high", match=rule, entry=printable(entry), policy_version=version)
+                    severity="high", match=rule, entry=clean_text(entry), policy_version=version)
 
 
 # -- names -----------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ decision (a raised hook would make mitmproxy forward the request).
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import logging
 
@@ -26,7 +25,6 @@ from webpolicy.lists.canonical import CanonicalURL, canonical_host, from_parts
 from webpolicy.monitoring.metrics import Metrics
 from webpolicy.policy.model import BlockPageSettings, Profile
 from webpolicy.proxy import blockpage
-from webpolicy.proxy.text import printable
 from webpolicy.proxy.flows import client_ip, make_response, request_hosts
 from webpolicy.safeguarding.alerts import Alerter
 from webpolicy.safeguarding.events import RequestFacts, event_action, make_record, new_event_id
@@ -158,7 +156,6 @@ class Gate:
         """The safeguarding record (and alert, and metrics) of one event; its reference."""
         event_id = new_event_id()
         engine = self.engine
-        facts = _printable_facts(facts)
         self.metrics.event(decision)
         if watch is not None:
             self.metrics.watchlist_hits.labels(watch.category).inc()
@@ -208,16 +205,3 @@ class Gate:
         else:
             decision = self.failure(engine, client_ip(flow), self.user(flow), exc)
         self.refuse_request(flow, decision)
-
-
-def _printable_facts(facts: RequestFacts) -> RequestFacts:
-    """The facts with the text taken from request bytes made printable: a lone surrogate
-    (a byte that is not UTF-8) would make the log writer's .encode() raise, and a control
-    character could forge a line of a report.  The URL is canonical (escaped) already."""
-    texts = (facts.host, facts.user or "", facts.user_agent, facts.search_term or "")
-    if all(text.isascii() and text.isprintable() for text in texts):
-        return facts                                 # the usual case: no copy
-    return dataclasses.replace(
-        facts, host=printable(facts.host), user_agent=printable(facts.user_agent),
-        user=None if facts.user is None else printable(facts.user),
-        search_term=None if facts.search_term is None else printable(facts.search_term))

@@ -17,8 +17,8 @@ from mitmproxy import http
 
 from webpolicy.engine import searchterms
 from webpolicy.engine.decision import ACTION_RANK, NO_POLICY, Decision, decide
-from webpolicy.engine.watchlist import RecentHits, WatchHit, Watchlist
 from webpolicy.engine.engine import Engine
+from webpolicy.engine.watchlist import RecentHits, WatchHit, Watchlist
 from webpolicy.lists.canonical import CanonicalURL, from_parts
 from webpolicy.proxy import chokepoint
 from webpolicy.proxy.flows import client_ip, request_hosts

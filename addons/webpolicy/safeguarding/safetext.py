@@ -49,6 +49,15 @@ def clean_text(text: str, limit: int | None = DEFAULT_LIMIT) -> str:
     return text
 
 
+def encodable(text: str) -> str:
+    """`text` with only its lone surrogates escaped (as clean_text does): for a page, which
+    shows every other character as it is, HTML-escaped."""
+    if text.isascii():
+        return text                              # the usual case
+    return _SURROGATE.sub(_escape, text)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _PARTIAL_ESCAPE = re.compile(r"\\(?:x[0-9a-f]?|u[0-9a-f]{0,3})?$")
 
 

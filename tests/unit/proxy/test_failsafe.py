@@ -15,7 +15,7 @@ from mitmproxy.test import tflow, tutils
 from tests.unit.helpers import engine_from
 from webpolicy.proxy import failsafe
 from webpolicy.proxy.addon import WebPolicy
-from webpolicy.proxy.text import encodable, printable
+from webpolicy.safeguarding.safetext import clean_text
 
 POLICY = """\
 version: "unit"
@@ -182,17 +182,17 @@ def test_any_request_bytes_are_answered_or_decided_never_raise(shared, monkeypat
 
 
 @given(st.text())
-def test_printable_text_is_encodable_and_one_line(text):
-    shown = printable(text)
+def test_request_text_is_made_encodable_and_one_line(text):
+    """What the block page and the records use (safeguarding/safetext.py)."""
+    shown = clean_text(text, limit=None)
     shown.encode("utf-8")
-    assert shown.isprintable()
-    assert printable(shown) == shown
-    encodable(text).encode("utf-8")
+    assert "\n" not in shown and "\r" not in shown
+    assert clean_text(shown, limit=None) == shown
 
 
-def test_printable_shows_what_was_hidden():
-    assert printable("a\udcffb\x01c\u200dd") == "a\\udcffb\\x01c\\u200dd"
-    assert printable("plain") == "plain"
+def test_request_text_shows_what_was_hidden():
+    assert clean_text("a\udcffb\x01c", limit=None) == "a\\xffb\\x01c"
+    assert clean_text("plain") == "plain"
 
 
 # -- each consumer of request text, on its own ---------------------------------------------
