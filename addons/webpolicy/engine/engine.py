@@ -30,7 +30,7 @@ from webpolicy.lists.compiler import (
     read_list,
 )
 from webpolicy.lists.domainindex import DomainIndex
-from webpolicy.lists.urlindex import RuleHosts, UrlIndex, host_suffixes
+from webpolicy.lists.urlindex import RuleHosts, UrlIndex, host_suffixes, loose_host, loose_path
 from webpolicy.policy.model import ListSpec, Policy, PolicyError, Profile, Rule, load_policy
 from webpolicy.policy.yamlnodes import Problem
 
@@ -254,13 +254,12 @@ def _job(spec: ListSpec, list_id: int) -> ListJob:
 
 def _read_statutory(spec: ListSpec, bit: int, exact: UrlIndex) -> CompiledList:
     """A statutory list, read in-process into the exact index: a hit is never a hash
-    coincidence, and such lists are small (thousands of entries)."""
+    coincidence, and such lists are small (thousands of entries).  Its rules are loose:
+    they also match the harmless variants of each URL (see urlindex.loose_path)."""
     contents = read_list(_job(spec, bit.bit_length() - 1))
     for source in contents.sources:
-        for domain in source.domains:
-            exact.add(domain, "/", bit)
-        for host, prefix in source.urls:
-            exact.add(host, prefix, bit)
+        exact.add_many(((domain, "/", bit) for domain in source.domains), loose=True)
+        exact.add_many(((host, prefix, bit) for host, prefix in source.urls), loose=True)
     expressions = [(s.path, s.expressions) for s in contents.sources
                    if spec.expressions and s.expressions]
     return CompiledList(contents.status, contents.messages, expressions)
@@ -314,7 +313,7 @@ def _check_allow_against_statutory(policy: Policy, specs: list[ListSpec], exact:
 
     At run time statutory hits win anyway; this tells the admin the rule cannot do what they
     meant.  An allow rule and an entry overlap when either host is the other or its parent and
-    either path is a prefix of the other.
+    either path is a prefix of the other, the rule's path taken in the entries' loose form.
     """
     statutory = _mask(i for i, s in enumerate(specs) if s.statutory)
     entries = [(h, p, b) for h, p, b in exact.entries() if b & statutory]
@@ -323,8 +322,9 @@ def _check_allow_against_statutory(policy: Policy, specs: list[ListSpec], exact:
             url = canonical_url(rule.text)
         except ValueError:
             continue
+        path = loose_path(url.path)
         for host, prefix, bits in entries:
-            if _overlap(url.host, url.path, host, prefix):
+            if _overlap(url.host, path, host, prefix.partition("?")[0]):
                 names = ", ".join(specs[i].name for i in _bit_ids(bits & statutory))
                 problems.append(Problem(str(policy.path), rule.line,
                                         f"allow: '{rule.text}' overlaps an entry of the statutory "
@@ -333,7 +333,8 @@ def _check_allow_against_statutory(policy: Policy, specs: list[ListSpec], exact:
 
 
 def _overlap(host_a: str, path_a: str, host_b: str, path_b: str) -> bool:
-    hosts = host_a in host_suffixes(host_b) or host_b in host_suffixes(host_a)
+    hosts = any(a in host_suffixes(b) or b in host_suffixes(a)
+                for a in {host_a, loose_host(host_a)} for b in (host_b,))
     return hosts and (path_a.startswith(path_b) or path_b.startswith(path_a))
 
 

@@ -8,29 +8,143 @@ A path entry matches at a segment boundary: "/bad" matches "/bad", "/bad/x" and 
 not "/badge".  Rather than testing every entry of a host (a CTIRU list may hold thousands of
 URLs on one host), a lookup cuts the request's own path at its boundaries and looks each cut
 up in a dict: the cost follows the length of the path, not the size of the list.
+
+An entry with a query ("/page?id=5&x=1") is a path prefix plus a set of parameters: it
+matches a request under that path holding every one of them, in any order and among any
+others ("/page/x?x=1&foo=2&id=5"), because a server reads its parameters by name.  Matching
+the query as a string prefix let a reordered or padded query through (issue #15).
+
+Loose rules (statutory lists) are keyed and matched in a loose form (loose_path,
+loose_params) that erases what servers commonly ignore: the case of the path, path
+parameters (";jsessionid=..."), trailing dots and spaces of a segment, a trailing slash,
+"..;/" (Tomcat), a NUL and what follows it, a "www." on a URL entry's host.  Over-blocking a
+variant of a statutory URL is acceptable; missing it is not.  The entries' forms are worked
+out when they are added; a lookup pays only for the hosts that have rules (which the engine
+memoises per host), and the loose form of a request only on hosts with loose rules.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
+from urllib.parse import unquote, unquote_to_bytes
 
-# Characters at which a path prefix may end: "/bad" matches "/bad/x" and "/bad?x".
+# Characters at which a path prefix may end: "/bad" matches "/bad/x" and "/bad;x".
 _BOUNDARY_RE = re.compile(r"[/?&;]")
 _HOST = "/"                  # the prefix of a whole-host rule (the host and its subdomains)
 _BOUNDARY = frozenset("/?&;")
 _FEW = 8                     # up to this many rules on a host, testing each is cheaper
+_LOOSE_PARAM_SPLIT = re.compile(r"[&;]")    # some servers (and CGI) take ";" between params
+
+Params = frozenset[str]      # "name=value" items of a query, normalised (see _params)
 
 
 class UrlHit(NamedTuple):
-    entry: str          # the entry as canonicalised: "host" or "host/path"
+    entry: str          # the entry as canonicalised: "host" or "host/path[?params]"
     bits: int
     kind: str           # "host" (whole host and subdomains) or "url" (a path prefix)
 
 
-# (host or parent, its rules by prefix), for each of a host's names that has rules.
-RuleHosts = tuple[tuple[str, dict[str, int]], ...]
+class HostRules:
+    """One host's rules in one table (strict or loose), as the lookup wants them."""
+
+    __slots__ = ("whole", "paths", "queries", "longest")
+
+    def __init__(self) -> None:
+        self.whole = 0                                  # bits of whole-host rules
+        self.paths: dict[str, int] = {}                 # path prefix -> bits
+        self.queries: dict[str, dict[Params, int]] = {}  # path prefix -> {params -> bits}
+        self.longest = 0                                # longest path prefix
+
+    def add(self, path: str, params: Params, bits: int) -> bool:
+        """Add one rule; True if it is new (not only more bits on an existing rule)."""
+        if path == _HOST and not params:
+            new = not self.whole
+            self.whole |= bits
+            return new
+        if len(path) > self.longest:
+            self.longest = len(path)
+        if params:
+            rules = self.queries.setdefault(path, {})
+            old = rules.get(params, 0)
+            rules[params] = old | bits
+            return not old
+        old = self.paths.get(path, 0)
+        self.paths[path] = old | bits
+        return not old
+
+    def __len__(self) -> int:
+        return bool(self.whole) + len(self.paths) + sum(map(len, self.queries.values()))
+
+    def entries(self, host: str) -> Iterator[tuple[str, str, int]]:
+        if self.whole:
+            yield host, _HOST, self.whole
+        for path, bits in self.paths.items():
+            yield host, path, bits
+        for path, rules in self.queries.items():
+            for params, bits in rules.items():
+                yield host, _with_query(path, params), bits
+
+    def match(self, host: str, target: _Target, hits: list[UrlHit]) -> None:
+        """Append the hits of these rules for one request target (in this table's form)."""
+        if self.whole:
+            hits.append(UrlHit(host, self.whole, "host"))
+        paths, queries = self.paths, self.queries
+        if not paths and not queries:
+            return
+        path = target.path
+        if len(paths) + len(queries) <= _FEW:
+            for prefix, bits in paths.items():
+                if _prefix_matches(prefix, path):
+                    hits.append(UrlHit(host + prefix, bits, "url"))
+            for prefix, rules in queries.items():
+                if _prefix_matches(prefix, path):
+                    _match_params(host, prefix, rules, target, hits)
+            return
+        for cut in _cuts(path, self.longest):
+            bits = paths.get(cut)
+            if bits:
+                hits.append(UrlHit(host + cut, bits, "url"))
+            rules = queries.get(cut)
+            if rules:
+                _match_params(host, cut, rules, target, hits)
+
+
+def _match_params(host: str, path: str, rules: dict[Params, int], target: _Target,
+                  hits: list[UrlHit]) -> None:
+    """The query rules under one matched path whose parameters the request all has."""
+    have = target.params()
+    for required, bits in rules.items():
+        if required <= have:
+            hits.append(UrlHit(host + _with_query(path, required), bits, "url"))
+
+
+def _with_query(path: str, params: Params) -> str:
+    return f"{path}?{'&'.join(sorted(params))}"
+
+
+class _Target:
+    """A request's path and query in one table's form; its parameters parsed when first
+    needed (only a host with query rules needs them)."""
+
+    __slots__ = ("path", "query", "loose", "_params")
+
+    def __init__(self, path: str, query: str, loose: bool) -> None:
+        self.path = path
+        self.query = query
+        self.loose = loose
+        self._params: Params | None = None
+
+    def params(self) -> Params:
+        if self._params is None:
+            self._params = _params(self.query, self.loose)
+        return self._params
+
+
+# (host or parent, its rules, whether they are loose), for each of a host's names with rules.
+RuleHosts = tuple[tuple[str, HostRules, bool], ...]
 
 
 class _Released(dict):
@@ -44,40 +158,36 @@ class _Released(dict):
 
 
 class UrlIndex:
-    """host -> {path prefix -> bits}, walked from the full host towards its parents."""
+    """host -> rules, walked from the full host towards its parents; two tables: strict
+    rules (URL lists, local rules) and loose rules (statutory lists)."""
 
     def __init__(self) -> None:
-        self._rules: dict[str, dict[str, int]] = {}
-        self._longest: dict[str, int] = {}        # longest path prefix per host
+        self._strict: dict[str, HostRules] = {}
+        self._loose: dict[str, HostRules] = {}
         self._count = 0
 
-    def add(self, host: str, prefix: str, bits: int) -> None:
-        """Add a rule; prefix "/" (or "") means the whole host and its subdomains."""
-        prefix = prefix or _HOST
-        prefixes = self._rules.setdefault(host, {})
-        if prefix not in prefixes:
-            self._count += 1
-        prefixes[prefix] = prefixes.get(prefix, 0) | bits
-        self._longest[host] = max(self._longest.get(host, 0), len(prefix))
+    def add(self, host: str, prefix: str, bits: int, loose: bool = False) -> None:
+        """Add a rule; prefix "/" (or "") means the whole host and its subdomains.  A prefix
+        may hold "?query": its parameters must all be present, in any order.  `loose`:
+        match the harmless variants of the entry too (statutory lists)."""
+        self.add_many(((host, prefix, bits),), loose)
 
-    def add_many(self, rules: Iterable[tuple[str, str, int]]) -> None:
+    def add_many(self, rules: Iterable[tuple[str, str, int]], loose: bool = False) -> None:
         """add() for each (host, prefix, bits), in one call: the compiled URL entries are
         added this way at every start and reload (50k entries: ~40% less time than add())."""
-        table, longest = self._rules, self._longest
+        table = self._loose if loose else self._strict
         added = 0
         for host, prefix, bits in rules:
-            prefix = prefix or _HOST
-            prefixes = table.get(host)
-            if prefixes is None:
-                prefixes = table[host] = {}
-            old = prefixes.get(prefix)
-            if old is None:
-                added += 1
-                prefixes[prefix] = bits
-                if len(prefix) > longest.get(host, 0):
-                    longest[host] = len(prefix)
-            else:
-                prefixes[prefix] = old | bits
+            path, _, query = (prefix or _HOST).partition("?")
+            params = _params(query, loose)
+            if loose:
+                path = loose_path(path)
+                if path != _HOST or params:
+                    host = loose_host(host)
+            rules_of_host = table.get(host)
+            if rules_of_host is None:
+                rules_of_host = table[host] = HostRules()
+            added += rules_of_host.add(path, params, bits)
         self._count += added
 
     def __len__(self) -> int:
@@ -88,19 +198,20 @@ class UrlIndex:
         nothing uses any more (a replaced engine's, see reloader.py).  Freeing 50k rules at
         once is one deallocation of several ms that no thread switch can interrupt, so the
         proxy would serve no one meanwhile.  A lookup after this raises (fail closed)."""
-        rules, longest = self._rules, self._longest
-        self._rules = self._longest = _Released()
-        for table in (rules, longest):
+        tables = (self._strict, self._loose)
+        self._strict = self._loose = _Released()
+        for table in tables:
             while table:
                 for _ in range(min(batch, len(table))):
                     table.popitem()
                 pause()
 
     def entries(self) -> Iterator[tuple[str, str, int]]:
-        """Every (host, prefix, bits): for validation, never on the request path."""
-        for host, prefixes in self._rules.items():
-            for prefix, bits in prefixes.items():
-                yield host, prefix, bits
+        """Every (host, prefix[?params], bits), loose ones in their loose form: for
+        validation, never on the request path."""
+        for table in (self._strict, self._loose):
+            for host, rules in table.items():
+                yield from rules.entries(host)
 
     def match(self, host: str, target: str) -> list[UrlHit]:
         """Every rule matching `host` and `target` (path, plus "?query" when there is one)."""
@@ -113,15 +224,19 @@ class UrlIndex:
         Walks the host and its parents in place.  An IP-literal host needs no special case:
         canonical domain entries never end in a numeric label, so its "parents" match nothing.
         """
-        rules = self._rules
-        if not rules:
+        strict, loose = self._strict, self._loose
+        if not strict and not loose:
             return ()
         found: RuleHosts = ()
         suffix, start = host, 0
         while True:
-            prefixes = rules.get(suffix)
-            if prefixes:
-                found += ((suffix, prefixes),)
+            rules = strict.get(suffix)
+            if rules:
+                found += ((suffix, rules, False),)
+            if loose:
+                rules = loose.get(suffix)
+                if rules:
+                    found += ((suffix, rules, True),)
             dot = host.find(".", start)
             if dot < 0:
                 return found
@@ -129,28 +244,25 @@ class UrlIndex:
             suffix = host[start:]
 
     def match_at(self, rule_hosts: RuleHosts, target: str) -> list[UrlHit]:
-        """The rules of rule_hosts(host) that match `target`."""
+        """The rules of rule_hosts(host) that match `target` (path[?query], canonical)."""
         hits: list[UrlHit] = []
-        for suffix, prefixes in rule_hosts:
-            self._match_host(suffix, prefixes, target, hits)
+        path, _, query = target.partition("?")
+        strict: _Target | None = None
+        loose: tuple[_Target, ...] = ()
+        for suffix, rules, is_loose in rule_hosts:
+            if not is_loose:
+                strict = strict or _Target(path, query, False)
+                rules.match(suffix, strict, hits)
+                continue
+            loose = loose or tuple(_Target(form, query, True) for form in loose_paths(path))
+            if len(loose) == 1:
+                rules.match(suffix, loose[0], hits)
+            else:
+                found: list[UrlHit] = []
+                for form in loose:
+                    rules.match(suffix, form, found)
+                hits.extend(dict.fromkeys(found))
         return hits
-
-    def _match_host(self, host: str, prefixes: dict[str, int], target: str,
-                    hits: list[UrlHit]) -> None:
-        whole = prefixes.get(_HOST)
-        if whole:
-            hits.append(UrlHit(host, whole, "host"))
-            if len(prefixes) == 1:
-                return
-        if len(prefixes) <= _FEW:
-            for prefix, bits in prefixes.items():
-                if prefix != _HOST and _prefix_matches(prefix, target):
-                    hits.append(UrlHit(host + prefix, bits, "url"))
-            return
-        for cut in _cuts(target, self._longest[host]):
-            bits = prefixes.get(cut)
-            if bits and cut != _HOST:
-                hits.append(UrlHit(host + cut, bits, "url"))
 
 
 def _prefix_matches(prefix: str, target: str) -> bool:
@@ -162,7 +274,7 @@ def _prefix_matches(prefix: str, target: str) -> bool:
 
 def _cuts(target: str, longest: int) -> dict[str, None]:
     """The prefixes of `target` that end at a segment boundary, up to `longest` characters:
-    "/a/b?q" -> "/a/b?q", "/", "/a", "/a/", "/a/b", "/a/b?"."""
+    "/a/b;q" -> "/a/b;q", "/", "/a", "/a/", "/a/b", "/a/b;"."""
     cuts = dict.fromkeys([target] if len(target) <= longest else [])
     head = target[: longest + 1]
     for found in _BOUNDARY_RE.finditer(head):
@@ -170,6 +282,85 @@ def _cuts(target: str, longest: int) -> dict[str, None]:
         cuts[head[:end]] = None
         cuts[head[: end + 1]] = None
     return cuts
+
+
+# --------------------------------------------------------------------------- normal forms
+
+def _params(query: str, loose: bool) -> Params:
+    """The parameters of a canonical query as "name=value" items.  "+" is a space (form
+    encoding) and "name" is "name=", as servers read them.  Loose: decoded, NFKC, lower
+    case, ";" also separates, and a name's dots and spaces are "_" (as PHP reads them)."""
+    if not query:
+        return frozenset()
+    if not loose:
+        items = query.replace("+", "%20").split("&")
+        return frozenset(item if "=" in item else item + "=" for item in items if item)
+    text = unquote(query.replace("+", " "), errors="surrogateescape")
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", text)
+    return frozenset(_loose_param(item) for item in _LOOSE_PARAM_SPLIT.split(text.lower())
+                     if item.strip())
+
+
+def _loose_param(item: str) -> str:
+    name, _, value = item.partition("=")
+    return f"{name.strip().replace('.', '_').replace(' ', '_')}={value.strip()}"
+
+
+def loose_path(path: str) -> str:
+    """The form in which a statutory path and its harmless variants are equal.
+
+    `path` is canonical (canonical.canonical_path: fully decoded, then escaped once), so one
+    unquote gives the bytes the server sees.  Then, as servers commonly do: cut at a NUL,
+    NFKC and lower case, drop each segment's path parameters (";jsessionid=...") and
+    trailing dots and spaces (Windows), and no trailing slash:
+    "/Dir;s=1/Page.PHP./" -> "/dir/page.php".  A segment that is ".." only once so
+    stripped ("..;", ".. ") is dropped here; see loose_paths for the other reading.
+    """
+    return _loose_forms(path)[0]
+
+
+def loose_paths(path: str) -> tuple[str, ...]:
+    """loose_path, and when it differs, the reading where a stripped ".." ("..;" as Tomcat
+    reads it, ".. " as Windows does) is the parent: "/x/..;/page" is "/x/page" to Apache
+    and "/page" to Tomcat, so a request matches if either form does."""
+    return _loose_forms(path)
+
+
+def _loose_forms(path: str) -> tuple[str, ...]:
+    text = unquote_to_bytes(path).decode("utf-8", "surrogateescape")
+    text = text.partition("\x00")[0].replace("\\", "/")
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", text)
+    kept: list[str] = []
+    parent: list[str] | None = None         # the other reading, once it differs
+    for segment in text.lower().split("/"):
+        stripped = segment.partition(";")[0].rstrip(". ")
+        if segment == ".." or (stripped == "" and segment.partition(";")[0].rstrip(" ") == ".."):
+            if parent is None and segment != "..":
+                parent = list(kept)
+            for form in (kept, parent) if segment == ".." else (parent,):
+                if form:
+                    form.pop()
+            continue
+        if stripped:
+            kept.append(stripped)
+            if parent is not None:
+                parent.append(stripped)
+    first = "/" + "/".join(kept)
+    if parent is None:
+        return (first,)
+    second = "/" + "/".join(parent)
+    return (first,) if second == first else (first, second)
+
+
+def loose_host(host: str) -> str:
+    """A URL entry's host without "www.": "www.site.test/page" is served at site.test/page
+    too.  The rule then also covers the other subdomains of site.test (over-blocking a
+    statutory URL's variant is acceptable).  Whole-host entries keep their host."""
+    if host.startswith("www.") and "." in host[4:]:
+        return host[4:]
+    return host
 
 
 def host_suffixes(host: str) -> list[str]:
