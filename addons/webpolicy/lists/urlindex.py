@@ -87,21 +87,24 @@ class HostRules:
             for params, bits in rules.items():
                 yield host, _with_query(path, params), bits
 
-    def match(self, host: str, target: _Target, hits: list[UrlHit]) -> None:
-        """Append the hits of these rules for one request target (in this table's form)."""
+    def match(self, host: str, path: str, query: str, loose: bool,
+              hits: list[UrlHit]) -> None:
+        """Append the hits of these rules for one request (path in this table's form).
+        The startswith tests are inlined: this runs per request on hosts with rules."""
         if self.whole:
             hits.append(UrlHit(host, self.whole, "host"))
         paths, queries = self.paths, self.queries
         if not paths and not queries:
             return
-        path = target.path
         if len(paths) + len(queries) <= _FEW:
             for prefix, bits in paths.items():
-                if _prefix_matches(prefix, path):
+                if path.startswith(prefix) and (len(path) == len(prefix) or prefix[-1] in
+                                                _BOUNDARY or path[len(prefix)] in _BOUNDARY):
                     hits.append(UrlHit(host + prefix, bits, "url"))
             for prefix, rules in queries.items():
-                if _prefix_matches(prefix, path):
-                    _match_params(host, prefix, rules, target, hits)
+                if path.startswith(prefix) and (len(path) == len(prefix) or prefix[-1] in
+                                                _BOUNDARY or path[len(prefix)] in _BOUNDARY):
+                    _match_params(host, prefix, rules, query, loose, hits)
             return
         for cut in _cuts(path, self.longest):
             bits = paths.get(cut)
@@ -109,13 +112,14 @@ class HostRules:
                 hits.append(UrlHit(host + cut, bits, "url"))
             rules = queries.get(cut)
             if rules:
-                _match_params(host, cut, rules, target, hits)
+                _match_params(host, cut, rules, query, loose, hits)
 
 
-def _match_params(host: str, path: str, rules: dict[Params, int], target: _Target,
+def _match_params(host: str, path: str, rules: dict[Params, int], query: str, loose: bool,
                   hits: list[UrlHit]) -> None:
-    """The query rules under one matched path whose parameters the request all has."""
-    have = target.params()
+    """The query rules under one matched path whose parameters the request all has (the
+    request's parameters are parsed only here: a path under a query rule matched)."""
+    have = _params(query, loose)
     for required, bits in rules.items():
         if required <= have:
             hits.append(UrlHit(host + _with_query(path, required), bits, "url"))
@@ -123,24 +127,6 @@ def _match_params(host: str, path: str, rules: dict[Params, int], target: _Targe
 
 def _with_query(path: str, params: Params) -> str:
     return f"{path}?{'&'.join(sorted(params))}"
-
-
-class _Target:
-    """A request's path and query in one table's form; its parameters parsed when first
-    needed (only a host with query rules needs them)."""
-
-    __slots__ = ("path", "query", "loose", "_params")
-
-    def __init__(self, path: str, query: str, loose: bool) -> None:
-        self.path = path
-        self.query = query
-        self.loose = loose
-        self._params: Params | None = None
-
-    def params(self) -> Params:
-        if self._params is None:
-            self._params = _params(self.query, self.loose)
-        return self._params
 
 
 # (host or parent, its rules, whether they are loose), for each of a host's names with rules.
@@ -247,20 +233,18 @@ class UrlIndex:
         """The rules of rule_hosts(host) that match `target` (path[?query], canonical)."""
         hits: list[UrlHit] = []
         path, _, query = target.partition("?")
-        strict: _Target | None = None
-        loose: tuple[_Target, ...] = ()
+        forms: tuple[str, ...] = ()
         for suffix, rules, is_loose in rule_hosts:
             if not is_loose:
-                strict = strict or _Target(path, query, False)
-                rules.match(suffix, strict, hits)
+                rules.match(suffix, path, query, False, hits)
                 continue
-            loose = loose or tuple(_Target(form, query, True) for form in loose_paths(path))
-            if len(loose) == 1:
-                rules.match(suffix, loose[0], hits)
+            forms = forms or _loose_forms(path)
+            if len(forms) == 1:
+                rules.match(suffix, forms[0], query, True, hits)
             else:
                 found: list[UrlHit] = []
-                for form in loose:
-                    rules.match(suffix, form, found)
+                for form in forms:
+                    rules.match(suffix, form, query, True, found)
                 hits.extend(dict.fromkeys(found))
         return hits
 
@@ -328,6 +312,9 @@ def loose_paths(path: str) -> tuple[str, ...]:
 
 
 def _loose_forms(path: str) -> tuple[str, ...]:
+    if _is_plain(path):                     # the usual request: only case and a final "/"
+        lowered = path.lower()
+        return (lowered.rstrip("/") or "/",)
     text = unquote_to_bytes(path).decode("utf-8", "surrogateescape")
     text = text.partition("\x00")[0].replace("\\", "/")
     if not text.isascii():
@@ -352,6 +339,13 @@ def _loose_forms(path: str) -> tuple[str, ...]:
         return (first,)
     second = "/" + "/".join(parent)
     return (first,) if second == first else (first, second)
+
+
+def _is_plain(path: str) -> bool:
+    """A canonical path whose loose form is its lower case without a final "/": no escape
+    (so no space, NUL or non-ASCII), no path parameter, backslash or dot-ended segment."""
+    return ("%" not in path and ";" not in path and "\\" not in path and "./" not in path
+            and path[-1:] != ".")
 
 
 def loose_host(host: str) -> str:

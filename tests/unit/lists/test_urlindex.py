@@ -154,3 +154,18 @@ def test_query_entry_matches_any_order_and_any_extra_parameters(required, others
     kept = [p for p in params if p != missing]
     if missing not in others:
         assert not found(idx, "site.test", "/page.php?" + "&".join(kept))
+
+
+@given(st.text(alphabet="/aB.;%20\\x~-", max_size=30).map(lambda t: "/" + t))
+def test_the_fast_loose_form_agrees_with_the_full_one(path):
+    """loose_path's shortcut for plain paths gives what the full normalisation gives."""
+    from webpolicy.lists.canonical import canonical_path
+    path = canonical_path(path)
+    if urlindex._is_plain(path):
+        saved = urlindex._is_plain
+        try:
+            urlindex._is_plain = lambda p: False
+            full = urlindex.loose_paths(path)
+        finally:
+            urlindex._is_plain = saved
+        assert urlindex.loose_paths(path) == full
