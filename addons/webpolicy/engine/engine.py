@@ -32,7 +32,7 @@ from webpolicy.lists.compiler import (
     read_list,
 )
 from webpolicy.lists.domainindex import DomainIndex
-from webpolicy.lists.urlindex import RuleHosts, UrlIndex, host_suffixes, loose_host, loose_path
+from webpolicy.lists.urlindex import RuleHosts, UrlIndex, host_suffixes, loose_path
 from webpolicy.policy.model import ListSpec, Policy, PolicyError, Profile, Rule, load_policy
 from webpolicy.policy.yamlnodes import Problem, load_document
 
@@ -380,8 +380,7 @@ def _check_allow_against_statutory(policy: Policy, specs: list[ListSpec], exact:
 
 
 def _overlap(host_a: str, path_a: str, host_b: str, path_b: str) -> bool:
-    hosts = any(a in host_suffixes(b) or b in host_suffixes(a)
-                for a in {host_a, loose_host(host_a)} for b in (host_b,))
+    hosts = host_a in host_suffixes(host_b) or host_b in host_suffixes(host_a)
     return hosts and (path_a.startswith(path_b) or path_b.startswith(path_a))
 
 
