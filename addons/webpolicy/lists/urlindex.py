@@ -299,15 +299,17 @@ def loose_path(path: str) -> str:
     NFKC and lower case, drop each segment's path parameters (";jsessionid=...") and
     trailing dots and spaces (Windows), and no trailing slash:
     "/Dir;s=1/Page.PHP./" -> "/dir/page.php".  A segment that is ".." only once so
-    stripped ("..;", ".. ") is dropped here; see loose_paths for the other reading.
+    stripped ("..;", ".. ") is a name here; see loose_paths for the other reading.
     """
     return _loose_forms(path)[0]
 
 
 def loose_paths(path: str) -> tuple[str, ...]:
     """loose_path, and when it differs, the reading where a stripped ".." ("..;" as Tomcat
-    reads it, ".. " as Windows does) is the parent: "/x/..;/page" is "/x/page" to Apache
-    and "/page" to Tomcat, so a request matches if either form does."""
+    reads it, ".. " as Windows does) is the parent: "/x/..;/page" is a name under /x to
+    Apache (PATH_INFO of /x if /x is a script) and "/page" to Tomcat, so a request matches
+    if either form does.  canonical_path keeps a ".." after such a segment unresolved, so
+    both readings can be made here."""
     return _loose_forms(path)
 
 
@@ -322,14 +324,20 @@ def _loose_forms(path: str) -> tuple[str, ...]:
     kept: list[str] = []
     parent: list[str] | None = None         # the other reading, once it differs
     for segment in text.lower().split("/"):
-        stripped = segment.partition(";")[0].rstrip(". ")
-        if segment == ".." or (stripped == "" and segment.partition(";")[0].rstrip(" ") == ".."):
-            if parent is None and segment != "..":
-                parent = list(kept)
-            for form in (kept, parent) if segment == ".." else (parent,):
+        if segment == "..":                 # kept by canonical_path after a "..;": a parent
+            for form in (kept, parent):
                 if form:
                     form.pop()
             continue
+        base = segment.partition(";")[0].rstrip(" ")
+        if base == "..":                    # "..;x", ".. ": a name here, a parent there
+            if parent is None:
+                parent = list(kept)
+            if parent:
+                parent.pop()
+            kept.append(segment)            # a placeholder no entry's segment equals
+            continue
+        stripped = base.rstrip(". ")
         if stripped:
             kept.append(stripped)
             if parent is not None:

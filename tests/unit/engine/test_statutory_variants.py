@@ -180,6 +180,8 @@ def test_every_harmless_variant_of_a_statutory_url_blocks(engine, url):
     "http://evil.test/propaganda/VIDEO.PHP?ID=42&LANG=EN",
     "http://evil.test./propaganda//video.php;jsessionid=1?id=42&lang=en",
     "http://evil.test/propaganda/x/..;/video.php?id=42&lang=en",
+    "http://evil.test/propaganda/x/y/..;/../video.php?id=42&lang=en",     # Tomcat reading
+    "http://evil.test/propaganda/video.php/..;/x?id=42&lang=en",          # Apache PATH_INFO
     "http://evil.test/%70ropaganda/video%2ephp?id=%34%32&lang=en",
     "http://evil.test/propaganda/video.php.?id=42;lang=en",
     "http://hate.test/forum/thread.aspx?t=7",

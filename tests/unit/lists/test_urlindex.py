@@ -169,3 +169,11 @@ def test_the_fast_loose_form_agrees_with_the_full_one(path):
         finally:
             urlindex._is_plain = saved
         assert urlindex.loose_paths(path) == full
+
+
+def test_loose_paths_read_a_tomcat_parent_both_ways():
+    assert urlindex.loose_paths("/Forum/x/x/..;/../Thread.aspx") == (
+        "/forum/x/x/thread.aspx", "/forum/thread.aspx")
+    assert urlindex.loose_paths("/secret/page.php/..;/x") == (
+        "/secret/page.php/..;/x", "/secret/x")
+    assert urlindex.loose_paths("/a/b/") == ("/a/b",)
