@@ -37,6 +37,7 @@ _HOST = "/"                  # the prefix of a whole-host rule (the host and its
 _BOUNDARY = frozenset("/?&;")
 _FEW = 8                     # up to this many rules on a host, testing each is cheaper
 _LOOSE_PARAM_SPLIT = re.compile(r"[&;]")    # some servers (and CGI) take ";" between params
+_IIS_ESCAPE = re.compile(r"%[uU]([0-9a-fA-F]{4})")
 
 Params = frozenset[str]      # "name=value" items of a query, normalised (see _params)
 
@@ -279,7 +280,7 @@ def _params(query: str, loose: bool) -> Params:
     if not loose:
         items = query.replace("+", "%20").split("&")
         return frozenset(item if "=" in item else item + "=" for item in items if item)
-    text = unquote(query.replace("+", " "), errors="surrogateescape")
+    text = _iis_unescape(unquote(query.replace("+", " "), errors="surrogateescape"))
     if not text.isascii():
         text = unicodedata.normalize("NFKC", text)
     return frozenset(_loose_param(item) for item in _LOOSE_PARAM_SPLIT.split(text.lower())
@@ -296,8 +297,8 @@ def loose_path(path: str) -> str:
 
     `path` is canonical (canonical.canonical_path: fully decoded, then escaped once), so one
     unquote gives the bytes the server sees.  Then, as servers commonly do: cut at a NUL,
-    NFKC and lower case, drop each segment's path parameters (";jsessionid=...") and
-    trailing dots and spaces (Windows), and no trailing slash:
+    IIS's "%uXXXX", NFKC and lower case, drop each segment's path parameters
+    (";jsessionid=...") and Windows' trailing dots and spaces and "::$DATA", no trailing "/":
     "/Dir;s=1/Page.PHP./" -> "/dir/page.php".  A segment that is ".." only once so
     stripped ("..;", ".. ") is a name here; see loose_paths for the other reading.
     """
@@ -318,7 +319,7 @@ def _loose_forms(path: str) -> tuple[str, ...]:
         lowered = path.lower()
         return (lowered.rstrip("/") or "/",)
     text = unquote_to_bytes(path).decode("utf-8", "surrogateescape")
-    text = text.partition("\x00")[0].replace("\\", "/")
+    text = _iis_unescape(text.partition("\x00")[0]).replace("\\", "/")
     if not text.isascii():
         text = unicodedata.normalize("NFKC", text)
     kept: list[str] = []
@@ -337,7 +338,7 @@ def _loose_forms(path: str) -> tuple[str, ...]:
                 parent.pop()
             kept.append(segment)            # a placeholder no entry's segment equals
             continue
-        stripped = base.rstrip(". ")
+        stripped = base.partition("::$")[0].rstrip(". ")       # Windows: "page.asp::$DATA"
         if stripped:
             kept.append(stripped)
             if parent is not None:
@@ -349,11 +350,18 @@ def _loose_forms(path: str) -> tuple[str, ...]:
     return (first,) if second == first else (first, second)
 
 
+def _iis_unescape(text: str) -> str:
+    """IIS's own escapes, "%u0070" for "p": canonical_path leaves them as text."""
+    if "%u" not in text and "%U" not in text:
+        return text
+    return _IIS_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text)
+
+
 def _is_plain(path: str) -> bool:
     """A canonical path whose loose form is its lower case without a final "/": no escape
     (so no space, NUL or non-ASCII), no path parameter, backslash or dot-ended segment."""
     return ("%" not in path and ";" not in path and "\\" not in path and "./" not in path
-            and path[-1:] != ".")
+            and ":" not in path and path[-1:] != ".")
 
 
 def loose_host(host: str) -> str:
