@@ -292,15 +292,16 @@ def canonical_path(path: str, *, special: bool = True) -> str:
 
 
 def _is_parent_like(segment: bytes) -> bool:
-    """A segment that some servers read as ".." and others as a name: "..;x" (Tomcat drops
-    path parameters first), ".. " (Windows drops trailing spaces), or a ".." kept after one.
+    """A segment some servers read as a name and others as "..", "." or nothing: "..;x",
+    ".;x", ";x" (Tomcat drops path parameters first), ".. " (Windows drops trailing
+    spaces), or a ".." kept after one.
 
     A ".." after such a segment is kept rather than resolved: resolving it as a browser does
     ("/x/..;/../page" -> "/x/page") would erase the reading Tomcat makes ("/page"), and a
     statutory entry's variants are matched under both (urlindex.loose_paths; issue #15).
     Browsers resolve such paths before sending them: only a crafted request holds one.
     """
-    return segment.partition(b";")[0].rstrip(b" ") == b".."
+    return segment.partition(b";")[0].rstrip(b" ") in (b"..", b".", b"")
 
 
 def _canonical_query(query: str) -> str:

@@ -38,6 +38,8 @@ _BOUNDARY = frozenset("/?&;")
 _FEW = 8                     # up to this many rules on a host, testing each is cheaper
 _LOOSE_PARAM_SPLIT = re.compile(r"[&;]")    # some servers (and CGI) take ";" between params
 _IIS_ESCAPE = re.compile(r"%[uU]([0-9a-fA-F]{4})")
+# Documents servers answer a directory with (Apache DirectoryIndex, IIS default documents).
+_INDEX_DOCUMENT = re.compile(r"(?:index|default)\.(?:html?|shtml|php[0-9]?|aspx?|jsp|cfm|cgi|pl)")
 
 Params = frozenset[str]      # "name=value" items of a query, normalised (see _params)
 
@@ -51,13 +53,23 @@ class UrlHit(NamedTuple):
 class HostRules:
     """One host's rules in one table (strict or loose), as the lookup wants them."""
 
-    __slots__ = ("whole", "paths", "queries", "longest")
+    __slots__ = ("whole", "paths", "queries", "longest", "exact")
 
     def __init__(self) -> None:
         self.whole = 0                                  # bits of whole-host rules
         self.paths: dict[str, int] = {}                 # path prefix -> bits
         self.queries: dict[str, dict[Params, int]] = {}  # path prefix -> {params -> bits}
         self.longest = 0                                # longest path prefix
+        # Loose only: a directory whose index document is listed ("/dir" for "/dir/index.php"
+        # serves the same page); the path must equal it, not only start with it.
+        self.exact: dict[str, dict[Params, int]] | None = None
+
+    def add_exact(self, path: str, params: Params, bits: int) -> None:
+        """A rule matching this path itself (in its loose form), under the same parameters."""
+        if self.exact is None:
+            self.exact = {}
+        rules = self.exact.setdefault(path, {})
+        rules[params] = rules.get(params, 0) | bits
 
     def add(self, path: str, params: Params, bits: int) -> bool:
         """Add one rule; True if it is new (not only more bits on an existing rule)."""
@@ -94,6 +106,10 @@ class HostRules:
         The startswith tests are inlined: this runs per request on hosts with rules."""
         if self.whole:
             hits.append(UrlHit(host, self.whole, "host"))
+        if self.exact:
+            rules = self.exact.get(path)
+            if rules:
+                _match_params(host, path, rules, query, loose, hits)
         paths, queries = self.paths, self.queries
         if not paths and not queries:
             return
@@ -127,7 +143,7 @@ def _match_params(host: str, path: str, rules: dict[Params, int], query: str, lo
 
 
 def _with_query(path: str, params: Params) -> str:
-    return f"{path}?{'&'.join(sorted(params))}"
+    return f"{path}?{'&'.join(sorted(params))}" if params else path
 
 
 # (host or parent, its rules, whether they are loose), for each of a host's names with rules.
@@ -175,6 +191,10 @@ class UrlIndex:
             if rules_of_host is None:
                 rules_of_host = table[host] = HostRules()
             added += rules_of_host.add(path, params, bits)
+            if loose:
+                directory = _index_directory(path)
+                if directory is not None:
+                    rules_of_host.add_exact(directory, params, bits)
         self._count += added
 
     def __len__(self) -> int:
@@ -331,10 +351,10 @@ def _loose_forms(path: str) -> tuple[str, ...]:
                     form.pop()
             continue
         base = segment.partition(";")[0].rstrip(" ")
-        if base == "..":                    # "..;x", ".. ": a name here, a parent there
-            if parent is None:
+        if base in ("..", ".", "") and segment:  # "..;x", ".;x", ";x", ".. ": a name here,
+            if parent is None:                   # a parent, "." or nothing there
                 parent = list(kept)
-            if parent:
+            if parent and base == "..":
                 parent.pop()
             kept.append(segment)            # a placeholder no entry's segment equals
             continue
@@ -355,6 +375,16 @@ def _iis_unescape(text: str) -> str:
     if "%u" not in text and "%U" not in text:
         return text
     return _IIS_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text)
+
+
+def _index_directory(path: str) -> str | None:
+    """"/dir" for a loose path naming a directory's index document ("/dir/index.php"): a
+    server answers "/dir/" with that page, so a statutory entry for it covers "/dir" too
+    (but not the rest of the directory).  None for any other path."""
+    directory, _, name = path.rpartition("/")
+    if _INDEX_DOCUMENT.fullmatch(name):
+        return directory or "/"
+    return None
 
 
 def _is_plain(path: str) -> bool:

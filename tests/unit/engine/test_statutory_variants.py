@@ -37,6 +37,8 @@ ENTRIES = [
     ("http", "ctiru-host.test", "/terror/page", ""),
     ("https", "files.test", "/dir/", ""),
     ("http", "deep.test", "/a/b/c.html", ""),
+    ("http", "portal.test", "/news/index.php", "id=9"),
+    ("http", "home.test", "/Default.aspx", ""),
 ]
 CTIRU = "".join(f"{scheme}://{host}{path}{'?' + query if query else ''}\n"
                 for scheme, host, path, query in ENTRIES)
@@ -120,7 +122,7 @@ def _path_variant(rng: random.Random, path: str, kind: str) -> str:
         parts[index] = rng.choice(["./", "x/../", "x/..;/", "./x/../"]) + parts[index]
         return "/".join(parts)
     if kind == "trailing":
-        if not unquote(unquote(parts[last])).strip("."):
+        if not unquote(unquote(parts[last])).replace("\\", "/").rpartition("/")[2].strip("."):
             return path                 # "." + "." would be a real ".." segment
         parts[last] += rng.choice([".", "%20", ".%20", "%00.jpg"])
         return "/".join(parts)
@@ -204,6 +206,10 @@ def test_every_harmless_variant_of_a_statutory_url_blocks(engine, url):
     "http://files.test/dir",
     "http://files.test/DIR;x/file.txt",
     "http://deep.test/a/b/c.html%20",
+    "http://portal.test/news/?id=9",                    # the directory's index document
+    "http://portal.test/NEWS?x=1&id=9",
+    "http://home.test/",
+    "http://home.test/?utm_source=x",
     "http://deep.test/a/b/c.html::$DATA",
     "http://deep.test/a/%u0062/c.html",
     "http://evil.test/propaganda/video.php?%u0069d=42&lang=en",
@@ -220,6 +226,9 @@ def test_known_variants_block(engine, url):
     "http://ctiru-host.test/terror/pages",
     "http://ctiru-host.test/terror",
     "http://files.test/dirt",
+    "http://portal.test/news/other.php?id=9",         # only the index, not the directory
+    "http://portal.test/news/?id=8",
+    "http://home.test/about",
     "http://other.test/X",               # not statutory: paths stay case-sensitive
 ])
 def test_other_pages_are_not_blocked(engine, url):

@@ -559,3 +559,5 @@ def test_a_parent_after_a_tomcat_parent_is_kept_for_both_readings():
     assert canonical_path("/a/.. /../c") == "/a/..%20/../c"
     assert canonical_path("/a/b/../c") == "/a/c"               # plain ".." as before
     assert canonical_path("/a/..;/b") == "/a/..;/b"
+    assert canonical_path("/x/;s=1/../p") == "/x/;s=1/../p"    # Tomcat: /x//../p = /p
+    assert canonical_path("/x/.;s/../p") == "/x/.;s/../p"

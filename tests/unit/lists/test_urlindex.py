@@ -177,3 +177,5 @@ def test_loose_paths_read_a_tomcat_parent_both_ways():
     assert urlindex.loose_paths("/secret/page.php/..;/x") == (
         "/secret/page.php/..;/x", "/secret/x")
     assert urlindex.loose_paths("/a/b/") == ("/a/b",)
+    assert urlindex.loose_paths("/x/;s=1/../p") == ("/x/p", "/p")
+    assert urlindex.loose_paths("/page/;jsessionid=1") == ("/page/;jsessionid=1", "/page")
