@@ -56,7 +56,14 @@ import xxhash
 
 from webpolicy.lists.domainindex import VERSION as INDEX_VERSION
 from webpolicy.lists.domainindex import DomainIndex, Run, hash_half, hash_part
-from webpolicy.lists.formats import MAX_EXAMPLES, ParsedSource, SourceError, parse_source, splits
+from webpolicy.lists.formats import (
+    MAX_EXAMPLES,
+    ParsedSource,
+    SourceError,
+    missing_part,
+    parse_source,
+    splits,
+)
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +266,8 @@ def _big_source(jobs: Sequence[ListJob]) -> tuple[ListJob, str, float] | None:
     total = sum(item[0] for item in sizes)
     if size < SPLIT_SHARE * total or not splits(source, job.format):
         return None
+    if os.path.isdir(source) and missing_part(source, dict(job.expect).get(source, ())):
+        return None             # it fails in read_list: no second process to stop first
     return job, source, _cut_for(size, total - size)
 
 

@@ -744,26 +744,41 @@ def _parse_ut1(directory: Path, part: Part = WHOLE, expect: Iterable[str] = ()) 
 
 def _check_expected(directory: Path, found: dict[str, Path | None],
                     expect: Iterable[str]) -> None:
-    """SourceError for the first expected file that is missing.
+    """SourceError for the first expected file that is missing (see missing_part)."""
+    missing = _missing(directory, found, expect)
+    if missing is not None:
+        name, why = missing
+        raise SourceError(directory / name,
+                          f"missing ({why}): the list is not loaded smaller; restore the file, "
+                          "or create it empty if it was removed upstream on purpose")
+
+
+def missing_part(directory: str | Path, expect: Iterable[str] = ()) -> str | None:
+    """The first file a UT1 category is expected to have and lacks, else None.
 
     UT1 categories differ (malware and phishing have no `domains`), so no file is required
     as such; one is expected when the category's import note names it, or when the category
     had it at the last load (`expect`).  Without this, a category caught mid-update with only
     its `urls` left loaded as a much smaller list, silently (issue #15).
     """
+    directory = Path(directory)
+    found = {name: _ut1_file(directory, name) for name in UT1_FILES}
+    missing = _missing(directory, found, expect)
+    return None if missing is None else missing[0]
+
+
+def _missing(directory: Path, found: dict[str, Path | None],
+             expect: Iterable[str]) -> tuple[str, str] | None:
     noted = _noted_files(directory)
+    expect = set(expect)
     for name in UT1_FILES:
         if found[name] is not None:
             continue
         if name in noted:
-            why = f"its {UT1_NOTE} note lists it"
-        elif name in expect:
-            why = "the category had it at the last load"
-        else:
-            continue
-        raise SourceError(directory / name,
-                          f"missing ({why}): the list is not loaded smaller; restore the file, "
-                          "or create it empty if it was removed upstream on purpose")
+            return name, f"its {UT1_NOTE} note lists it"
+        if name in expect:
+            return name, "the category had it at the last load"
+    return None
 
 
 def _noted_files(directory: Path) -> set[str]:
@@ -810,4 +825,4 @@ def _parse_expressions(file: Path, result: ParsedSource) -> None:
         result.expressions.append(s)
 
 
-__all__ = ["FORMATS", "ParsedSource", "SourceError", "parse_source"]
+__all__ = ["FORMATS", "ParsedSource", "SourceError", "missing_part", "parse_source"]

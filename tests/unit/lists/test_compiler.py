@@ -539,3 +539,20 @@ def test_reload_refuses_any_failed_source(tmp_path, cache):
     with pytest.raises(PolicyError, match="other.txt"):
         load_engine(path, cache, reload=True)
     assert not load_engine(path, cache).status["other"].available
+
+
+def test_a_category_missing_an_expected_file_is_not_split_between_two_processes(tmp_path):
+    """The split's first part would fail in read_list with the second process still
+    running; such a source is compiled unsplit, and fails there."""
+    category = tmp_path / "adult"
+    category.mkdir()
+    (category / "domains").write_text("".join(f"d{i}.test\n" for i in range(2000)))
+    (category / "urls").write_text("u.test/x\n")
+    job = ListJob("adult", 1 << 1, "ut1", (str(category),),
+                  expect=((str(category), ("domains", "urls")),))
+    assert compiler._big_source([job]) is not None
+    (category / "urls").unlink()
+    assert compiler._big_source([job]) is None
+    compiled = compiler.compile_in_two([job])
+    assert compiled.lists["adult"].status.failed_sources == [str(category)]
+    assert "urls" in compiled.lists["adult"].messages[0]
