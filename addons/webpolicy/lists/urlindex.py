@@ -14,13 +14,17 @@ matches a request under that path holding every one of them, in any order and am
 others ("/page/x?x=1&foo=2&id=5"), because a server reads its parameters by name.  Matching
 the query as a string prefix let a reordered or padded query through (issue #15).
 
-Loose rules (statutory lists) are keyed and matched in a loose form (loose_path,
-loose_params) that erases what servers commonly ignore: the case of the path, path
-parameters (";jsessionid=..."), trailing dots and spaces of a segment, a trailing slash,
-"..;/" (Tomcat), a NUL and what follows it, a "www." on a URL entry's host.  Over-blocking a
-variant of a statutory URL is acceptable; missing it is not.  The entries' forms are worked
-out when they are added; a lookup pays only for the hosts that have rules (which the engine
-memoises per host), and the loose form of a request only on hosts with loose rules.
+Loose rules (statutory lists) are keyed and matched in a loose form (loose_paths, _params
+with loose=True) that erases what servers commonly ignore: the case of the path and of
+the parameters, path parameters (";jsessionid=..."), Windows' trailing dots and spaces and
+"::$DATA", IIS's "%uXXXX", a trailing slash, a NUL and what follows it, a "www." on a URL
+entry's host.  A segment such as "..;" is read both as a name (browsers, Apache) and as a
+parent (Tomcat), and an entry naming a directory's index document ("/dir/index.php") also
+matches the directory itself.  Over-blocking a variant of a statutory URL is acceptable;
+missing it is not (tests/unit/engine/test_statutory_variants.py generates variants).  The
+entries' forms are worked out when they are added; a lookup pays only on hosts that have
+rules (the engine memoises them per host), and for the loose form only on hosts with loose
+rules (a plain path takes a shortcut).
 """
 
 from __future__ import annotations
