@@ -93,10 +93,11 @@ def _print_problems(exc: PolicyError) -> None:
     print(f"{len(errors)} error(s): the policy was not loaded", file=sys.stderr)
 
 
-def _engine_or_report(policy_path: str) -> Engine | None:
-    """The compiled policy, or None after printing every problem as file:line: message."""
+def _engine_or_report(policy_path: str, complete: bool = False) -> Engine | None:
+    """The compiled policy, or None after printing every problem as file:line: message.
+    `complete`: a list source that fails is an error too (see engine.build_engine)."""
     try:
-        return load_engine(Path(policy_path))
+        return load_engine(Path(policy_path), complete=complete)
     except PolicyError as exc:
         _print_problems(exc)
         return None
@@ -117,7 +118,10 @@ def _log_directory_usable(policy: Policy) -> bool:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    engine = _engine_or_report(args.policy)
+    """Exit 1 if the policy, or any source of any list, would not load as written: a
+    mistyped or unreadable source fails closed (or refuses a reload) in the proxy, so it
+    must not pass here."""
+    engine = _engine_or_report(args.policy, complete=True)
     if engine is None:
         return 1
     for warning in engine.warnings:

@@ -18,6 +18,8 @@ from functools import lru_cache, partial
 from pathlib import Path
 from typing import NamedTuple
 
+import yaml
+
 from webpolicy.lists.canonical import canonical_url
 from webpolicy.lists.compiler import (
     CompiledList,
@@ -30,9 +32,9 @@ from webpolicy.lists.compiler import (
     read_list,
 )
 from webpolicy.lists.domainindex import DomainIndex
-from webpolicy.lists.urlindex import RuleHosts, UrlIndex, host_suffixes
+from webpolicy.lists.urlindex import RuleHosts, UrlIndex, host_suffixes, loose_path
 from webpolicy.policy.model import ListSpec, Policy, PolicyError, Profile, Rule, load_policy
-from webpolicy.policy.yamlnodes import Problem
+from webpolicy.policy.yamlnodes import Problem, load_document
 
 log = logging.getLogger("webpolicy")
 
@@ -170,14 +172,21 @@ ListCompiler = Callable[[list[ListJob]], CompiledLists]
 
 
 def build_engine(policy: Policy, compile: ListCompiler = compile_lists,
-                 pause: Callable[[], None] | None = None) -> Engine:
-    """Read every list the policy names; raise PolicyError if a statutory list cannot be used.
+                 pause: Callable[[], None] | None = None, complete: bool = False) -> Engine:
+    """Read every list the policy names; raise PolicyError if a statutory list cannot be used,
+    or, when `complete` (a reload, `webpolicy validate`), if any list has a failed source.
 
     Non-statutory lists, which may hold millions of entries, go through `compile`: by default
     compile_lists() in this process (CLI, tests); the proxy passes a ListCache's compile, which
     runs a worker process and maps its result (compiler.py).  Statutory lists are read here,
     exactly.  `pause` is called between chunks of the Python-side work that grows with the
     lists (the URL entries), so that a reload thread can let the event loop run.
+
+    Why `complete` on a reload: a source that fails (deleted, unreadable, a UT1 category
+    missing a file mid-update) would otherwise load as a smaller list, or an unavailable
+    one that fails closed.  Refusing the reload keeps the last good policy and its lists in
+    force, with the reason logged and counted.  At a cold start there is nothing to keep:
+    the list is unavailable and the profiles using it fail closed.
     """
     specs = list(policy.lists.values()) + [_local_spec(DENY), _local_spec(ALLOW)]
     if len(specs) > 64:
@@ -195,7 +204,7 @@ def build_engine(policy: Policy, compile: ListCompiler = compile_lists,
         else:
             item = compiled.lists[spec.name]
         status[spec.name] = item.status
-        _report_list(spec, item, policy, problems)
+        _report_list(spec, item, policy, problems, complete)
         if spec.expressions:
             pattern = _compile_expressions(item.expressions, problems)
             if pattern is not None:
@@ -216,8 +225,10 @@ def build_engine(policy: Policy, compile: ListCompiler = compile_lists,
                   problems)
 
 
-def load_engine(path: Path, cache: ListCache | None = None, reload: bool = False) -> Engine:
+def load_engine(path: Path, cache: ListCache | None = None, reload: bool = False,
+                complete: bool = False) -> Engine:
     """policy.yaml -> Engine, the big lists compiled by a worker process into `cache`.
+    A reload (and `complete`) refuses a policy with a failed source (see build_engine).
 
     At start-up a worker that cannot run falls back to compiling in this process (slower,
     but nothing is being served yet); on a reload (`reload`, from the reloader's thread) its
@@ -225,8 +236,9 @@ def load_engine(path: Path, cache: ListCache | None = None, reload: bool = False
     at a lower priority while this thread yields the GIL between chunks of its own work.
     """
     policy = load_policy(path)
+    complete = complete or reload
     if cache is None:
-        return build_engine(policy)
+        return build_engine(policy, complete=complete)
 
     def compile(jobs: list[ListJob]) -> CompiledLists:
         try:
@@ -237,7 +249,7 @@ def load_engine(path: Path, cache: ListCache | None = None, reload: bool = False
             log.warning("webpolicy: %s; compiling the lists in the proxy process", exc)
             return compile_lists(jobs)
 
-    return build_engine(policy, compile, pause=_yield_gil if reload else None)
+    return build_engine(policy, compile, pause=_yield_gil if reload else None, complete=complete)
 
 
 def _yield_gil() -> None:
@@ -254,27 +266,61 @@ def _job(spec: ListSpec, list_id: int) -> ListJob:
 
 def _read_statutory(spec: ListSpec, bit: int, exact: UrlIndex) -> CompiledList:
     """A statutory list, read in-process into the exact index: a hit is never a hash
-    coincidence, and such lists are small (thousands of entries)."""
+    coincidence, and such lists are small (thousands of entries).  Its rules are loose:
+    they also match the harmless variants of each URL (see urlindex.loose_path)."""
     contents = read_list(_job(spec, bit.bit_length() - 1))
     for source in contents.sources:
-        for domain in source.domains:
-            exact.add(domain, "/", bit)
-        for host, prefix in source.urls:
-            exact.add(host, prefix, bit)
+        exact.add_many(((domain, "/", bit) for domain in source.domains), loose=True)
+        exact.add_many(((host, prefix, bit) for host, prefix in source.urls), loose=True)
     expressions = [(s.path, s.expressions) for s in contents.sources
                    if spec.expressions and s.expressions]
     return CompiledList(contents.status, contents.messages, expressions)
 
 
 def _report_list(spec: ListSpec, item: CompiledList, policy: Policy,
-                 problems: list[Problem]) -> None:
-    """Statutory lists must load: their problems are errors; others are warnings."""
+                 problems: list[Problem], complete: bool = False) -> None:
+    """Statutory lists must load: their problems are errors; others are warnings, but when
+    `complete` a failed source is an error too.  Each at the line naming its source."""
+    failed = complete and bool(item.status.failed_sources)
+    lines = _source_lines(policy, spec) if item.messages else {}
     for message in item.messages:
-        problems.append(Problem(str(policy.path), spec.line, message, warning=not spec.statutory))
+        line = _message_line(spec, message, lines)
+        problems.append(Problem(str(policy.path), line, message,
+                                warning=not (spec.statutory or failed)))
     if item.status.skipped:
         problems.append(Problem(str(policy.path), spec.line, f"lists.{spec.name}: skipped "
                                 f"{item.status.skipped} bad lines, e.g. "
                                 f"{item.status.skipped_examples[0]}", warning=True))
+
+
+def _source_lines(policy: Policy, spec: ListSpec) -> dict[str, int]:
+    """str(source) -> the policy line naming it, read again from the YAML (the model keeps
+    only the list's line); {} if that fails.  Only when a list has something to report."""
+    try:
+        root, _ = load_document(policy.path)
+        lists = _mapping_value(root, "lists")
+        sources = _mapping_value(_mapping_value(lists, spec.name), "sources")
+    except Exception:  # noqa: BLE001 - a line number is a nicety; the message still goes out
+        return {}
+    items = sources.value if isinstance(sources, yaml.SequenceNode) else [sources]
+    return {str(path): node.start_mark.line + 1
+            for path, node in zip(spec.sources, items) if isinstance(node, yaml.Node)}
+
+
+def _mapping_value(node: object, key: str) -> yaml.Node | None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value in node.value:
+            if getattr(key_node, "value", None) == key:
+                return value
+    return None
+
+
+def _message_line(spec: ListSpec, message: str, lines: dict[str, int]) -> int | None:
+    """The line of the source a message is about ("lists.x: source <path>..."), else the
+    list's line."""
+    head = f"lists.{spec.name}: source "
+    named = [source for source in lines if message.startswith(head + source)]
+    return lines[max(named, key=len)] if named else spec.line
 
 
 def _compile_expressions(sources: list[tuple[str, list[str]]],
@@ -314,7 +360,7 @@ def _check_allow_against_statutory(policy: Policy, specs: list[ListSpec], exact:
 
     At run time statutory hits win anyway; this tells the admin the rule cannot do what they
     meant.  An allow rule and an entry overlap when either host is the other or its parent and
-    either path is a prefix of the other.
+    either path is a prefix of the other, the rule's path taken in the entries' loose form.
     """
     statutory = _mask(i for i, s in enumerate(specs) if s.statutory)
     entries = [(h, p, b) for h, p, b in exact.entries() if b & statutory]
@@ -323,8 +369,9 @@ def _check_allow_against_statutory(policy: Policy, specs: list[ListSpec], exact:
             url = canonical_url(rule.text)
         except ValueError:
             continue
+        path = loose_path(url.path)
         for host, prefix, bits in entries:
-            if _overlap(url.host, url.path, host, prefix):
+            if _overlap(url.host, path, host, prefix.partition("?")[0]):
                 names = ", ".join(specs[i].name for i in _bit_ids(bits & statutory))
                 problems.append(Problem(str(policy.path), rule.line,
                                         f"allow: '{rule.text}' overlaps an entry of the statutory "

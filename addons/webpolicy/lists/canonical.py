@@ -280,13 +280,28 @@ def canonical_path(path: str, *, special: bool = True) -> str:
     kept: list[bytes] = []
     for segment in segments:
         if segment == b"..":
-            if kept:
+            if kept and _is_parent_like(kept[-1]):
+                kept.append(segment)        # see _is_parent_like
+            elif kept:
                 kept.pop()
         elif segment and segment != b".":
             kept.append(segment)
     trailing = segments[-1] in (b"", b".", b"..")
     joined = b"/" + b"/".join(kept) + (b"/" if trailing and kept else b"")
     return quote_from_bytes(joined, safe=_PATH_SAFE)
+
+
+def _is_parent_like(segment: bytes) -> bool:
+    """A segment some servers read as a name and others as "..", "." or nothing: "..;x",
+    ".;x", ";x" (Tomcat drops path parameters first), ".. " (Windows drops trailing
+    spaces), or a ".." kept after one.
+
+    A ".." after such a segment is kept rather than resolved: resolving it as a browser does
+    ("/x/..;/../page" -> "/x/page") would erase the reading Tomcat makes ("/page"), and a
+    statutory entry's variants are matched under both (urlindex.loose_paths; issue #15).
+    Browsers resolve such paths before sending them: only a crafted request holds one.
+    """
+    return segment.partition(b";")[0].rstrip(b" ") in (b"..", b".", b"")
 
 
 def _canonical_query(query: str) -> str:

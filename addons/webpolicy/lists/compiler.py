@@ -47,7 +47,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import BinaryIO
@@ -56,7 +56,14 @@ import xxhash
 
 from webpolicy.lists.domainindex import VERSION as INDEX_VERSION
 from webpolicy.lists.domainindex import DomainIndex, Run, hash_half, hash_part
-from webpolicy.lists.formats import MAX_EXAMPLES, ParsedSource, SourceError, parse_source, splits
+from webpolicy.lists.formats import (
+    MAX_EXAMPLES,
+    ParsedSource,
+    SourceError,
+    missing_part,
+    parse_source,
+    splits,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +95,9 @@ class ListStatus:
     skipped: int = 0
     skipped_examples: list[str] = field(default_factory=list)
     failed_sources: list[str] = field(default_factory=list)
+    # The UT1 files each directory source had (or, having failed, was expected to have):
+    # kept in the cache's sidecar, it is what the next compile expects (ListCache.compile).
+    parts: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def available(self) -> bool:
@@ -104,6 +114,8 @@ class ListJob:
     sources: tuple[str, ...]
     expressions: bool = False
     statutory: bool = False
+    # (source, UT1 files it must have): what it had at the last compile, see ListCache.
+    expect: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 @dataclass
@@ -130,17 +142,23 @@ def read_list(job: ListJob, piece: Piece | None = None) -> ListContents:
     status = ListStatus(job.name)
     messages: list[str] = []
     parsed = []
+    expected = dict(job.expect)
     for source in job.sources:
+        expect = expected.get(source, ())
         try:
             if piece is not None and source == piece.source:
-                result = parse_source(source, job.format, part=(0, piece.cut))
+                result = parse_source(source, job.format, part=(0, piece.cut), expect=expect)
                 result.add_piece(piece.other_summary())
             else:
-                result = parse_source(source, job.format)
+                result = parse_source(source, job.format, expect=expect)
         except SourceError as exc:
             status.failed_sources.append(str(source))
             messages.append(f"lists.{job.name}: source {exc}")
+            if expect:                  # still expected: a later compile must not forget it
+                status.parts[source] = list(expect)
             continue
+        if result.parts:
+            status.parts[source] = result.parts
         parsed.append(result)
         status.entries += result.entries
         status.skipped += result.skipped
@@ -248,6 +266,8 @@ def _big_source(jobs: Sequence[ListJob]) -> tuple[ListJob, str, float] | None:
     total = sum(item[0] for item in sizes)
     if size < SPLIT_SHARE * total or not splits(source, job.format):
         return None
+    if os.path.isdir(source) and missing_part(source, dict(job.expect).get(source, ())):
+        return None             # it fails in read_list: no second process to stop first
     return job, source, _cut_for(size, total - size)
 
 
@@ -392,7 +412,11 @@ def _source_fingerprint(path: str) -> list:
 
 
 def cache_key(jobs: Sequence[ListJob]) -> str:
-    """Hash of everything compile_lists(jobs) depends on (stat() only: no file is read)."""
+    """Hash of everything compile_lists(jobs) depends on (stat() only: no file is read).
+
+    Not ListJob.expect: it comes from this cache's own sets, and a directory's fingerprint
+    already lists its files, so a category that lost one has a new key anyway; with it, an
+    unchanged policy would no longer start from the cache once its history is known."""
     material = [FORMAT, INDEX_VERSION, _code_fingerprint()]
     for job in jobs:
         material.append([job.name, job.bit, job.format, job.expressions,
@@ -536,6 +560,7 @@ class ListCache:
     def compile(self, jobs: Sequence[ListJob], background: bool = False) -> CompiledLists:
         """The compiled lists for `jobs`.  `background` (reloads): the worker runs only on
         CPU time the proxy does not want.  Raises CompileError if the worker fails."""
+        jobs = self.expecting(jobs)
         key = cache_key(jobs)
         compiled = self._load(key)
         if compiled is None:
@@ -544,6 +569,30 @@ class ListCache:
             if compiled is None:
                 raise CompileError(f"the list compiler wrote no result into {self.directory}")
         return compiled
+
+    def expecting(self, jobs: Sequence[ListJob]) -> list[ListJob]:
+        """`jobs`, each expecting of its UT1 sources the files the newest compiled set that
+        read them recorded (ListStatus.parts).  The cache lives on the proxy's volume, so
+        this holds across reloads and restarts: a category that lost a file is a failed
+        source, and the list keeps its last good contents (a reload is refused) or fails
+        closed (a start), instead of loading smaller."""
+        history = self._parts_history()
+        return [replace(job, expect=tuple((s, tuple(history[s])) for s in job.sources
+                                          if s in history))
+                for job in jobs]
+
+    def _parts_history(self) -> dict[str, list[str]]:
+        """source -> UT1 files, from the sidecars, newest first (a few small JSON files)."""
+        history: dict[str, list[str]] = {}
+        for sidecar in sorted(self.directory.glob("*.json"), key=_mtime, reverse=True):
+            try:
+                lists = json.loads(sidecar.read_bytes())["lists"]
+                for item in lists.values():
+                    for source, parts in item["status"].get("parts", {}).items():
+                        history.setdefault(source, list(parts))
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                continue                # a corrupt set is dealt with when it is loaded
+        return history
 
     def _load(self, key: str) -> CompiledLists | None:
         try:
@@ -643,7 +692,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.background:
         _idle_priority()
-    jobs = [ListJob(**{**item, "sources": tuple(item["sources"])})
+    jobs = [ListJob(**{**item, "sources": tuple(item["sources"]),
+                       "expect": tuple((source, tuple(parts))
+                                       for source, parts in item.get("expect", ()))})
             for item in json.load(sys.stdin)]
     # The key is taken again here: a source edited since the caller's stat() is compiled as
     # it is now, under the key it has now, which is printed for the caller to load.

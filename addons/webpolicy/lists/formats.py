@@ -15,7 +15,9 @@ most of it bytes.translate and bytes.split; decoding every line to str first cos
 
 Bad lines are skipped and counted, never fatal: whether a list that yields nothing is an error
 is the caller's decision (statutory lists fail, others warn).  Only a source that cannot be
-read at all raises SourceError.
+read at all raises SourceError, and so does a UT1 category missing a file it is expected to
+have (named by its import note, or read at the last load): a source that loses a part
+mid-update is a failed source, never a smaller list.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ MAX_EXAMPLES = 5
 MAX_HOST_LENGTH = 253
 MAX_LABEL_LENGTH = 63
 UT1_FILES = ("domains", "urls", "expressions")
+UT1_NOTE = "SOURCE"              # scripts/import_ut1.py's note: "Files: domains (N lines), ..."
+_NOTE_FILES = re.compile(r"^Files:(.*)$", re.M)
+_NOTE_FILE = re.compile(r"\b(domains|urls|expressions) \(")
 
 # An already-canonical host: lower-case LDH labels of 1..63 characters, no "--" anywhere (rare
 # outside "xn--", and it keeps the whole-file scan to one rule: no two adjacent separators),
@@ -125,6 +130,7 @@ class ParsedSource:
     skipped: int = 0
     skipped_examples: list[str] = field(default_factory=list)  # first 5 "file:line: reason"
     elsewhere: int = 0                # hosts of this source that another process parsed
+    parts: list[str] = field(default_factory=list)  # UT1 files read ("domains", "urls", ...)
 
     @property
     def domains(self) -> list[str]:
@@ -178,8 +184,12 @@ Part = tuple[float, float]
 WHOLE: Part = (0.0, 1.0)
 
 
-def parse_source(path: str | Path, fmt: str = "auto", part: Part = WHOLE) -> ParsedSource:
+def parse_source(path: str | Path, fmt: str = "auto", part: Part = WHOLE,
+                 expect: Iterable[str] = ()) -> ParsedSource:
     """Parse one list source (a file, or a UT1 category directory) in format `fmt`.
+
+    `expect`: files of a UT1 category that must be there (those it had at the last load,
+    see compiler.ListCache); one missing is a SourceError naming it.
 
     `part` (start, end), fractions of the file's bytes, parses only the lines that begin in
     that span of a plain list file, or of a UT1 category's `domains` file (its other files
@@ -191,7 +201,7 @@ def parse_source(path: str | Path, fmt: str = "auto", part: Part = WHOLE) -> Par
     if part != WHOLE:
         if not 0 <= part[0] < part[1] <= 1:
             raise ValueError(f"part {part!r}: not 0 <= start < end <= 1")
-        return _parse_piece(Path(path), fmt, part)
+        return _parse_piece(Path(path), fmt, part, expect)
     p = Path(path)
     if fmt not in FORMATS:
         raise SourceError(p, f"unknown list format {fmt!r} (expected one of {', '.join(FORMATS)})")
@@ -202,7 +212,7 @@ def parse_source(path: str | Path, fmt: str = "auto", part: Part = WHOLE) -> Par
     if is_dir:
         if fmt not in ("auto", "ut1"):
             raise SourceError(p, f"is a directory; format {fmt} needs a file")
-        return _parse_ut1(p)
+        return _parse_ut1(p, WHOLE, expect)
     if fmt == "ut1":
         raise SourceError(p, "format ut1 needs a UT1 category directory (holding domains/urls)")
     data = read_data(p)
@@ -240,11 +250,11 @@ def splits(path: str | Path, fmt: str) -> bool:
         return False
 
 
-def _parse_piece(path: Path, fmt: str, part: Part) -> ParsedSource:
+def _parse_piece(path: Path, fmt: str, part: Part, expect: Iterable[str] = ()) -> ParsedSource:
     if path.is_dir():
         if _ut1_file(path, "domains") is None:
             raise SourceError(path, "only a UT1 category with a domains file is split")
-        return _parse_ut1(path, part)
+        return _parse_ut1(path, part, expect)
     data = read_data(path)
     if fmt not in _SPLIT_FORMATS or (fmt == "auto" and _detect(_decoded_lines(data)) != "auto"):
         raise SourceError(path, "only plain domain, wildcard or URL lists are split")
@@ -710,13 +720,16 @@ def _adblock_reason(s: str) -> str:
 
 # --- UT1 category directories -------------------------------------------------------------
 
-def _parse_ut1(directory: Path, part: Part = WHOLE) -> ParsedSource:
+def _parse_ut1(directory: Path, part: Part = WHOLE, expect: Iterable[str] = ()) -> ParsedSource:
     """A UT1 category: `domains` and/or `urls` (either may be absent), optional `expressions`.
-    `part` of the `domains` file; the other files go with the part that starts at 0."""
+    `part` of the `domains` file; the other files go with the part that starts at 0.
+    A file the category is expected to have (_check_expected) must be there."""
     found = {name: _ut1_file(directory, name) for name in UT1_FILES}
     if found["domains"] is None and found["urls"] is None:
         raise SourceError(directory, _not_ut1_message(directory))
+    _check_expected(directory, found, expect)
     result = ParsedSource(str(directory), "ut1")
+    result.parts = [name for name in UT1_FILES if found[name] is not None]
     if found["domains"] is not None:
         _parse_plain_piece(found["domains"], read_data(found["domains"]), result, part,
                            allow_paths=True)
@@ -727,6 +740,55 @@ def _parse_ut1(directory: Path, part: Part = WHOLE) -> ParsedSource:
         if found["expressions"] is not None:
             _parse_expressions(found["expressions"], result)
     return result
+
+
+def _check_expected(directory: Path, found: dict[str, Path | None],
+                    expect: Iterable[str]) -> None:
+    """SourceError for the first expected file that is missing (see missing_part)."""
+    missing = _missing(directory, found, expect)
+    if missing is not None:
+        name, why = missing
+        raise SourceError(directory / name,
+                          f"missing ({why}): the list is not loaded smaller; restore the file, "
+                          "or create it empty if it was removed upstream on purpose")
+
+
+def missing_part(directory: str | Path, expect: Iterable[str] = ()) -> str | None:
+    """The first file a UT1 category is expected to have and lacks, else None.
+
+    UT1 categories differ (malware and phishing have no `domains`), so no file is required
+    as such; one is expected when the category's import note names it, or when the category
+    had it at the last load (`expect`).  Without this, a category caught mid-update with only
+    its `urls` left loaded as a much smaller list, silently (issue #15).
+    """
+    directory = Path(directory)
+    found = {name: _ut1_file(directory, name) for name in UT1_FILES}
+    missing = _missing(directory, found, expect)
+    return None if missing is None else missing[0]
+
+
+def _missing(directory: Path, found: dict[str, Path | None],
+             expect: Iterable[str]) -> tuple[str, str] | None:
+    noted = _noted_files(directory)
+    expect = set(expect)
+    for name in UT1_FILES:
+        if found[name] is not None:
+            continue
+        if name in noted:
+            return name, f"its {UT1_NOTE} note lists it"
+        if name in expect:
+            return name, "the category had it at the last load"
+    return None
+
+
+def _noted_files(directory: Path) -> set[str]:
+    """The files named on the "Files:" line of scripts/import_ut1.py's SOURCE note."""
+    try:
+        text = (directory / UT1_NOTE).read_text("utf-8", "replace")
+    except OSError:
+        return set()
+    line = _NOTE_FILES.search(text)
+    return set(_NOTE_FILE.findall(line.group(1))) if line else set()
 
 
 def _ut1_file(directory: Path, name: str) -> Path | None:
@@ -763,4 +825,4 @@ def _parse_expressions(file: Path, result: ParsedSource) -> None:
         result.expressions.append(s)
 
 
-__all__ = ["FORMATS", "ParsedSource", "SourceError", "parse_source"]
+__all__ = ["FORMATS", "ParsedSource", "SourceError", "missing_part", "parse_source"]

@@ -32,6 +32,11 @@ Signature = tuple[tuple[str, int, int], ...]
 # After a swap, the old engine is dismantled only once no hook can still be using it: hooks
 # are synchronous and take microseconds, so a second is a wide margin.
 RELEASE_GRACE = 1.0
+# A file first named by the policy just built, modified this long before the build started
+# or later, may have changed while the build read it: it is checked again (a spare rebuild
+# at worst).  Covers file systems with coarse timestamps.
+MTIME_SLACK_NS = 2_000_000_000
+UNKNOWN = -2                # a signature entry that never equals a file's: check it again
 
 
 def file_signature(paths: list[Path]) -> Signature:
@@ -45,6 +50,38 @@ def file_signature(paths: list[Path]) -> Signature:
                 items.append((str(target), st.st_mtime_ns, st.st_size))
             except OSError:
                 items.append((str(target), -1, -1))
+    return tuple(items)
+
+
+def signature_as_built(watched: list[Path], before: Signature, started: int) -> Signature:
+    """The signature of `watched` as a build that started at `started` (time.time_ns()) with
+    the files at `before` read them.
+
+    Taking the signature after the build instead (as this module once did) took a save
+    made while the build ran, typically while its lists compiled, for one already loaded:
+    that save was never loaded and the metrics said the reload had succeeded (issue #15).
+    A file in `before` keeps its entry from then; a file the build named for the first time
+    keeps its entry unless it was modified around or after the start; a file of `before`
+    that has gone from a watched directory is kept as UNKNOWN.  Every entry that may not be
+    what the build read is UNKNOWN, which no file's signature equals: the next check rebuilds.
+    """
+    known = {item[0]: item for item in before}
+    after = file_signature(watched)
+    seen = {item[0] for item in after}
+    items = []
+    for item in after:
+        path = item[0]
+        if path in known:
+            items.append(known[path])
+        elif item[1] >= started - MTIME_SLACK_NS:
+            items.append((path, UNKNOWN, UNKNOWN))
+        else:
+            items.append(item)
+    roots = [str(path) for path in watched]
+    for path in known:
+        if path not in seen and any(path == root or path.startswith(root + os.sep)
+                                    for root in roots):
+            items.append((path, UNKNOWN, UNKNOWN))
     return tuple(items)
 
 
@@ -95,15 +132,19 @@ class Reloader:
         if not forced and current == self._signature:
             return
         self._signature = current
+        started = time.time_ns()
         with _short_gil_slices():
             try:
                 engine = self.build(self.policy_path)
             except Exception as exc:  # noqa: BLE001 - any failure keeps the last good policy
                 self.on_failure(exc)
                 return
-            # Watch what the new policy names; lists may have changed while it was built.
+            # Watch what the new policy names, as it was when the build read it: a file
+            # saved during the build (the policy again, a list) is a change still to load.
             self._watched = engine.policy.files()
-            self._signature = file_signature(self._watched)
+            self._signature = signature_as_built(self._watched, current, started)
+            if self._signature != file_signature(self._watched):
+                self._wake.set()            # look again at once, even with polling off
             old = self.on_success(engine)   # the swap; it returns the engine replaced
             del engine
             if old is not None:

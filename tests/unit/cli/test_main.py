@@ -217,3 +217,19 @@ def test_run_refuses_to_start_without_a_usable_log_directory(policy):
     assert done.returncode == 1
     assert "cannot be created" in done.stderr
     assert_no_traceback(done)
+
+
+def test_validate_a_mistyped_source_is_an_error_on_the_source_line(policy):
+    """Issue #15: a source that cannot be read fails validate (exit 1) with file:line of the
+    line naming the source, even for a list that is not statutory."""
+    text = POLICY.replace(
+        "  gambling: {category: Gambling, severity: medium, sources: [gambling.txt]}\n",
+        "  gambling:\n    category: Gambling\n    sources:\n      - gambling.txt\n"
+        "      - gambling-typo.txt\n")
+    policy.write_text(text)
+    done = webpolicy("validate", str(policy))
+    assert done.returncode == 1, done.stdout
+    assert_no_traceback(done)
+    line = text.splitlines().index("      - gambling-typo.txt") + 1
+    assert re.search(rf"^{re.escape(str(policy))}:{line}: .*gambling-typo.txt", done.stderr,
+                     re.M), done.stderr

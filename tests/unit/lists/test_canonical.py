@@ -549,3 +549,15 @@ def test_plain_hosts_are_their_own_canonical_form(host: str) -> None:
     last = host.rsplit(".", 1)[-1]
     assume(not last.isdigit() and not last.startswith("0x"))
     assert canonical_host(host) == host
+
+
+def test_a_parent_after_a_tomcat_parent_is_kept_for_both_readings():
+    """Issue #15: "/x/..;/../page" is "/x/page" to a browser but "/page" to Tomcat; the
+    canonical path keeps the ".." after a "..;" so that urlindex can make both readings."""
+    assert canonical_path("/Forum/x/..;/../Thread") == "/Forum/x/..;/../Thread"
+    assert canonical_path("/a/..;/b/../../c") == "/a/..;/../c"
+    assert canonical_path("/a/.. /../c") == "/a/..%20/../c"
+    assert canonical_path("/a/b/../c") == "/a/c"               # plain ".." as before
+    assert canonical_path("/a/..;/b") == "/a/..;/b"
+    assert canonical_path("/x/;s=1/../p") == "/x/;s=1/../p"    # Tomcat: /x//../p = /p
+    assert canonical_path("/x/.;s/../p") == "/x/.;s/../p"

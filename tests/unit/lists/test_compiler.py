@@ -32,7 +32,7 @@ from webpolicy.lists.compiler import (
     prepare_directory,
 )
 from webpolicy.lists.domainindex import DomainIndex, hash_half, hash_part
-from webpolicy.policy.model import load_policy
+from webpolicy.policy.model import PolicyError, load_policy
 
 
 @pytest.fixture
@@ -478,3 +478,81 @@ except compiler.SourcesChanged:
 else:
     raise AssertionError("a changed source went unnoticed")
 """, tmp_path)
+
+
+# --------------------------------------------------------------------------- issue #15
+
+
+UT1_POLICY = """\
+version: "u1"
+default_profile: learner
+profiles:
+  learner: {block: [adult, other]}
+lists:
+  ctiru: {statutory: true, category: CTIRU, severity: critical, format: domains, sources: [ctiru.txt]}
+  adult: {category: Adult, format: ut1, sources: [adult]}
+  other: {category: Other, sources: [other.txt]}
+"""
+
+
+def test_a_ut1_category_losing_a_file_is_a_failed_source_not_a_smaller_list(tmp_path, cache):
+    """The cache remembers which files each UT1 category had: on a reload the category
+    without its `domains` is a failed source (the reload is refused: the last good policy
+    and its lists stay), and at a cold start the list is unavailable (fails closed)."""
+    path = write_policy(tmp_path, UT1_POLICY, {
+        "ctiru.txt": "terror.test\n", "adult/domains": "adult.test\n",
+        "adult/urls": "news.test/adult\n", "other.txt": "other.test\n"})
+    good = load_engine(path, cache)
+    assert good.status["adult"].available and good.status["adult"].entries == 2
+    (tmp_path / "adult" / "domains").unlink()
+    with pytest.raises(PolicyError) as info:
+        load_engine(path, cache, reload=True)
+    assert str(tmp_path / "adult" / "domains") in str(info.value)
+    assert "missing" in str(info.value)
+    cold = load_engine(path, ListCache(cache.directory))
+    assert not cold.status["adult"].available
+    assert decide(cold, canonical_url("http://news.test/adult")).failed_closed
+    assert decide(cold, canonical_url("http://fine.test/")).failed_closed
+
+
+def test_the_expectation_outlives_failed_compiles(tmp_path, cache):
+    """Failed compiles carry the expectation forward, so pruning the last good set (KEEP)
+    does not make the smaller category acceptable."""
+    path = write_policy(tmp_path, UT1_POLICY, {
+        "ctiru.txt": "terror.test\n", "adult/domains": "adult.test\n",
+        "adult/urls": "news.test/adult\n", "other.txt": "other.test\n"})
+    load_engine(path, cache)
+    (tmp_path / "adult" / "domains").unlink()
+    for n in range(compiler.KEEP + 1):
+        (tmp_path / "other.txt").write_text(f"other.test\nmore{n}.test\n")
+        touch_later(tmp_path / "other.txt")
+        engine = load_engine(path, cache)
+        assert not engine.status["adult"].available, n
+
+
+def test_reload_refuses_any_failed_source(tmp_path, cache):
+    path = write_policy(tmp_path, UT1_POLICY, {
+        "ctiru.txt": "terror.test\n", "adult/domains": "adult.test\n",
+        "adult/urls": "news.test/adult\n", "other.txt": "other.test\n"})
+    load_engine(path, cache)
+    (tmp_path / "other.txt").unlink()
+    with pytest.raises(PolicyError, match="other.txt"):
+        load_engine(path, cache, reload=True)
+    assert not load_engine(path, cache).status["other"].available
+
+
+def test_a_category_missing_an_expected_file_is_not_split_between_two_processes(tmp_path):
+    """The split's first part would fail in read_list with the second process still
+    running; such a source is compiled unsplit, and fails there."""
+    category = tmp_path / "adult"
+    category.mkdir()
+    (category / "domains").write_text("".join(f"d{i}.test\n" for i in range(2000)))
+    (category / "urls").write_text("u.test/x\n")
+    job = ListJob("adult", 1 << 1, "ut1", (str(category),),
+                  expect=((str(category), ("domains", "urls")),))
+    assert compiler._big_source([job]) is not None
+    (category / "urls").unlink()
+    assert compiler._big_source([job]) is None
+    compiled = compiler.compile_in_two([job])
+    assert compiled.lists["adult"].status.failed_sources == [str(category)]
+    assert "urls" in compiled.lists["adult"].messages[0]

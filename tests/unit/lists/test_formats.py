@@ -605,3 +605,34 @@ def test_a_part_must_be_a_span_of_the_file(tmp_path, part):
     path.write_text("a.example\n")
     with pytest.raises(ValueError, match="part"):
         parse_source(path, "domains", part=part)
+
+
+# --- issue #15: a missing expected part of a UT1 category is a failed source ---------------
+
+def test_ut1_part_named_by_the_import_note_is_expected(tmp_path):
+    """scripts/import_ut1.py's SOURCE note names the files it copied: one missing (a
+    category losing `domains` mid-update) fails the source, naming the file."""
+    category = tmp_path / "adult"
+    category.mkdir()
+    write(category, "SOURCE", "UT1 blacklists\n\nFiles: domains (2 lines), urls (1 lines), "
+                              "copied unmodified (one domain, or host/path, per line).\n")
+    write(category, "domains", "a.test\nb.test\n")
+    write(category, "urls", "c.test/x\n")
+    assert parse_source(category).parts == ["domains", "urls"]
+    (category / "domains").unlink()
+    with pytest.raises(SourceError) as info:
+        parse_source(category)
+    assert info.value.path == str(category / "domains")
+    assert "missing" in info.value.message and "SOURCE" in info.value.message
+
+
+def test_ut1_part_present_at_the_last_load_is_expected(tmp_path):
+    category = tmp_path / "adult"
+    category.mkdir()
+    write(category, "urls", "c.test/x\n")
+    assert parse_source(category).parts == ["urls"]
+    with pytest.raises(SourceError, match="missing.*last load") as info:
+        parse_source(category, expect=("domains", "urls"))
+    assert info.value.path == str(category / "domains")
+    write(category, "domains", "")           # an empty file: removed on purpose upstream
+    assert parse_source(category, expect=("domains", "urls")).urls == [("c.test", "/x")]

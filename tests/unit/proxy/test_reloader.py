@@ -117,3 +117,99 @@ def test_the_replaced_engine_is_released_after_a_grace_period(tmp_path, monkeypa
     else:
         raise AssertionError("the old engine was not released")
     reloader.stop()
+
+
+def test_a_save_made_while_the_previous_save_builds_is_loaded_too(tmp_path):
+    """Issue #15: policy r2 is saved, its build is slow (its lists compiling), and r3 is
+    saved meanwhile.  r2's build must not take r3's file state as its own: r3 is loaded
+    after it, and the last engine installed is r3."""
+    path = write_policy(tmp_path, POLICY, {"adult.txt": "adult.test\n"})
+    building, finish = threading.Event(), threading.Event()
+    installed: list[str] = []
+    newest = threading.Event()
+
+    def build(p: Path):
+        engine = build_engine(load_policy(p))
+        if engine.version == "r2":
+            building.set()
+            assert finish.wait(10)          # r2's lists are still compiling
+        return engine
+
+    def on_success(engine):
+        installed.append(engine.version)
+        if engine.version == "r3":
+            newest.set()
+
+    reloader = Reloader(path, build, on_success, lambda exc: None, interval=0.05)
+    reloader.start(load_policy(path))
+    path.write_text(POLICY.replace('"r1"', '"r2"'))
+    assert building.wait(10)
+    path.write_text(POLICY.replace('"r1"', '"r3"') + "# the newer save\n")
+    finish.set()
+    try:
+        assert newest.wait(10), f"r3 never loaded; installed: {installed}"
+    finally:
+        reloader.stop()
+    assert installed[-1] == "r3"
+
+
+def test_a_sighup_during_a_build_rebuilds_after_it(tmp_path):
+    """With polling off (SIGHUP only) a request made while a build runs is not lost."""
+    path = write_policy(tmp_path, POLICY, {"adult.txt": "adult.test\n"})
+    building, finish = threading.Event(), threading.Event()
+    installed: list[str] = []
+    newest = threading.Event()
+
+    def build(p: Path):
+        engine = build_engine(load_policy(p))
+        if engine.version == "r2":
+            building.set()
+            assert finish.wait(10)
+        return engine
+
+    def on_success(engine):
+        installed.append(engine.version)
+        if engine.version == "r3":
+            newest.set()
+
+    reloader = Reloader(path, build, on_success, lambda exc: None, interval=0)
+    reloader.start(load_policy(path))
+    path.write_text(POLICY.replace('"r1"', '"r2"'))
+    reloader.request()
+    assert building.wait(10)
+    path.write_text(POLICY.replace('"r1"', '"r3"'))
+    reloader.request()
+    finish.set()
+    try:
+        assert newest.wait(10), f"r3 never loaded; installed: {installed}"
+    finally:
+        reloader.stop()
+    assert installed == ["r2", "r3"]
+
+
+def test_the_signature_as_built_distrusts_what_may_have_changed_during_the_build(tmp_path):
+    """A file the build named for the first time and touched since the build started, and a
+    file gone from a watched directory, are entries no signature equals (check again);
+    a file the build knew keeps the entry it had before the build."""
+    import time as time_module
+
+    from webpolicy.proxy.reloader import UNKNOWN, file_signature, signature_as_built
+    policy, category = tmp_path / "policy.yaml", tmp_path / "adult"
+    category.mkdir()
+    policy.write_text("v1")
+    (category / "domains").write_text("a.test\n")
+    before = file_signature([policy, category])
+    started = time_module.time_ns()
+    policy.write_text("v2 saved during the build")
+    (category / "domains").unlink()
+    (category / "urls").write_text("a.test/x\n")
+    fresh = tmp_path / "new.txt"
+    fresh.write_text("b.test\n")
+    built = dict((item[0], item[1:]) for item in
+                 signature_as_built([policy, category, fresh], before, started))
+    assert built[str(policy)] == dict((i[0], i[1:]) for i in before)[str(policy)]
+    assert built[str(category / "domains")] == (UNKNOWN, UNKNOWN)
+    assert built[str(category / "urls")] == (UNKNOWN, UNKNOWN)
+    assert built[str(fresh)] == (UNKNOWN, UNKNOWN)
+    assert set(built.items()).isdisjoint(
+        (i[0], i[1:]) for i in file_signature([policy, category, fresh]))
