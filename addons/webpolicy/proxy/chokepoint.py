@@ -148,7 +148,7 @@ def own_endpoints(engine: Engine | None) -> frozenset[tuple[str, int]]:
 def _every_path(engine: Engine, host: str, decision: Decision, client_ip: str,
                 user: str | None) -> bool:
     """allows_every_path, or a host listed whole under `allow:` and nothing else (the URL
-    index keeps such an entry, an IP address say, as a rule on the path "/")."""
+    index keeps such an entry, an IP address say, as a whole-host rule)."""
     if allows_every_path(engine, host, client_ip, user):
         return True
     if decision.list != "allow" or decision.match != "host":
@@ -156,8 +156,13 @@ def _every_path(engine: Engine, host: str, decision: Decision, client_ip: str,
     rules, _ = engine.identify(user, client_ip)
     _, rule_hosts = engine.host_facts(host)
     return not rules.expression_mask and all(
-        paths.keys() == {"/"} and all(bits == engine.allow_bit for bits in paths.values())
-        for _, paths in rule_hosts)
+        _only_allowed_whole(host_rules, engine.allow_bit) for _, host_rules, _ in rule_hosts)
+
+
+def _only_allowed_whole(rules, allow_bit: int) -> bool:
+    """The host's rules in one table are its `allow:` entry and nothing under any path."""
+    return (rules.whole == allow_bit and not rules.paths and not rules.queries
+            and not rules.exact)
 
 
 # -- the hook --------------------------------------------------------------------------------
