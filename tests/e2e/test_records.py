@@ -92,3 +92,19 @@ def test_a_statutory_alert_carries_the_host_and_list_never_the_url(guarded, webh
     assert record["url"].startswith("http://ctiru-host.test/terror/page")
     assert record["entry"] == "ctiru-host.test/terror/page"
     assert record["user_agent"].startswith("Mozilla/5.0 (Zo\\xeb")
+
+
+def read_log_now(proxy) -> str:
+    """The log files as they are this instant (no waiting for the writer's next flush)."""
+    return "".join(path.read_text(errors="replace")
+                   for path in sorted(proxy.log_dir.glob("webpolicy-*.jsonl")))
+
+
+def test_a_statutory_record_is_on_disk_before_its_block_page_arrives(proxy):
+    """Ordinary records are flushed every 0.5 s; a statutory one is written and fsync'd before
+    the page is sent, so the instant the learner sees the page, the DSL's record exists."""
+    for attempt in range(5):
+        head = raw_request(proxy, f"http://ctiru-host.test/terror/page?n={attempt}",
+                           "ctiru-host.test", b"curl/8", LEARNER_IP)
+        assert head.startswith(b"HTTP/1.1 451"), head
+        assert reference(head) in read_log_now(proxy), f"attempt {attempt}: not yet on disk"

@@ -23,6 +23,7 @@ import asyncio
 import gc
 import logging
 import signal
+from collections.abc import Awaitable
 from pathlib import Path
 
 from mitmproxy import ctx, dns, exceptions, http, tcp, tls
@@ -45,7 +46,7 @@ from webpolicy.proxy.stages.circumvention import Circumvention
 from webpolicy.proxy.stages.safesearch import SafeSearch
 from webpolicy.proxy.upstream import EarlyUpstream
 from webpolicy.safeguarding.alerts import Alerter
-from webpolicy.safeguarding.logwriter import LogWriter
+from webpolicy.safeguarding.logwriter import LogDirectoryError, LogWriter, preflight
 
 log = logging.getLogger("webpolicy")
 
@@ -114,7 +115,8 @@ class WebPolicy:
         self._list_cache = open_cache(ctx.options.webpolicy_cache_dir, ctx.options.confdir)
         try:
             engine = load_engine(path, self._list_cache)
-        except PolicyError as exc:
+            preflight(engine.policy.logging.directory)
+        except (PolicyError, LogDirectoryError) as exc:
             self.metrics.reload_failed()
             raise exceptions.OptionsError(f"webpolicy: the policy cannot be loaded:\n{exc}") from None
         self._install(engine)
@@ -138,7 +140,7 @@ class WebPolicy:
             return
         cache = self._list_cache
         self.reloader = Reloader(Path(ctx.options.webpolicy_policy),
-                                 lambda path: load_engine(path, cache, reload=True),
+                                 lambda path: self._load_for_reload(path, cache),
                                  self._reloaded, self._reload_failed,
                                  self._reload_interval())
         self.reloader.start(engine.policy)
@@ -167,6 +169,16 @@ class WebPolicy:
         log.info("webpolicy: SIGHUP, reloading the policy")
         if self.reloader:
             self.reloader.request()
+
+    def _load_for_reload(self, path: Path, cache) -> Engine:
+        """The reloader's build (off the loop): a policy whose new logging.directory cannot
+        hold the log is refused like a broken one, and the old writer keeps writing."""
+        engine = load_engine(path, cache, reload=True)
+        current = self.gate.engine
+        directory = engine.policy.logging.directory
+        if current is None or current.policy.logging.directory != directory:
+            preflight(directory)
+        return engine
 
     def _install(self, engine: Engine) -> Engine | None:
         """Swap a whole new engine in: one assignment, so no request sees a mixture.  Returns
@@ -248,7 +260,7 @@ class WebPolicy:
     # hook would make mitmproxy forward the request).
 
     @failsafe
-    def requestheaders(self, flow: http.HTTPFlow) -> None:
+    def requestheaders(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         """Decide; then, on a flow that goes on, the circumvention and safe-search stages.
         Each stage fails closed on its own: a raised hook would forward the request."""
         if flow.response is not None:      # e.g. proxyauth's 407: never overwrite it
@@ -260,6 +272,9 @@ class WebPolicy:
             self.safesearch.requestheaders(flow, decided_hosts)
         if flow.response is None:          # its connection may open on the names decided
             self.chokepoint.allow_http(flow, decided_hosts)
+            return None
+        # A statutory or critical block: the page waits for its record to be on disk.
+        return self.gate.on_disk(flow.response.headers.get("x-webpolicy-reference"))
 
     @failsafe
     def request(self, flow: http.HTTPFlow) -> None:

@@ -53,11 +53,12 @@ Hook = TypeVar("Hook", bound=Callable[..., None])
 def failsafe(hook: Hook) -> Hook:
     """Wrap a WebPolicy hook (self, one argument): an exception refuses the argument."""
     @functools.wraps(hook)
-    def guarded(self, data: Any) -> None:
+    def guarded(self, data: Any) -> Any:
         try:
-            hook(self, data)
+            return hook(self, data)         # an awaitable, if any, is awaited by mitmproxy
         except Exception as exc:  # noqa: BLE001 - the point: nothing may escape
             refuse(self.gate, self.chokepoint, self.connections, data, hook.__name__, exc)
+            return None
     return guarded                                   # type: ignore[return-value]
 
 

@@ -12,8 +12,11 @@ decision (a raised hook would make mitmproxy forward the request).
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import ipaddress
 import logging
+from collections.abc import Awaitable
 
 from mitmproxy import http
 
@@ -28,7 +31,12 @@ from webpolicy.proxy import blockpage
 from webpolicy.proxy.flows import client_ip, make_response, request_hosts
 from webpolicy.safeguarding.alerts import Alerter
 from webpolicy.safeguarding.events import RequestFacts, event_action, make_record, new_event_id
-from webpolicy.safeguarding.logwriter import LogWriter
+from webpolicy.safeguarding.logwriter import (
+    DURABLE_TIMEOUT,
+    LogWriteError,
+    LogWriter,
+    must_be_durable,
+)
 
 log = logging.getLogger("webpolicy")
 
@@ -62,6 +70,8 @@ class Gate:
         self.log_writer: LogWriter | None = None
         self.alerter: Alerter | None = None
         self.users: dict[str, str] = {}            # client connection id -> proxy-auth user
+        # references of statutory/critical records not yet confirmed on disk
+        self._durable: dict[str, concurrent.futures.Future[None]] = {}
         # Addresses that are the gateway itself (chokepoint.py; option webpolicy_own_networks)
         self.own_networks: Networks = OWN_NETWORKS
 
@@ -163,10 +173,36 @@ class Gate:
                              decision, facts, engine.device(facts.client_ip) if engine else "",
                              engine.policy.logging.keep_query if engine else False, watch=watch)
         if self.log_writer is not None:
-            self.log_writer.write(record)
+            if decision.blocked and must_be_durable(record):
+                self._write_durable(event_id, record)
+            else:
+                self.log_writer.write(record)
         if self.alerter is not None:
             self.alerter.offer(record)
         return event_id
+
+    def _write_durable(self, event_id: str, record: dict) -> None:
+        """Hand a statutory or critical record to the writer, which fsyncs it and resolves the
+        future; `on_disk` lets the hook that serves the block page wait for it."""
+        future = self.log_writer.submit_durable(record)
+        self._durable[event_id] = future
+        future.add_done_callback(lambda _done, key=event_id: self._durable.pop(key, None))
+
+    def on_disk(self, event_id: str | None) -> Awaitable[None] | None:
+        """None when nothing need be waited for; else an awaitable that returns once the
+        record is written and fsync'd.  A hook returns it and mitmproxy awaits it before the
+        block page goes out, serving other flows meanwhile (never blocking the loop)."""
+        future = self._durable.get(event_id or "")
+        if future is None or future.done():
+            return None
+        return self._wait_on_disk(event_id, future)
+
+    @staticmethod
+    async def _wait_on_disk(event_id: str, future: concurrent.futures.Future[None]) -> None:
+        try:
+            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), DURABLE_TIMEOUT)
+        except (LogWriteError, TimeoutError) as exc:   # filtering never waits on a failed disk
+            log.error("webpolicy: record %s not confirmed on disk: %s", event_id, exc)
 
     def block(self, flow: http.HTTPFlow, decision: Decision, event_id: str,
               url: CanonicalURL | None, host: str) -> None:

@@ -5,12 +5,14 @@ and TLS hooks.  The end-to-end tests (tests/e2e) run the same rules through a re
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import pytest
 from mitmproxy import http, tls
 from mitmproxy.addons import proxyauth, proxyserver
+from mitmproxy.exceptions import OptionsError
 from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import taddons, tflow, tutils
 
@@ -19,6 +21,7 @@ from tests.unit.proxy.builders import hello_data
 from webpolicy.policy import history
 from webpolicy.policy.model import PolicyError, load_policy
 from webpolicy.proxy.addon import WebPolicy
+from webpolicy.safeguarding.logwriter import LogDirectoryError
 
 STAFF_IP, LEARNER_IP, UNKNOWN_IP = "10.20.0.9", "10.10.0.5", "192.0.2.77"
 
@@ -221,3 +224,36 @@ def test_the_proxy_records_what_it_accepted_and_refused_in_the_policy_history(ad
     last = list(history.read(policy))[-1]
     assert (last.event, last.how) == ("refused", "reload")
     assert any("default_profile" in problem for problem in last.problems)
+
+
+def test_a_statutory_block_page_waits_for_its_record_on_disk(addon, tmp_path):
+    """requestheaders hands mitmproxy an awaitable for a statutory block: the record is
+    written and fsync'd before the page goes out.  An ordinary block waits for nothing."""
+    ordinary = request("adult.example")
+    assert addon.requestheaders(ordinary) is None and ordinary.response.status_code == 403
+    statutory = request("ctiru.example", "/terror/page")
+    waiting = addon.requestheaders(statutory)
+    assert waiting is not None
+    asyncio.run(waiting)
+    reference = statutory.response.headers["x-webpolicy-reference"]
+    assert reference in "".join(f.read_text() for f in (tmp_path / "logs").glob("*.jsonl"))
+
+
+def test_the_proxy_will_not_start_without_a_usable_log_directory(tmp_path):
+    (tmp_path / "not-a-directory").write_text("")
+    path = write_policy(tmp_path, POLICY.replace("directory: logs", "directory: not-a-directory"),
+                        LISTS)
+    webpolicy = WebPolicy()
+    with taddons.context(proxyserver.Proxyserver(), proxyauth.ProxyAuth(), webpolicy) as tctx:
+        with pytest.raises(OptionsError, match="safeguarding log directory"):
+            tctx.configure(webpolicy, webpolicy_policy=str(path),
+                           webpolicy_cache_dir=str(tmp_path / "cache"), webpolicy_metrics=False)
+
+
+def test_a_reload_that_moves_the_log_somewhere_unusable_is_refused(addon, tmp_path):
+    (tmp_path / "blocker").write_text("")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(policy.read_text().replace("directory: logs", "directory: blocker/logs"))
+    with pytest.raises(LogDirectoryError):
+        addon._load_for_reload(policy, None)          # what the reloader's thread builds
+    assert addon.gate.engine.policy.logging.directory == tmp_path / "logs"
