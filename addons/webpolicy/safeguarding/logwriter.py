@@ -70,17 +70,21 @@ def encode_line(record: dict) -> bytes:
 
 def preflight(directory: Path, today: dt.date | None = None) -> None:
     """Make sure the proxy can keep the log, as the proxy's own account, before it serves:
-    create the directory (0700), open the day's file for appending (0600) and close it.
-    Raises LogDirectoryError saying what to do; a proxy that filters without a log would
-    lose every record."""
+    create the directory (0700), open the day's file for appending (0600) and close it (a
+    file this made is removed again: an empty day is no file, and reports and the health
+    check's "nothing logged" see none).  Raises LogDirectoryError saying what to do; a proxy
+    that filters without a log would lose every record."""
     directory = Path(directory)
     today = today or dt.datetime.now(dt.UTC).date()
+    path = directory / log_file_name(today)
     try:
         directory.mkdir(parents=True, exist_ok=True)
         os.chmod(directory, 0o700)
-        fd = os.open(directory / log_file_name(today), os.O_WRONLY | os.O_APPEND | os.O_CREAT,
-                     0o600)
+        existed = path.exists()
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         os.close(fd)
+        if not existed and path.stat().st_size == 0:
+            path.unlink()
     except OSError as exc:
         raise LogDirectoryError(
             exc.errno, f"the safeguarding log directory {directory} cannot be used "

@@ -185,7 +185,14 @@ def test_preflight_creates_a_private_directory_and_refuses_an_unusable_one(tmp_p
     good = tmp_path / "var" / "logs"
     preflight(good, DAY.date())
     assert good.stat().st_mode & 0o777 == 0o700
-    assert (good / log_file_name(DAY.date())).stat().st_mode & 0o777 == 0o600
+    assert not (good / log_file_name(DAY.date())).exists(), "no empty day's file left behind"
+    (good / log_file_name(DAY.date())).write_text('{"id": "WP-1"}\n')
+    preflight(good, DAY.date())                     # an existing day's file is opened, kept
+    assert (good / log_file_name(DAY.date())).read_text() == '{"id": "WP-1"}\n'
+    (good / log_file_name(DAY.date())).unlink()
+    (good / log_file_name(DAY.date())).mkdir()      # even root cannot append to a directory
+    with pytest.raises(LogDirectoryError, match="cannot be used"):
+        preflight(good, DAY.date())
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(LogDirectoryError, match="cannot be used"):
