@@ -12,6 +12,7 @@ from pathlib import Path
 from webpolicy.cli import console as console_cli
 from webpolicy.cli import policy as policy_cli
 from webpolicy.cli import report as report_cli
+from webpolicy.cli import selftest as selftest_cli
 from webpolicy.engine.decision import decide
 from webpolicy.engine.engine import Engine, load_engine
 from webpolicy.engine.watchlist import Watchlist
@@ -83,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     report_cli.add_commands(commands)      # report, review, erase: the safeguarding log
     policy_cli.add_commands(commands)      # apply, history, export: changing the live policy
     console_cli.add_commands(commands)     # console, users: the safeguarding console
+    selftest_cli.add_commands(commands)    # selftest: the running gateway, list by list
     return parser
 
 

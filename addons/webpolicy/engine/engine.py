@@ -38,6 +38,8 @@ from webpolicy.policy.yamlnodes import Problem, load_document
 
 log = logging.getLogger("webpolicy")
 
+SELFTEST_SUFFIX = ".selftest.webpolicy.invalid"   # see selftest_host
+
 # Pseudo-lists for the local rules in policy.yaml; they share the bit space with real lists.
 DENY = "deny"
 ALLOW = "allow"
@@ -97,7 +99,7 @@ class Engine:
         # few hundred hosts over and over, and each lookup of a big mapped index costs a
         # few cache and TLB misses per label.  Not a bound method either (see identify).
         self.host_facts: Callable[[str], HostFacts] = lru_cache(maxsize=HOST_FACTS_SIZE)(
-            partial(_host_facts, domains, exact))
+            partial(_host_facts, domains, exact, _selftest_names(self.list_ids)))
 
     def _profile_rules(self, profile: Profile) -> ProfileRules:
         block = _mask(self.list_ids[n] for n in profile.block) | self.statutory_mask | self.deny_bit
@@ -141,11 +143,32 @@ class Engine:
         return self.policy.devices.get(client_ip or "", "")
 
 
-def _host_facts(domains: DomainIndex, exact: UrlIndex, host: str) -> HostFacts:
+def _host_facts(domains: DomainIndex, exact: UrlIndex, selftest: dict[str, int],
+                host: str) -> HostFacts:
     hits: list[ListHit] = []
     for name, bits in domains.match(host):
         _add_hits(hits, bits, "host", name)
+    if host.endswith(SELFTEST_SUFFIX):               # once per host: the result is memoised
+        list_id = selftest.get(host)
+        if list_id is not None:
+            hits.append(ListHit(list_id, "host", host))
     return tuple(hits), exact.rule_hosts(host)
+
+
+def selftest_host(list_name: str) -> str:
+    """The reserved name every list holds, whatever its sources say, so that `webpolicy
+    selftest` can ask the running gateway what it does with each list: `<list>.selftest.
+    webpolicy.invalid` (.invalid never resolves, so nothing outside is ever asked)."""
+    return f"{list_name}{SELFTEST_SUFFIX}"
+
+
+def is_selftest_host(host: str) -> bool:
+    return host.endswith(SELFTEST_SUFFIX)
+
+
+def _selftest_names(list_ids: dict[str, int]) -> dict[str, int]:
+    return {selftest_host(name): list_id for name, list_id in list_ids.items()
+            if name not in (DENY, ALLOW)}
 
 
 def _identify(policy: Policy, profiles: dict[str, ProfileRules],
@@ -413,4 +436,5 @@ def _bit_ids(bits: int) -> list[int]:
 
 
 __all__ = ["Engine", "ListStatus", "ListHit", "ProfileRules", "build_engine", "load_engine",
-           "host_suffixes", "DENY", "ALLOW"]
+           "host_suffixes", "DENY", "ALLOW", "SELFTEST_SUFFIX", "selftest_host",
+           "is_selftest_host"]

@@ -22,7 +22,7 @@ from mitmproxy import http
 
 from webpolicy.engine import circumvention
 from webpolicy.engine.decision import NO_POLICY, Decision, decide, unavailable
-from webpolicy.engine.engine import Engine
+from webpolicy.engine.engine import Engine, is_selftest_host
 from webpolicy.engine.watchlist import WatchHit
 from webpolicy.lists.canonical import CanonicalURL, canonical_host, from_parts
 from webpolicy.monitoring.metrics import Metrics
@@ -163,10 +163,14 @@ class Gate:
 
     def record(self, decision: Decision, facts: RequestFacts, passthrough: bool = False,
                watch: WatchHit | None = None) -> str:
-        """The safeguarding record (and alert, and metrics) of one event; its reference."""
+        """The safeguarding record (and alert, and metrics) of one event; its reference.
+        A `webpolicy selftest` request is recorded (the log shows the test was run) but
+        neither counted nor alerted: testing the filter must not page the DSLs."""
         event_id = new_event_id()
         engine = self.engine
-        self.metrics.event(decision)
+        selftest = facts.url is not None and is_selftest_host(facts.url.host)
+        if not selftest:
+            self.metrics.event(decision)
         if watch is not None:
             self.metrics.watchlist_hits.labels(watch.category).inc()
         record = make_record(event_id, event_action(decision, passthrough, watch is not None),
@@ -177,7 +181,7 @@ class Gate:
                 self._write_durable(event_id, record)
             else:
                 self.log_writer.write(record)
-        if self.alerter is not None:
+        if self.alerter is not None and not selftest:
             self.alerter.offer(record)
         return event_id
 

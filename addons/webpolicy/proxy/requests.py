@@ -17,11 +17,11 @@ from mitmproxy import http
 
 from webpolicy.engine import searchterms
 from webpolicy.engine.decision import ACTION_RANK, NO_POLICY, Decision, decide
-from webpolicy.engine.engine import Engine
+from webpolicy.engine.engine import Engine, is_selftest_host
 from webpolicy.engine.watchlist import RecentHits, WatchHit, Watchlist
 from webpolicy.lists.canonical import CanonicalURL, from_parts
 from webpolicy.proxy import chokepoint
-from webpolicy.proxy.flows import client_ip, request_hosts
+from webpolicy.proxy.flows import client_ip, make_response, request_hosts
 from webpolicy.proxy.gate import Gate
 from webpolicy.safeguarding.events import RequestFacts
 
@@ -46,6 +46,8 @@ class RequestFilter:
         search, watch = self._search(flow, url) if url is not None and url.query else (None, None)
         if decision.action == "allow" and not decision.error:
             if watch is None or self._repeated_suggestion(search, watch, client, user):
+                if url is not None and is_selftest_host(url.host):
+                    _answer_selftest(flow, decision)
                 return decided_hosts
         facts = RequestFacts(client, user, flow.request.method, url, host,
                              flow.request.headers.get("user-agent", ""),
@@ -53,6 +55,8 @@ class RequestFilter:
         event_id = gate.record(decision, facts, watch=watch)
         if decision.blocked:
             gate.block(flow, decision, event_id, url, host)
+        if url is not None and is_selftest_host(url.host):
+            _answer_selftest(flow, decision)
         return decided_hosts
 
     def _decide(self, flow: http.HTTPFlow, client: str, user: str | None
@@ -159,3 +163,16 @@ def _plain_name(host: str) -> bool:
 
 def _stricter(a: Decision, b: Decision) -> bool:
     return ACTION_RANK[a.action] > ACTION_RANK[b.action]
+
+
+def _answer_selftest(flow: http.HTTPFlow, decision: Decision) -> None:
+    """`webpolicy selftest` asked about a list's reserved name (engine.selftest_host): say
+    what was decided, on the block page if it blocked, or on a small answer of the gateway's
+    own if it did not (the name is .invalid: nothing upstream is ever asked)."""
+    if flow.response is None:
+        flow.response = make_response(200, b"webpolicy selftest: not blocked\n", [
+            (b"content-type", b"text/plain; charset=utf-8"), (b"cache-control", b"no-store")])
+    headers = flow.response.headers
+    headers["X-Webpolicy-Action"] = decision.action
+    headers["X-Webpolicy-Profile"] = decision.profile
+    headers["X-Webpolicy-List"] = decision.list or ""

@@ -257,3 +257,35 @@ def test_a_reload_that_moves_the_log_somewhere_unusable_is_refused(addon, tmp_pa
     with pytest.raises(LogDirectoryError):
         addon._load_for_reload(policy, None)          # what the reloader's thread builds
     assert addon.gate.engine.policy.logging.directory == tmp_path / "logs"
+
+
+@pytest.mark.parametrize("name, client, action, status", [
+    ("adult", LEARNER_IP, "block", 403),
+    ("social", LEARNER_IP, "log", 200),
+    ("adult", STAFF_IP, "log", 200),
+    ("social", STAFF_IP, "allow", 200),
+    ("ctiru", STAFF_IP, "block", 451),
+])
+def test_selftest_names_are_answered_by_the_gateway(addon, name, client, action, status):
+    """Every list holds its reserved name; the gateway says what it decided, and never asks
+    upstream (the choke point finds no mark for it)."""
+    flow = request(f"{name}.selftest.webpolicy.invalid", "/webpolicy-selftest", client=client,
+                   scheme="http")
+    addon.requestheaders(flow)
+    assert flow.response.status_code == status
+    assert flow.response.headers["X-Webpolicy-Action"] == action
+    assert flow.response.headers["X-Webpolicy-List"] == (name if action != "allow" else "")
+
+
+def test_selftest_requests_are_neither_counted_nor_alerted(addon):
+    offered = []
+    addon.gate.alerter = type("Alerter", (), {"offer": lambda self, r: offered.append(r)})()
+    before = addon.metrics.statutory_blocks.labels("learner", "ctiru",
+                                                   "Terrorist content")._value.get()
+    addon.requestheaders(request("ctiru.selftest.webpolicy.invalid", "/x", scheme="http"))
+    after = addon.metrics.statutory_blocks.labels("learner", "ctiru",
+                                                  "Terrorist content")._value.get()
+    assert offered == [] and after == before
+    addon.requestheaders(request("ctiru.example", "/terror/page", scheme="http"))
+    assert len(offered) == 1, "a real statutory block is still alerted"
+    addon.gate.alerter = None
