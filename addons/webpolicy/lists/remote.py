@@ -142,15 +142,18 @@ def _write_state(source: RemoteSource, state: SourceState) -> None:
     _replace(sidecar_path(source), json.dumps(asdict(state), indent=1).encode() + b"\n")
 
 
-def due(source: RemoteSource, state: SourceState, now: float | None = None) -> bool:
-    """Whether the source should be fetched now: never fetched, its copy is gone, or its
-    refresh interval has passed (after a failure: RETRY_AFTER, if sooner)."""
-    now = time.time() if now is None else now
+def next_due(source: RemoteSource, state: SourceState) -> float:
+    """When the source should next be fetched (Unix time): at once if never tried; its
+    refresh interval after the last attempt; RETRY_AFTER, if sooner, after a failure or
+    while it has no good copy."""
     if state.last_attempt is None:
-        return True
+        return 0.0
     failing = state.failures or not source.path.exists()
-    wait = min(source.refresh, RETRY_AFTER) if failing else source.refresh
-    return now - state.last_attempt >= wait
+    return state.last_attempt + (min(source.refresh, RETRY_AFTER) if failing else source.refresh)
+
+
+def due(source: RemoteSource, state: SourceState, now: float | None = None) -> bool:
+    return (time.time() if now is None else now) >= next_due(source, state)
 
 
 # -- fetching ------------------------------------------------------------------------------

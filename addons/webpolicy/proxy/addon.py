@@ -28,6 +28,7 @@ from mitmproxy.proxy.layers import modes
 from webpolicy.engine.engine import Engine, load_engine
 from webpolicy.engine.watchlist import Watchlist
 from webpolicy.lists.compiler import open_cache
+from webpolicy.lists.remote import Refresher
 from webpolicy.monitoring.metrics import Metrics
 from webpolicy.policy import history
 from webpolicy.policy.model import PolicyError
@@ -49,6 +50,7 @@ class WebPolicy:
         self.metrics = Metrics()
         self.gate = Gate(self.metrics)
         self.reloader: Reloader | None = None
+        self.refresher: Refresher | None = None     # downloads URL list sources when due
         self._loop: asyncio.AbstractEventLoop | None = None
         self.early_upstream = EarlyUpstream()
         self.requests = RequestFilter(self.gate)
@@ -125,6 +127,9 @@ class WebPolicy:
                                  self._reloaded, self._reload_failed,
                                  self._reload_interval())
         self.reloader.start(engine.policy)
+        # A replaced last good copy is a changed list file: the reloader picks it up.
+        self.refresher = Refresher(lambda: self.gate.engine.policy.remote_sources(),
+                                   self.metrics.list_sources).start()
         self.gate.alerter = Alerter(engine.policy.alerts, self._count_alert,
                                     engine.policy.block_page.organisation).start()
         # What is alive now (mitmproxy, the add-ons, the first policy) lives as long as the
@@ -137,6 +142,8 @@ class WebPolicy:
         self.early_upstream.uninstall()            # never raises: the rest must stop too
         if self.reloader:
             self.reloader.stop()
+        if self.refresher:
+            self.refresher.stop()
         gate = self.gate
         if gate.log_writer:
             gate.log_writer.close()
