@@ -185,3 +185,23 @@ def test_a_ut1_list_cannot_be_a_url(tmp_path):
     text = GOOD.replace("sources: [adult.txt]}", "format: ut1, sources: "
                                                  "[{url: https://x.example/adult.tar.gz}]}")
     assert any("format ut1 needs a UT1 category directory" in p for p in problems(tmp_path, text))
+
+
+def test_the_shipped_policys_commented_url_example_is_valid(tmp_path, monkeypatch):
+    """policy.yaml ships a URL source commented out (no network dependency); uncommented,
+    it must load as written."""
+    monkeypatch.delenv("WEBPOLICY_SOURCES_DIR", raising=False)
+    shipped = (REPO / "policy.yaml").read_text()
+    lines = shipped.splitlines()
+    start = lines.index("  # phishing:")
+    example = []
+    for line in lines[start:]:
+        if not line.startswith("  #"):
+            break
+        example.append("  " + line[4:])
+    text = shipped.replace("\nallow:", "\n" + "\n".join(example) + "\nallow:", 1)
+    policy = load_policy(write(tmp_path, text))
+    source = policy.lists["phishing"].remote[0]
+    assert source.url == "https://lists.example.net/phishing.txt.gz"
+    assert source.refresh == 6 * 3600 and source.token_env == "PHISHING_LIST_TOKEN"
+    assert load_policy(REPO / "policy.yaml").remote_sources() == []
