@@ -114,3 +114,33 @@ def test_the_proxy_keeps_a_url_list_current_and_keeps_the_last_good_copy(make_pr
                                       timeout=5).read().decode()
         assert "127.0.0.1:" + str(server.port) not in text, "no URL in any label"
         assert "Traceback" not in proxy.output
+
+
+def test_a_statutory_url_list_added_to_a_running_proxy_is_fetched_then_loaded(make_proxy,
+                                                                              tmp_path):
+    """Its reload is refused while no copy exists (a statutory source must load); the
+    Refresher reads the sources from policy.yaml itself, downloads the copy, and the reload
+    then goes through."""
+    with ListServer(tmp_path) as server:
+        server.replies["/iwf.txt"] = Reply(body=b"abuse.test/images\nnews.test/bad-page\n")
+        proxy = make_proxy()
+        assert status(proxy, "http://news.test/bad-page") == 200
+        text = proxy.policy_path.read_text().replace(
+            "allow: [example.org/teaching/]\n",
+            "  iwf:\n"
+            "    statutory: true\n"
+            "    category: Child abuse images (IWF)\n"
+            "    severity: critical\n"
+            "    format: urls\n"
+            f"    sources: [{{url: '{server.url('/iwf.txt')}', refresh: 1h, ca: '{server.ca}'}}]\n"
+            "allow: [example.org/teaching/]\n")
+        proxy.policy_path.write_text(text)
+        # 451: a statutory block, for every profile
+        assert wait_until(lambda: status(proxy, "http://news.test/bad-page", STAFF_IP) == 451,
+                          timeout=30), proxy.output
+        assert status(proxy, "http://news.test/bad-page") == 451
+        assert status(proxy, "http://news.test/") == 200
+        assert metric(proxy, "webpolicy_list_entries", list="iwf") == 2
+        assert metric(proxy, "webpolicy_list_source_age_seconds", list="iwf",
+                      statutory="true") < 60
+        assert "Traceback" not in proxy.output

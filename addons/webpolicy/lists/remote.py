@@ -49,7 +49,7 @@ from pathlib import Path
 import httpx
 
 from webpolicy.lists.formats import SourceError, parse_source
-from webpolicy.policy.model import RemoteSource
+from webpolicy.policy.model import SOURCES_DIR_ENV, PolicyError, RemoteSource, load_policy
 
 log = logging.getLogger("webpolicy")
 
@@ -165,8 +165,15 @@ def fetch(source: RemoteSource, *, force: bool = False, accept_shrink: bool = Fa
     Never raises for what the network or the provider does: the Outcome says what happened,
     and the sidecar records it.  `force`: no conditional GET (download even if unchanged).
     `accept_shrink`: take a download that lost more entries than max_shrink allows."""
-    source.path.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(source.path) as locked:
+    try:
+        source.path.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(source.path.with_suffix(".lock"), "a")
+    except OSError as exc:
+        message = (f"cannot write in {source.path.parent}: {exc.strerror or exc} (the "
+                   f"{SOURCES_DIR_ENV} environment variable moves the copies)")
+        log.error("webpolicy: lists.%s: %s: %s", source.list, source.url, message)
+        return Outcome(source, FAILED, message, read_state(source))
+    with lock, _locked(lock) as locked:
         if not locked:
             return Outcome(source, BUSY, "another process is fetching it now", read_state(source))
         for stale in source.path.parent.glob(f".{source.path.stem}.*.tmp"):
@@ -427,17 +434,16 @@ def _sync_directory(directory: Path) -> None:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[bool]:
-    with open(path.with_suffix(".lock"), "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+def _locked(lock) -> Iterator[bool]:
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _version() -> str:
@@ -504,8 +510,36 @@ class Refresher:
             self._stop.wait(tick(sources))
 
 
+class PolicySources:
+    """The URL sources policy.yaml names now, for the Refresher: read again when the file
+    changes (a stat per pass).  A policy that does not validate keeps the sources last read,
+    but one that only lacks a list's copy validates here (the lists are read later, by the
+    engine): so a statutory URL source added to a running proxy, whose reload is refused
+    until its first copy exists, is downloaded, and the reload then succeeds."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._seen: tuple[int, int] | None = None
+        self._sources: list[RemoteSource] = []
+
+    def __call__(self) -> list[RemoteSource]:
+        try:
+            st = os.stat(self.path)
+            seen = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            return self._sources
+        if seen != self._seen:
+            try:
+                self._sources = load_policy(self.path).remote_sources()
+            except PolicyError:
+                pass                        # the reloader reports it; keep what was read
+            self._seen = seen
+        return self._sources
+
+
 def tick(sources: list[RemoteSource]) -> float:
-    """How often the Refresher looks for due sources: a quarter of the shortest refresh,
-    between 1 and 30 seconds (looking costs a stat and a small JSON read per source)."""
-    shortest = min((s.refresh for s in sources), default=120.0)
-    return min(30.0, max(1.0, shortest / 4))
+    """How often the Refresher looks: every 5 seconds (a quarter of the shortest refresh if
+    less, at least 1 s), so a source added to policy.yaml is fetched within seconds.  A look
+    costs a stat of policy.yaml and a small JSON read per source."""
+    shortest = min((s.refresh for s in sources), default=20.0)
+    return min(5.0, max(1.0, shortest / 4))

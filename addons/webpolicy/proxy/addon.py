@@ -28,7 +28,7 @@ from mitmproxy.proxy.layers import modes
 from webpolicy.engine.engine import Engine, load_engine
 from webpolicy.engine.watchlist import Watchlist
 from webpolicy.lists.compiler import open_cache
-from webpolicy.lists.remote import Refresher
+from webpolicy.lists.remote import UPDATED, PolicySources, Refresher
 from webpolicy.monitoring.metrics import Metrics
 from webpolicy.policy import history
 from webpolicy.policy.model import PolicyError
@@ -128,8 +128,8 @@ class WebPolicy:
                                  self._reload_interval())
         self.reloader.start(engine.policy)
         # A replaced last good copy is a changed list file: the reloader picks it up.
-        self.refresher = Refresher(lambda: self.gate.engine.policy.remote_sources(),
-                                   self.metrics.list_sources).start()
+        self.refresher = Refresher(PolicySources(Path(ctx.options.webpolicy_policy)),
+                                   self._sources_refreshed).start()
         self.gate.alerter = Alerter(engine.policy.alerts, self._count_alert,
                                     engine.policy.block_page.organisation).start()
         # What is alive now (mitmproxy, the add-ons, the first policy) lives as long as the
@@ -152,6 +152,16 @@ class WebPolicy:
             gate.alerter.close()                   # a few seconds to send what is queued
             gate.alerter = None
         self.metrics.stop()
+
+    def _sources_refreshed(self, states, outcomes) -> None:
+        """The Refresher's report (its thread): metrics; and a reload when a copy appeared
+        that the policy in force does not watch (its reload was refused for want of it)."""
+        self.metrics.list_sources(states, outcomes)
+        engine, reloader = self.gate.engine, self.reloader
+        watched = set(engine.policy.files()) if engine else set()
+        if reloader and any(o.result == UPDATED and o.source.path not in watched
+                            for o in outcomes):
+            reloader.request()
 
     def _sighup(self) -> None:
         log.info("webpolicy: SIGHUP, reloading the policy")

@@ -277,3 +277,28 @@ def test_gzip_with_several_members_is_read_whole(server, tmp_path):
     source = source_for(server, tmp_path)
     assert fetch(source).result == "updated"
     assert source.path.read_text() == "a.example\nb.example\n"
+
+
+def test_an_unwritable_copy_directory_is_a_failed_download_that_says_what_to_do(tmp_path):
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("")
+    source = RemoteSource(list="a", url="https://x.test/l", path=blocked / "a" / "l.txt")
+    outcome = fetch(source)
+    assert outcome.result == "failed" and "WEBPOLICY_SOURCES_DIR" in outcome.message
+
+
+def test_policy_sources_follow_the_file_and_survive_a_broken_edit(tmp_path, monkeypatch):
+    monkeypatch.delenv("WEBPOLICY_SOURCES_DIR", raising=False)
+    policy = tmp_path / "policy.yaml"
+    base = ("version: '1'\ndefault_profile: p\nprofiles: {p: {block: [l]}}\nlists:\n"
+            "  l: {category: L, sources: [{url: 'https://x.test/a'}]}\n")
+    policy.write_text(base)
+    sources = remote.PolicySources(policy)
+    assert [s.url for s in sources()] == ["https://x.test/a"]
+    added = base + ("  s: {category: S, statutory: true, sources: "
+                    "[{url: 'https://x.test/statutory'}]}\n")
+    policy.write_text(added)
+    assert [s.url for s in sources()] == ["https://x.test/a", "https://x.test/statutory"], \
+        "a statutory source without a copy is still fetched (the policy itself is valid)"
+    policy.write_text(added.replace("category: L", "categry: L"))
+    assert len(sources()) == 2, "a broken edit keeps the sources last read"
