@@ -382,7 +382,15 @@ def _client(source: RemoteSource, timeout: float) -> httpx.Client:
         context.load_cert_chain(str(source.client_cert),
                                 str(source.client_key) if source.client_key else None)
     return httpx.Client(verify=context, timeout=httpx.Timeout(timeout), trust_env=False,
-                        follow_redirects=True, max_redirects=5)
+                        follow_redirects=True, max_redirects=5,
+                        event_hooks={"request": [_https_only]})
+
+
+def _https_only(request: httpx.Request) -> None:
+    """Every request, redirects included (httpx drops the token on a redirect elsewhere)."""
+    if request.url.scheme != "https":
+        raise _Failed(f"redirected to {request.url.scheme}:// ({request.url.host}); list "
+                      "sources are downloaded over HTTPS only")
 
 
 def _describe(exc: BaseException) -> str:

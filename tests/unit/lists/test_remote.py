@@ -302,3 +302,17 @@ def test_policy_sources_follow_the_file_and_survive_a_broken_edit(tmp_path, monk
         "a statutory source without a copy is still fetched (the policy itself is valid)"
     policy.write_text(added.replace("category: L", "categry: L"))
     assert len(sources()) == 2, "a broken edit keeps the sources last read"
+
+
+def test_a_redirect_is_followed_over_https_only(server, tmp_path):
+    server.replies["/moved.txt"] = Reply(302, b"", headers={"Location": "/list.txt"})
+    server.replies["/list.txt"] = Reply(body=domains(5).encode())
+    server.replies["/plain.txt"] = Reply(302, b"", headers={
+        "Location": f"http://127.0.0.1:{server.port}/list.txt"})
+    moved = source_for(server, tmp_path, "/moved.txt")
+    assert fetch(moved).result == "updated"
+    plain = RemoteSource(list="b", url=server.url("/plain.txt"), ca=server.ca,
+                         path=tmp_path / "b.txt", format="domains")
+    outcome = fetch(plain)
+    assert outcome.result == "failed" and "redirected to http://" in outcome.message
+    assert not plain.path.exists()
