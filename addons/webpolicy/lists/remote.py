@@ -191,6 +191,8 @@ def fetch(source: RemoteSource, *, force: bool = False, accept_shrink: bool = Fa
             result, message = FAILED, f"timed out (no progress for {timeout:g} s)"
         except (httpx.HTTPError, ssl.SSLError, OSError) as exc:
             result, message = FAILED, _describe(exc)
+        except Exception as exc:  # noqa: BLE001 - e.g. httpx.InvalidURL: still an outcome
+            result, message = FAILED, f"{type(exc).__name__}: {exc}"
         if result in GOOD:
             state.last_success, state.last_error, state.failures = started, "", 0
         else:
@@ -377,6 +379,10 @@ def _checksum(client: httpx.Client, source: RemoteSource) -> str:
 
 def _client(source: RemoteSource, timeout: float) -> httpx.Client:
     """An HTTPS client: the system's CAs, or the provider's own `ca`; its client certificate."""
+    for option, path in (("ca", source.ca), ("client_cert", source.client_cert),
+                         ("client_key", source.client_key)):
+        if path is not None and not path.is_file():
+            raise _Failed(f"{option}: {path}: no such file")
     context = ssl.create_default_context(cafile=str(source.ca) if source.ca else None)
     if source.client_cert:
         context.load_cert_chain(str(source.client_cert),

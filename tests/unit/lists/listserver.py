@@ -42,7 +42,8 @@ def domains(count: int, prefix: str = "site") -> str:
 
 
 def make_ca(directory: Path) -> tuple[Path, Path, Path]:
-    """A CA and a leaf for 127.0.0.1 and localhost; returns (ca.pem, leaf.pem, leaf.key)."""
+    """A CA and a leaf for 127.0.0.1 and localhost; returns (ca.pem, leaf.pem, leaf.key).
+    Also writes client.pem and client.key, a client certificate from the same CA."""
     now = datetime.datetime.now(datetime.timezone.utc)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "webpolicy list provider CA")])
@@ -70,6 +71,21 @@ def make_ca(directory: Path) -> tuple[Path, Path, Path]:
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
                 ca_key.public_key()), critical=False)
             .sign(ca_key, hashes.SHA256()))
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    client = (x509.CertificateBuilder()
+              .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gateway")]))
+              .issuer_name(ca_name).public_key(client_key.public_key())
+              .serial_number(x509.random_serial_number())
+              .not_valid_before(now - datetime.timedelta(days=1))
+              .not_valid_after(now + datetime.timedelta(days=30))
+              .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+              .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                  ca_key.public_key()), critical=False)
+              .sign(ca_key, hashes.SHA256()))
+    (directory / "client.pem").write_bytes(client.public_bytes(serialization.Encoding.PEM))
+    (directory / "client.key").write_bytes(client_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
     paths = directory / "ca.pem", directory / "leaf.pem", directory / "leaf.key"
     paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     paths[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
@@ -119,10 +135,14 @@ class _Handler(BaseHTTPRequestHandler):
 class ListServer:
     """`with ListServer(tmp) as server:` serves server.replies on https://127.0.0.1:<port>."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, client_certificates: bool = False) -> None:
         self.ca, leaf, key = make_ca(directory)
+        self.client_cert, self.client_key = directory / "client.pem", directory / "client.key"
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(leaf, key)
+        if client_certificates:                 # only clients with a certificate from the CA
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(self.ca)
         self.replies: dict[str, Reply] = {}
         self.requests: list[tuple[str, dict[str, str]]] = []
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)

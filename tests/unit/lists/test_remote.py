@@ -316,3 +316,24 @@ def test_a_redirect_is_followed_over_https_only(server, tmp_path):
     outcome = fetch(plain)
     assert outcome.result == "failed" and "redirected to http://" in outcome.message
     assert not plain.path.exists()
+
+
+def test_a_missing_ca_file_or_a_bad_url_is_a_failed_outcome_not_an_exception(tmp_path):
+    missing_ca = RemoteSource(list="a", url="https://127.0.0.1:9/l", path=tmp_path / "a.txt",
+                              ca=tmp_path / "no-such-ca.pem")
+    outcome = fetch(missing_ca)
+    assert outcome.result == "failed" and "no-such-ca.pem" in outcome.message
+    bad = RemoteSource(list="b", url="https://exa mple.test:99999/l", path=tmp_path / "b.txt")
+    assert fetch(bad).result == "failed"
+
+
+def test_a_provider_that_wants_a_client_certificate_gets_one(tmp_path):
+    with ListServer(tmp_path, client_certificates=True) as server:
+        server.replies["/list.txt"] = Reply(body=domains(5).encode())
+        without = source_for(server, tmp_path)
+        outcome = fetch(without)
+        assert outcome.result == "failed" and not without.path.exists()
+        with_cert = source_for(server, tmp_path, client_cert=server.client_cert,
+                               client_key=server.client_key)
+        assert fetch(with_cert).result == "updated"
+        assert with_cert.path.read_text() == domains(5)
