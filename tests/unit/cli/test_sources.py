@@ -156,3 +156,17 @@ def test_run_fetches_only_the_sources_without_a_copy(policy, server):
                                            (2 * 86400 + 7200, "2d 2h")])
 def test_ages_read_easily(seconds, text):
     assert sources_cli.format_age(seconds) == text
+
+
+def test_run_downloads_missing_copies_before_it_becomes_mitmdump(policy, server, capsys,
+                                                                  monkeypatch):
+    import webpolicy.cli.main as cli_main
+
+    started = []
+    monkeypatch.setattr(cli_main.os, "execv", lambda path, argv: started.append(argv))
+    monkeypatch.setattr(cli_main.shutil, "which", lambda *a, **k: "/usr/bin/mitmdump")
+    code, _, err = run(capsys, "run", "--policy", str(policy))
+    assert code == 0 and started and started[0][0] == "/usr/bin/mitmdump"
+    assert "webpolicy run: lists.phishing: " in err and "updated: 50 entries" in err
+    assert "webpolicy run: lists.malware: " in err and "failed: HTTP 500" in err
+    assert load_policy(policy).lists["phishing"].remote[0].path.exists()
