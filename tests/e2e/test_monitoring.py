@@ -50,7 +50,8 @@ DASHBOARD = MONITORING / "grafana" / "webpolicy-dashboard.json"
 
 # Every label name the gateway may export, and nothing else.
 ALLOWED_LABELS = {"profile", "action", "list", "category", "result", "channel", "stage", "le",
-                  "version", "mitmproxy", "implementation", "major", "minor", "patchlevel"}
+                  "version", "mitmproxy", "implementation", "major", "minor", "patchlevel",
+                  "statutory"}
 LOCAL_CATEGORIES = {"Blocked by local policy", "Allowed by local policy"}
 # Circumvention refusals count as blocks of the pseudo-list "connect", one category per rule.
 CIRCUMVENTION_CATEGORIES = {circumvention.Violation(rule, "").category for rule in
@@ -346,6 +347,7 @@ def assert_bounded_labels(text: str, proxy: Proxy, private: list[str]) -> None:
         "result": {"success", "failure", "sent", "retry", "failed", "suppressed", "dropped"},
         "channel": {"email", "webhook"},
         "stage": {"connect", "tls", "tcp"},
+        "statutory": {"true", "false"},
     }
     versions = {"webpolicy_policy_info": policy.version,
                 "webpolicy_build_info": metadata.version("webpolicy"),

@@ -13,6 +13,7 @@ from webpolicy.cli import console as console_cli
 from webpolicy.cli import policy as policy_cli
 from webpolicy.cli import report as report_cli
 from webpolicy.cli import selftest as selftest_cli
+from webpolicy.cli import sources as sources_cli
 from webpolicy.engine.decision import decide
 from webpolicy.engine.engine import Engine, load_engine
 from webpolicy.engine.watchlist import Watchlist
@@ -85,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     policy_cli.add_commands(commands)      # apply, history, export: changing the live policy
     console_cli.add_commands(commands)     # console, users: the safeguarding console
     selftest_cli.add_commands(commands)    # selftest: the running gateway, list by list
+    sources_cli.add_commands(commands)     # update, lists: URL sources and how current lists are
     return parser
 
 
@@ -140,6 +142,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         state = "" if status.available else "  UNAVAILABLE: profiles using it fail closed"
         print(f"  {name:<{width}}  {status.entries:>9,} entries  {status.skipped:>6,} skipped  "
               f"{spec.severity:<8} {spec.category}{flags}{state}")
+        for line in sources_cli.remote_summary(spec):
+            print(f"  {'':<{width}}  {line}")
     _print_watchlist(policy)
     return 0
 
@@ -198,6 +202,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     if not _log_directory_usable(loaded):
         return 1
+    for outcome in sources_cli.fetch_missing(loaded):    # a first start: no copy yet
+        print(f"webpolicy run: {outcome}", file=sys.stderr)
     mitmdump = shutil.which("mitmdump", path=str(Path(sys.executable).parent)) or shutil.which("mitmdump")
     if not mitmdump:
         print("webpolicy run: mitmdump not found; install with: pip install 'mitmproxy>=12'",

@@ -31,12 +31,21 @@ from prometheus_client import (
     disable_created_metrics,
     start_http_server,
 )
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+
+from webpolicy.lists.remote import read_state
 
 if TYPE_CHECKING:
     from webpolicy.engine.decision import Decision
     from webpolicy.engine.engine import Engine
+    from webpolicy.lists.remote import Outcome, SourceState
+    from webpolicy.policy.model import RemoteSource
 
 log = logging.getLogger("webpolicy")
 
@@ -118,6 +127,12 @@ class Metrics:
         self.list_load_failures = Counter("webpolicy_list_load_failures", "Source load failures "
                                           "per list, added up over every policy load.", ["list"],
                                           registry=r)
+        # URL sources (lists/remote.py): labelled by list name, never by URL.
+        self.source_freshness = SourceFreshness()
+        r.register(self.source_freshness)
+        self.source_refresh_failures = Counter(
+            "webpolicy_list_source_refresh_failures", "Downloads of a list's URL sources that "
+            "failed or were refused (the last good copy stayed in force).", ["list"], registry=r)
 
     def _policy_metrics(self, r: CollectorRegistry) -> None:
         self.reloads = Counter("webpolicy_policy_reloads", "Policy loads and reloads by result "
@@ -186,6 +201,18 @@ class Metrics:
         self.policy_info.info({"version": engine.version})
         self._list_status(engine)
         self._zero_series(engine)
+        # The policy's URL sources as their sidecars say (a few small files), until the
+        # Refresher's next report.
+        self.source_freshness.update([(s, read_state(s)) for s in engine.policy.remote_sources()])
+
+    def list_sources(self, states: list[tuple[RemoteSource, SourceState]],
+                     outcomes: list[Outcome]) -> None:
+        """The Refresher's report (lists/remote.py): every URL source's state, and what the
+        downloads of its last pass came to."""
+        self.source_freshness.update(states)
+        for outcome in outcomes:
+            if outcome.result in ("failed", "refused"):
+                self.source_refresh_failures.labels(outcome.source.list).inc()
 
     def reload_failed(self) -> None:
         self.reloads.labels("failure").inc()
@@ -222,6 +249,9 @@ class Metrics:
             (self.fail_closed if profile.blocks else self.fail_open).labels(name)
             for stage in REFUSAL_STAGES:
                 self.connections_refused.labels(name, stage)
+        for spec in policy.lists.values():
+            if spec.remote:
+                self.source_refresh_failures.labels(spec.name)
         for spec in policy.watchlist.values():
             self.watchlist_hits.labels(spec.category)
         alerts = policy.alerts
@@ -303,6 +333,51 @@ class RequestStats(Collector):
                                         "client and decide one HTTP request.")
         latency.add_metric([], cumulative, sum_value=self._sum)
         yield latency
+
+
+class SourceFreshness(Collector):
+    """How current each list with URL sources is, computed when scraped (the age grows
+    between downloads).  Per list, over its URL sources: the oldest last success, its age
+    (+Inf if a source never downloaded), the age at which the list counts as stale (the
+    smallest max_age) and how many sources' last attempt failed or was refused."""
+
+    def __init__(self) -> None:
+        self._lists: dict[str, tuple[bool, float | None, float, int]] = {}
+
+    def update(self, states: list[tuple[RemoteSource, SourceState]]) -> None:
+        lists: dict[str, tuple[bool, float | None, float, int]] = {}
+        for source, state in states:
+            statutory, oldest, max_age, failing = lists.get(
+                source.list, (source.statutory, float("inf"), float("inf"), 0))
+            success = state.last_success
+            if oldest is not None:
+                oldest = None if success is None else min(oldest, success)
+            lists[source.list] = (statutory, oldest, min(max_age, source.max_age),
+                                  failing + (1 if state.failures else 0))
+        self._lists = lists
+
+    def collect(self) -> Iterator[Metric]:
+        now = time.time()
+        success = GaugeMetricFamily(
+            "webpolicy_list_source_last_success_timestamp_seconds", "When the oldest of the "
+            "list's URL sources last downloaded successfully (Unix time; 0: never).",
+            labels=["list"])
+        age = GaugeMetricFamily(
+            "webpolicy_list_source_age_seconds", "Seconds since the oldest of the list's URL "
+            "sources last downloaded successfully (+Inf: never).", labels=["list", "statutory"])
+        max_age = GaugeMetricFamily(
+            "webpolicy_list_source_max_age_seconds", "Older than this the list is stale "
+            "(max_age in policy.yaml).", labels=["list", "statutory"])
+        failing = GaugeMetricFamily(
+            "webpolicy_list_source_failing", "URL sources of the list whose last download "
+            "failed or was refused.", labels=["list"])
+        for name, (statutory, oldest, limit, failed) in list(self._lists.items()):
+            flag = "true" if statutory else "false"
+            success.add_metric([name], oldest or 0.0)
+            age.add_metric([name, flag], float("inf") if oldest is None else max(0.0, now - oldest))
+            max_age.add_metric([name, flag], limit)
+            failing.add_metric([name], failed)
+        yield from (success, age, max_age, failing)
 
 
 def _show(host: str, port: int) -> str:

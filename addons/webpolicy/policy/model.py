@@ -8,9 +8,11 @@ here only the structure and the cross references are checked.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 import pwd
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +26,12 @@ LIST_FORMATS = ("auto", "domains", "hosts", "wildcard", "adblock", "ut1", "urls"
 ACTIONS = ("block", "log")
 YOUTUBE_MODES = ("strict", "moderate", "off")
 WEBHOOK_FORMATS = ("json", "slack", "teams")
+
+# Where the last good copy of each URL source is kept (lists/remote.py): beside policy.yaml by
+# default; WEBPOLICY_SOURCES_DIR moves it (a read-only /etc/webpolicy in the Docker image).
+SOURCES_DIR_ENV = "WEBPOLICY_SOURCES_DIR"
+SOURCES_DIR = ".webpolicy-sources"
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 TOP_LEVEL_KEYS = ("version", "default_profile", "profiles", "clients", "lists", "allow", "deny",
                   "passthrough", "block_page", "logging", "metrics", "watchlist", "alerts")
@@ -68,6 +76,29 @@ class Profile:
 
 
 @dataclass(frozen=True)
+class RemoteSource:
+    """A list source that is a URL (`sources: [{url: https://..., refresh: 6h}]`).
+
+    The list is compiled from `path`, the last good copy, like any other file: lists/remote.py
+    downloads, checks the download and only then replaces that copy; until a first download
+    succeeds the file is missing, so the source is a failed source (fails closed)."""
+    list: str
+    url: str
+    path: Path                            # the last good copy (also in ListSpec.sources)
+    format: str = "auto"                  # the list's format: a download must parse as it
+    statutory: bool = False
+    refresh: float = 6 * 3600.0           # seconds between downloads
+    max_age: float = 24 * 3600.0          # older than this the list is stale (alert)
+    max_shrink: float = 0.5               # refuse a download that lost more of the entries
+    ca: Path | None = None                # the provider's own certificate authority
+    token_env: str = ""                   # environment variable holding a bearer token
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    sha256_url: str = ""                  # published checksum of the download
+    line: int | None = None
+
+
+@dataclass(frozen=True)
 class ListSpec:
     name: str
     category: str
@@ -77,6 +108,7 @@ class ListSpec:
     statutory: bool = False
     expressions: bool = False             # UT1 regular expressions: opt-in, they over-block
     line: int | None = None
+    remote: tuple[RemoteSource, ...] = ()  # URL sources; their copies are among `sources`
 
 
 @dataclass(frozen=True)
@@ -180,6 +212,10 @@ class Policy:
             paths.extend(spec.sources)
         return paths
 
+    def remote_sources(self) -> list[RemoteSource]:
+        """Every URL source of every list, in policy order."""
+        return [source for spec in self.lists.values() for source in spec.remote]
+
 
 def load_policy(path: str | Path) -> Policy:
     """Read and validate policy.yaml; raise PolicyError listing every problem."""
@@ -192,6 +228,10 @@ def load_policy(path: str | Path) -> Policy:
     if reader.errors or policy is None:
         raise PolicyError(reader.problems)
     return policy
+
+
+def _https(url: str) -> bool:
+    return url.lower().startswith("https://") and len(url) > len("https://")
 
 
 class _PolicyBuilder:
@@ -256,19 +296,108 @@ class _PolicyBuilder:
             return None
         keys = r.mapping(node, where, ("category", "severity", "format", "sources", "statutory",
                                        "expressions"), required=("category", "sources"))
-        sources = tuple(self._file(text) for text, _ in r.strings(keys.get("sources"), where + ".sources"))
-        if keys.get("sources") is not None and not sources:
+        fmt = r.choice(keys.get("format"), where + ".format", LIST_FORMATS, "auto")
+        statutory = r.boolean(keys.get("statutory"), where + ".statutory", False)
+        sources: list[Path] = []
+        remote: list[RemoteSource] = []
+        refused = False
+        for item in r.sequence(keys.get("sources"), where + ".sources"):
+            if isinstance(item, yaml.MappingNode):
+                source = self._remote(name, item, where + ".sources", fmt, statutory)
+                if source is not None:
+                    remote.append(source)
+                    sources.append(source.path)
+                refused = refused or source is None
+                continue
+            text = r.string(item, where + ".sources")
+            if text:
+                sources.append(self._file(text))
+            elif text is not None:
+                r.error(item, f"{where}.sources: empty item")
+        if keys.get("sources") is not None and not sources and not refused:
             r.error(keys["sources"], f"{where}.sources: name at least one file or directory")
         return ListSpec(
             name=name,
             category=r.string(keys.get("category"), where + ".category", name) or name,
             severity=r.choice(keys.get("severity"), where + ".severity", SEVERITIES, "medium"),
-            format=r.choice(keys.get("format"), where + ".format", LIST_FORMATS, "auto"),
-            sources=sources,
-            statutory=r.boolean(keys.get("statutory"), where + ".statutory", False),
+            format=fmt,
+            sources=tuple(sources),
+            statutory=statutory,
             expressions=r.boolean(keys.get("expressions"), where + ".expressions", False),
             line=node.start_mark.line + 1,
+            remote=tuple(remote),
         )
+
+    def _remote(self, name: str, node: yaml.Node, where: str, fmt: str,
+                statutory: bool) -> RemoteSource | None:
+        """One `{url: https://..., refresh: 6h, ...}` source; its last good copy's path."""
+        r = self.r
+        keys = r.mapping(node, where, ("url", "refresh", "max_age", "max_shrink", "ca",
+                                       "token_env", "client_cert", "client_key", "sha256_url"),
+                         required=("url",))
+        url = r.string(keys.get("url"), where + ".url", "") or ""
+        if not url:
+            return None
+        if not _https(url):
+            r.error(keys["url"], f"{where}.url: '{url}' is not an https:// URL; list sources "
+                                 "are downloaded over HTTPS only")
+            return None
+        if fmt == "ut1":
+            r.error(keys["url"], f"{where}.url: a URL source is one file; format ut1 needs a "
+                                 "UT1 category directory")
+            return None
+        refresh = self._duration(keys.get("refresh"), where + ".refresh", 6 * 3600.0)
+        sha256_url = r.string(keys.get("sha256_url"), where + ".sha256_url", "") or ""
+        if sha256_url and not _https(sha256_url):
+            r.error(keys["sha256_url"], f"{where}.sha256_url: '{sha256_url}' is not an "
+                                        "https:// URL")
+        cert, key = keys.get("client_cert"), keys.get("client_key")
+        if (cert is None) != (key is None):
+            r.error(cert or key, f"{where}: client_cert and client_key go together")
+        max_shrink = r.scalar(keys.get("max_shrink"))
+        if max_shrink is None:
+            max_shrink = 0.5
+        elif isinstance(max_shrink, bool) or not isinstance(max_shrink, (int, float)) \
+                or not 0 <= max_shrink <= 1:
+            r.error(keys["max_shrink"], f"{where}.max_shrink: expected a fraction from 0 to 1 "
+                                        f"(0.5: refuse a download with half the entries gone), "
+                                        f"got '{keys['max_shrink'].value}'")
+            max_shrink = 0.5
+        return RemoteSource(
+            list=name, url=url, path=self._copy_path(name, url), format=fmt,
+            statutory=statutory, refresh=refresh,
+            max_age=self._duration(keys.get("max_age"), where + ".max_age", 4 * refresh),
+            max_shrink=float(max_shrink),
+            ca=self._optional_file(keys.get("ca"), where + ".ca"),
+            token_env=r.string(keys.get("token_env"), where + ".token_env", "") or "",
+            client_cert=self._optional_file(cert, where + ".client_cert"),
+            client_key=self._optional_file(key, where + ".client_key"),
+            sha256_url=sha256_url, line=node.start_mark.line + 1)
+
+    def _duration(self, node: yaml.Node | None, where: str, default: float) -> float:
+        """`90s`, `30m`, `6h`, `1d`, or a number of seconds."""
+        value = self.r.scalar(node)
+        if value is None:
+            return default
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            return float(value)
+        found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", str(value))
+        if not found or float(found.group(1)) <= 0:
+            self.r.error(node, f"{where}: '{node.value}' is not a duration (e.g. 30m, 6h, 1d)")
+            return default
+        return float(found.group(1)) * DURATION_UNITS[found.group(2)]
+
+    def _optional_file(self, node: yaml.Node | None, where: str) -> Path | None:
+        text = self.r.string(node, where, "")
+        return self._file(text) if text else None
+
+    def _copy_path(self, name: str, url: str) -> Path:
+        """A stable place for a URL source's last good copy: per list, named by the URL."""
+        configured = os.environ.get(SOURCES_DIR_ENV, "").strip()
+        base = self._file(configured) if configured else self.base / SOURCES_DIR
+        folder = name if re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name) else \
+            "list-" + hashlib.sha256(name.encode()).hexdigest()[:16]
+        return base / folder / (hashlib.sha256(url.encode()).hexdigest()[:32] + ".txt")
 
     def _file(self, text: str) -> Path:
         path = Path(text).expanduser()

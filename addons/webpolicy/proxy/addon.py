@@ -33,6 +33,7 @@ from mitmproxy.proxy.layers import modes
 from webpolicy.engine.engine import Engine, load_engine
 from webpolicy.engine.watchlist import Watchlist
 from webpolicy.lists.compiler import open_cache
+from webpolicy.lists.remote import UPDATED, PolicySources, Refresher
 from webpolicy.monitoring.metrics import Metrics
 from webpolicy.policy import history
 from webpolicy.policy.model import PolicyError
@@ -56,6 +57,7 @@ class WebPolicy:
         self.metrics = Metrics()
         self.gate = Gate(self.metrics)
         self.reloader: Reloader | None = None
+        self.refresher: Refresher | None = None     # downloads URL list sources when due
         self._loop: asyncio.AbstractEventLoop | None = None
         self.early_upstream = EarlyUpstream()
         self.requests = RequestFilter(self.gate)
@@ -144,6 +146,9 @@ class WebPolicy:
                                  self._reloaded, self._reload_failed,
                                  self._reload_interval())
         self.reloader.start(engine.policy)
+        # A replaced last good copy is a changed list file: the reloader picks it up.
+        self.refresher = Refresher(PolicySources(Path(ctx.options.webpolicy_policy)),
+                                   self._sources_refreshed).start()
         self.gate.alerter = Alerter(engine.policy.alerts, self._count_alert,
                                     engine.policy.block_page.organisation).start()
         # What is alive now (mitmproxy, the add-ons, the first policy) lives as long as the
@@ -156,6 +161,8 @@ class WebPolicy:
         self.early_upstream.uninstall()            # never raises: the rest must stop too
         if self.reloader:
             self.reloader.stop()
+        if self.refresher:
+            self.refresher.stop()
         gate = self.gate
         if gate.log_writer:
             gate.log_writer.close()
@@ -164,6 +171,16 @@ class WebPolicy:
             gate.alerter.close()                   # a few seconds to send what is queued
             gate.alerter = None
         self.metrics.stop()
+
+    def _sources_refreshed(self, states, outcomes) -> None:
+        """The Refresher's report (its thread): metrics; and a reload when a copy appeared
+        that the policy in force does not watch (its reload was refused for want of it)."""
+        self.metrics.list_sources(states, outcomes)
+        engine, reloader = self.gate.engine, self.reloader
+        watched = set(engine.policy.files()) if engine else set()
+        if reloader and any(o.result == UPDATED and o.source.path not in watched
+                            for o in outcomes):
+            reloader.request()
 
     def _sighup(self) -> None:
         log.info("webpolicy: SIGHUP, reloading the policy")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 import urllib.request
 from pathlib import Path
 
@@ -17,14 +18,16 @@ from webpolicy.lists.canonical import canonical_url
 from webpolicy.monitoring.metrics import Metrics
 from webpolicy.policy.model import load_policy
 
+# A URL source never downloaded: a failed source (its last good copy is missing).
+SOCIAL = ("{category: Social networking, severity: low, "
+          "sources: [social.txt, {url: 'https://lists.example/social.txt', refresh: 1h}]}")
 POLICY = policy_yaml(
     version="m1",
     learner={"block": ["adult", "gambling"], "log": ["social"]},
     staff={"block": [], "log": ["adult"], "on_error": "allow"},
     users={"alice": "staff"},
     lists={**{name: LIST_SPECS[name] for name in ("ctiru", "adult", "gambling")},
-           "social": "{category: Social networking, severity: low, "
-                     "sources: [social.txt, missing.txt]}"},
+           "social": SOCIAL},
     extra="deny: [denied.test]\n"
           "watchlist:\n  selfharm: {category: Self-harm, terms: [hurt myself]}\n"
           'alerts:\n  webhook: {url: "http://127.0.0.1:9/hook"}\n')
@@ -47,7 +50,9 @@ DOCUMENTED = {
     "webpolicy_policy_last_reload_successful",
     "webpolicy_policy_last_reload_success_timestamp_seconds", "webpolicy_policy_info",
     "webpolicy_build_info", "webpolicy_log_write_errors_total", "webpolicy_alerts_total",
-    "webpolicy_watchlist_hits_total",
+    "webpolicy_watchlist_hits_total", "webpolicy_list_source_last_success_timestamp_seconds",
+    "webpolicy_list_source_age_seconds", "webpolicy_list_source_max_age_seconds",
+    "webpolicy_list_source_failing", "webpolicy_list_source_refresh_failures_total",
 }
 
 
@@ -207,8 +212,7 @@ def test_refused_reload_sets_status_and_a_good_one_clears_it(engine, metrics):
 
 
 def test_a_list_removed_from_the_policy_leaves_no_stale_gauges(tmp_path, metrics):
-    smaller = POLICY.replace("  social: {category: Social networking, severity: low, "
-                             "sources: [social.txt, missing.txt]}\n", "")
+    smaller = POLICY.replace(f"  social: {SOCIAL}\n", "")
     smaller = smaller.replace("    log: [social]\n", "    log: []\n")
     metrics.policy_loaded(make_engine(tmp_path, smaller))
     assert value(metrics, "webpolicy_list_entries", list="social") is None
@@ -277,3 +281,49 @@ def test_a_port_in_use_is_a_clear_error(metrics):
     assert f"127.0.0.1:{port}" in message
     assert "in use" in message and "metrics.listen" in message
     assert metrics.address is None
+
+
+def test_url_sources_show_freshness_per_list_and_count_failures(tmp_path):
+    """Labels are list names (and statutory), never URLs; the age grows while scraped."""
+    from webpolicy.lists.remote import Outcome, SourceState
+    from webpolicy.policy.model import RemoteSource
+
+    engine = make_engine(tmp_path, POLICY)
+    metrics = Metrics()
+    metrics.policy_loaded(engine)
+    assert value(metrics, "webpolicy_list_source_refresh_failures_total", list="social") == 0
+    assert value(metrics, "webpolicy_list_source_age_seconds", list="social",
+                 statutory="false") == float("inf"), "never downloaded, seen at load"
+    assert value(metrics, "webpolicy_list_source_max_age_seconds", list="social",
+                 statutory="false") == 4 * 3600
+    assert value(metrics, "webpolicy_list_source_refresh_failures_total", list="adult") is None
+
+    now = time.time()
+    a = RemoteSource(list="social", url="https://lists.example/a", path=tmp_path / "a.txt",
+                     max_age=7200)
+    b = RemoteSource(list="social", url="https://lists.example/b", path=tmp_path / "b.txt",
+                     max_age=3600)
+    c = RemoteSource(list="ctiru", url="https://lists.example/c", path=tmp_path / "c.txt",
+                     statutory=True, max_age=86400)
+    states = [(a, SourceState(last_success=now - 100)),
+              (b, SourceState(last_success=now - 1000, failures=2, last_error="HTTP 500")),
+              (c, SourceState())]
+    failed = Outcome(b, "failed", "HTTP 500", states[1][1])
+    refused = Outcome(b, "refused", "90% lost", states[1][1])
+    metrics.list_sources(states, [failed, refused, Outcome(a, "updated", "", states[0][1])])
+    assert value(metrics, "webpolicy_list_source_last_success_timestamp_seconds",
+                 list="social") == pytest.approx(now - 1000)
+    assert 1000 <= value(metrics, "webpolicy_list_source_age_seconds", list="social",
+                         statutory="false") < 1060
+    assert value(metrics, "webpolicy_list_source_max_age_seconds", list="social",
+                 statutory="false") == 3600
+    assert value(metrics, "webpolicy_list_source_failing", list="social") == 1
+    assert value(metrics, "webpolicy_list_source_refresh_failures_total", list="social") == 2
+    assert value(metrics, "webpolicy_list_source_age_seconds", list="ctiru",
+                 statutory="true") == float("inf")
+    assert value(metrics, "webpolicy_list_source_last_success_timestamp_seconds",
+                 list="ctiru") == 0
+    text = generate_latest(metrics.registry).decode()
+    assert "lists.example" not in text
+    metrics.list_sources([(a, SourceState(last_success=now))], [])
+    assert value(metrics, "webpolicy_list_source_failing", list="ctiru") is None

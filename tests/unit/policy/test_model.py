@@ -217,3 +217,82 @@ def test_a_directory_the_account_cannot_write_is_an_error(open_tmp):
                           capture_output=True, env={**os.environ, "PYTHONPATH": str(ADDONS)},
                           timeout=60)
     assert "nobody cannot create it" in done.stdout, done.stdout + done.stderr
+# -- URL sources (lists/remote.py downloads them) ----------------------------------------------
+
+REMOTE = GOOD.replace(
+    "adult: {category: Pornography, severity: high, sources: [adult.txt]}",
+    "adult:\n"
+    "    category: Pornography\n"
+    "    severity: high\n"
+    "    sources:\n"
+    "      - adult.txt\n"
+    "      - {url: https://lists.example/adult.txt.gz, refresh: 6h, ca: provider-ca.pem,\n"
+    "         token_env: ADULT_TOKEN, max_shrink: 0.3, sha256_url: https://lists.example/s}\n"
+    "      - {url: https://other.example/adult.txt, refresh: 90m, max_age: 1d,\n"
+    "         client_cert: c.pem, client_key: c.key}")
+
+
+def test_a_url_source_maps_to_a_stable_last_good_copy(tmp_path, monkeypatch):
+    monkeypatch.delenv("WEBPOLICY_SOURCES_DIR", raising=False)
+    policy = load_policy(write(tmp_path, REMOTE))
+    spec = policy.lists["adult"]
+    first, second = spec.remote
+    assert first.url == "https://lists.example/adult.txt.gz" and first.list == "adult"
+    assert first.refresh == 6 * 3600 and first.max_age == 24 * 3600
+    assert first.max_shrink == 0.3 and first.token_env == "ADULT_TOKEN"
+    assert first.ca == tmp_path / "provider-ca.pem" and first.sha256_url == "https://lists.example/s"
+    assert first.format == "auto" and not first.statutory and first.line == 22
+    assert second.refresh == 5400 and second.max_age == 86400 and second.max_shrink == 0.5
+    assert second.client_cert == tmp_path / "c.pem" and second.client_key == tmp_path / "c.key"
+    assert first.path.parent == tmp_path / ".webpolicy-sources" / "adult"
+    assert first.path != second.path and first.path.suffix == ".txt"
+    assert spec.sources == (tmp_path / "adult.txt", first.path, second.path)
+    assert first.path in policy.files(), "the reloader watches the last good copy"
+    assert policy.remote_sources() == [first, second]
+    assert load_policy(write(tmp_path, REMOTE)).lists["adult"].remote[0].path == first.path
+    monkeypatch.setenv("WEBPOLICY_SOURCES_DIR", str(tmp_path / "state"))
+    moved = load_policy(write(tmp_path, REMOTE)).lists["adult"].remote[0]
+    assert moved.path.parent == tmp_path / "state" / "adult"
+
+
+@pytest.mark.parametrize("source, message", [
+    ("{url: http://lists.example/a.txt}", "is not an https:// URL; list sources are downloaded "
+                                          "over HTTPS only"),
+    ("{url: https://lists.example/a.txt, refresh: often}", "is not a duration"),
+    ("{url: https://lists.example/a.txt, max_shrink: 2}", "max_shrink: expected a fraction"),
+    ("{url: https://lists.example/a.txt, client_cert: c.pem}", "client_cert and client_key go "
+                                                               "together"),
+    ("{url: https://lists.example/a.txt, sha256_url: http://x/s}", "sha256_url"),
+    ("{refresh: 6h}", "missing required key 'url'"),
+    ("{url: https://lists.example/a.txt, refesh: 6h}", "did you mean 'refresh'"),
+])
+def test_url_source_mistakes_name_file_and_line(tmp_path, source, message):
+    text = GOOD.replace("sources: [adult.txt]}", f"sources: [adult.txt, {source}]}}")
+    found = problems(tmp_path, text)
+    assert any(message in p and ":17:" in p for p in found), found
+
+
+def test_a_ut1_list_cannot_be_a_url(tmp_path):
+    text = GOOD.replace("sources: [adult.txt]}", "format: ut1, sources: "
+                                                 "[{url: https://x.example/adult.tar.gz}]}")
+    assert any("format ut1 needs a UT1 category directory" in p for p in problems(tmp_path, text))
+
+
+def test_the_shipped_policys_commented_url_example_is_valid(tmp_path, monkeypatch):
+    """policy.yaml ships a URL source commented out (no network dependency); uncommented,
+    it must load as written."""
+    monkeypatch.delenv("WEBPOLICY_SOURCES_DIR", raising=False)
+    shipped = (REPO / "policy.yaml").read_text()
+    lines = shipped.splitlines()
+    start = lines.index("  # phishing:")
+    example = []
+    for line in lines[start:]:
+        if not line.startswith("  #"):
+            break
+        example.append("  " + line[4:])
+    text = shipped.replace("\nallow:", "\n" + "\n".join(example) + "\nallow:", 1)
+    policy = load_policy(write(tmp_path, text))
+    source = policy.lists["phishing"].remote[0]
+    assert source.url == "https://lists.example.net/phishing.txt.gz"
+    assert source.refresh == 6 * 3600 and source.token_env == "PHISHING_LIST_TOKEN"
+    assert load_policy(REPO / "policy.yaml").remote_sources() == []

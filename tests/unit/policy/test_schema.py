@@ -94,3 +94,20 @@ def test_the_schema_names_exactly_the_keys_the_model_reads():
     assert len(model) > 40
     assert model == schema, (f"only in model.py: {sorted(model - schema)}; "
                              f"only in the schema: {sorted(schema - model)}")
+
+
+def test_url_sources_are_valid_and_http_is_refused():
+    policy = yaml.safe_load(GOOD)
+    policy["lists"]["adult"]["sources"] = [
+        "adult.txt",
+        {"url": "https://lists.example/adult.txt.gz", "refresh": "6h", "max_age": "1d",
+         "max_shrink": 0.3, "ca": "provider-ca.pem", "token_env": "ADULT_TOKEN",
+         "client_cert": "c.pem", "client_key": "c.key",
+         "sha256_url": "https://lists.example/adult.txt.gz.sha256"}]
+    assert errors(policy) == []
+    policy["lists"]["adult"]["sources"] = [{"url": "http://lists.example/adult.txt"}]
+    assert any("does not match" in message for message in errors(policy))
+    policy["lists"]["adult"]["sources"] = [{"url": "https://x.example/a", "refresh": "often"}]
+    assert errors(policy)
+    policy["lists"]["adult"]["sources"] = [{"refresh": "6h"}]
+    assert any("'url' is a required property" in message for message in errors(policy))

@@ -1,0 +1,148 @@
+"""A list downloaded from a URL, with a real mitmdump and a real local HTTPS list server.
+
+The running proxy downloads the list by itself (its Refresher thread), starts filtering with it,
+picks up a list that grew, keeps filtering with the last good copy through a 500 and through a
+download that lost 90% of its entries, and its metrics say what happened."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from collections.abc import Callable
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.unit.lists.listserver import ListServer, Reply, domains
+
+from .conftest import LEARNER_IP, POLICY, STAFF_IP
+from .test_monitoring import assert_bounded_labels
+
+pytestmark = pytest.mark.e2e
+
+REMOTE_POLICY = POLICY.replace(
+    "    block: [ctiru, adult, gambling]\n    log: [social]\n",
+    "    block: [ctiru, adult, gambling, phishing]\n    log: [social]\n", 1).replace(
+    "allow: [example.org/teaching/]\n",
+    "  phishing:\n"
+    "    category: Phishing\n"
+    "    format: domains\n"
+    "    sources:\n"
+    "      - {{url: '{list_url}', refresh: 2s, max_age: 1h, ca: '{ca}'}}\n"
+    "allow: [example.org/teaching/]\n")
+
+
+def metrics(proxy) -> dict[tuple[str, frozenset], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{proxy.metrics_port}/metrics",
+                                timeout=5) as response:
+        text = response.read().decode()
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def metric(proxy, name: str, **labels) -> float | None:
+    return metrics(proxy).get((name, frozenset(labels.items())))
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def status(proxy, url: str, client_ip: str = LEARNER_IP) -> int:
+    return proxy.curl(url, client_ip=client_ip).status
+
+
+def test_the_proxy_keeps_a_url_list_current_and_keeps_the_last_good_copy(make_proxy, tmp_path):
+    with ListServer(tmp_path) as server:
+        server.replies["/phishing.txt"] = Reply(body=domains(100, "phish").encode())
+        proxy = make_proxy(REMOTE_POLICY, list_url=server.url("/phishing.txt"), ca=server.ca)
+        failures = ("webpolicy_list_source_refresh_failures_total", {"list": "phishing"})
+
+        # Cold start: no copy yet, so learners fail closed until the Refresher has it; then
+        # the reloader loads it.
+        assert wait_until(lambda: status(proxy, "http://news.test/") == 200), proxy.output
+        assert status(proxy, "http://phish5.example/") == 403
+        assert status(proxy, "http://phish5.example/", STAFF_IP) != 403
+        assert metric(proxy, "webpolicy_list_entries", list="phishing") == 100
+        first_success = metric(proxy, "webpolicy_list_source_last_success_timestamp_seconds",
+                               list="phishing")
+        assert first_success > time.time() - 60
+        assert metric(proxy, "webpolicy_list_source_max_age_seconds", list="phishing",
+                      statutory="false") == 3600
+        assert metric(proxy, failures[0], **failures[1]) == 0
+
+        # The list grew: picked up by itself.
+        server.replies["/phishing.txt"] = Reply(body=domains(300, "phish").encode())
+        assert wait_until(lambda: status(proxy, "http://phish250.example/") == 403), proxy.output
+        assert wait_until(lambda: metric(proxy, "webpolicy_list_entries",
+                                         list="phishing") == 300)
+
+        # The provider fails: the last good copy stays in force, the metrics say so.
+        server.replies["/phishing.txt"] = Reply(500, b"Internal Server Error")
+        assert wait_until(lambda: metric(proxy, failures[0], **failures[1]) >= 1), proxy.output
+        assert metric(proxy, "webpolicy_list_source_failing", list="phishing") == 1
+        assert status(proxy, "http://phish250.example/") == 403
+        assert status(proxy, "http://news.test/") == 200
+        assert "lists.phishing: " in proxy.output and "failed: HTTP 500" in proxy.output
+
+        # A download that lost 90% of the entries is refused: still 300 entries in force.
+        before = metric(proxy, failures[0], **failures[1])
+        server.replies["/phishing.txt"] = Reply(body=domains(30, "phish").encode())
+        assert wait_until(lambda: "90% lost" in proxy.output), proxy.output
+        assert wait_until(lambda: metric(proxy, failures[0], **failures[1]) > before)
+        assert status(proxy, "http://phish250.example/") == 403
+        assert metric(proxy, "webpolicy_list_entries", list="phishing") == 300
+        assert metric(proxy, "webpolicy_list_source_failing", list="phishing") == 1
+        age = metric(proxy, "webpolicy_list_source_age_seconds", list="phishing",
+                     statutory="false")
+        assert 0 < age < 120
+        copies = list((proxy.directory / ".webpolicy-sources" / "phishing").glob("*.txt"))
+        assert len(copies) == 1 and copies[0].read_text() == domains(300, "phish")
+
+        # The provider recovers: the failing gauge clears and the success time moves on.
+        server.replies["/phishing.txt"] = Reply(body=domains(310, "phish").encode())
+        assert wait_until(lambda: metric(proxy, "webpolicy_list_source_failing",
+                                         list="phishing") == 0), proxy.output
+        assert metric(proxy, "webpolicy_list_source_last_success_timestamp_seconds",
+                      list="phishing") > first_success
+        assert wait_until(lambda: status(proxy, "http://phish305.example/") == 403)
+        text = urllib.request.urlopen(f"http://127.0.0.1:{proxy.metrics_port}/metrics",
+                                      timeout=5).read().decode()
+        assert_bounded_labels(text, proxy, private=[f"127.0.0.1:{server.port}", "phishing.txt",
+                                                    "phish5.example"])
+        assert "Traceback" not in proxy.output
+
+
+def test_a_statutory_url_list_added_to_a_running_proxy_is_fetched_then_loaded(make_proxy,
+                                                                              tmp_path):
+    """Its reload is refused while no copy exists (a statutory source must load); the
+    Refresher reads the sources from policy.yaml itself, downloads the copy, and the reload
+    then goes through."""
+    with ListServer(tmp_path) as server:
+        server.replies["/iwf.txt"] = Reply(body=b"abuse.test/images\nnews.test/bad-page\n")
+        proxy = make_proxy()
+        assert status(proxy, "http://news.test/bad-page") == 200
+        text = proxy.policy_path.read_text().replace(
+            "allow: [example.org/teaching/]\n",
+            "  iwf:\n"
+            "    statutory: true\n"
+            "    category: Child abuse images (IWF)\n"
+            "    severity: critical\n"
+            "    format: urls\n"
+            f"    sources: [{{url: '{server.url('/iwf.txt')}', refresh: 1h, ca: '{server.ca}'}}]\n"
+            "allow: [example.org/teaching/]\n")
+        proxy.policy_path.write_text(text)
+        # 451: a statutory block, for every profile
+        assert wait_until(lambda: status(proxy, "http://news.test/bad-page", STAFF_IP) == 451,
+                          timeout=30), proxy.output
+        assert status(proxy, "http://news.test/bad-page") == 451
+        assert status(proxy, "http://news.test/") == 200
+        assert metric(proxy, "webpolicy_list_entries", list="iwf") == 2
+        assert metric(proxy, "webpolicy_list_source_age_seconds", list="iwf",
+                      statutory="true") < 60
+        assert "Traceback" not in proxy.output
