@@ -29,7 +29,9 @@ LABEL org.opencontainers.image.title="webpolicy" \
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    WEBPOLICY_HEALTHCHECK_PORT=8080
+    WEBPOLICY_HEALTHCHECK_PORT=8080 \
+    WEBPOLICY_SOURCES_DIR=/var/lib/webpolicy/sources
+# (last good copies of URL list sources: /etc/webpolicy is mounted read-only)
 
 # The wheel's dependencies (mitmproxy 12, ...) come from its metadata (pyproject.toml).
 COPY --from=build /wheels/ /tmp/wheels/

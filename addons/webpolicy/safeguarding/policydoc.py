@@ -168,8 +168,19 @@ def _lists(engine: Engine) -> str:
 
 
 def _sources(spec: ListSpec, base: Path) -> str:
-    return "<br>".join(_e(os.path.relpath(path, base)) for path in spec.sources) + \
-        f' <span class=muted>({_e(spec.format)})</span>'
+    """Files as written in the policy; a URL source as its address without any query (a
+    provider may put a key there) and how often it is fetched."""
+    remote = {source.path: source for source in spec.remote}
+    shown = []
+    for path in spec.sources:
+        source = remote.get(path)
+        if source is None:
+            shown.append(_e(os.path.relpath(path, base)))
+        else:
+            parts = urlsplit(source.url)
+            shown.append(f"{_e(parts.scheme)}://{_e(parts.netloc)}{_e(parts.path)} "
+                         f"<span class=muted>(fetched every {source.refresh / 3600:g} h)</span>")
+    return "<br>".join(shown) + f' <span class=muted>({_e(spec.format)})</span>'
 
 
 def _age(spec: ListSpec) -> str:

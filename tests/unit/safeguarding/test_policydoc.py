@@ -86,3 +86,15 @@ def test_selftest_and_export_marks_read_back(tmp_path):
     assert policydoc.last_export(policy) is None
     policydoc.mark_exported(policy, NOW)
     assert policydoc.last_export(policy) == NOW
+
+
+def test_a_url_source_shows_its_address_without_the_query(tmp_path):
+    remote = POLICY.replace(
+        "social: {category: Social networking, severity: low, sources: [social.txt]}",
+        "social: {category: Social networking, severity: low, sources: "
+        "[{url: 'https://lists.example/feed.txt?key=PROVIDER-KEY', refresh: 6h}]}")
+    assert remote != POLICY
+    engine = engine_from(tmp_path, remote, LISTS)
+    html = policydoc.render(engine, [], since=None, selftest=None, now=NOW)
+    assert "https://lists.example/feed.txt" in html and "every 6 h" in html
+    assert "PROVIDER-KEY" not in html
