@@ -7,6 +7,8 @@ ephemeral port with a temporary confdir (its generated CA is trusted by the test
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import shutil
@@ -160,3 +162,12 @@ def _listening(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def htpasswd(directory: Path, users: dict[str, str]) -> Path:
+    """An htpasswd file ({SHA} entries) for mitmproxy's --proxyauth @FILE."""
+    path = directory / "htpasswd"
+    path.write_text("".join(
+        f"{user}:{{SHA}}{base64.b64encode(hashlib.sha1(pw.encode()).digest()).decode()}\n"
+        for user, pw in users.items()))
+    return path

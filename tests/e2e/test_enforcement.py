@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from .conftest import LEARNER_IP, POLICY, STAFF_IP, UNKNOWN_IP
-from .proxy import free_port
+from .proxy import free_port, htpasswd
 
 pytestmark = pytest.mark.e2e
 
@@ -227,11 +227,13 @@ LOGIN_POLICY = POLICY.replace("users: {{alice: staff}}", "users: {{alice: staff,
 
 
 @pytest.mark.parametrize("listener", ["connect", "socks5"])
-def test_early_upstream_follows_the_login_not_the_address(make_proxy, sites, listener):
+def test_early_upstream_follows_the_login_not_the_address(make_proxy, sites, listener,
+                                                          tmp_path):
     """A staff login on a learner's machine may preconnect to a site staff only log; a
     learner's login on a staff machine may not, over CONNECT and over SOCKS5 alike."""
     socks_port = free_port()
-    proxy = make_proxy(policy=LOGIN_POLICY, options={"proxyauth": "any"},
+    users = htpasswd(tmp_path, {"alice": "x", "lena": "x"})
+    proxy = make_proxy(policy=LOGIN_POLICY, options={"proxyauth": f"@{users}"},
                        extra_args=["--mode", "regular", "--mode", f"socks5@{socks_port}"])
 
     def preconnect(client_ip: str, login: str) -> None:

@@ -16,8 +16,6 @@ these tests fail, not skip, without them.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import platform
 import re
@@ -40,7 +38,7 @@ from webpolicy.monitoring.metrics import Metrics
 from webpolicy.policy.model import load_policy
 
 from .conftest import LEARNER_IP, POLICY, STAFF_IP, UNKNOWN_IP
-from .proxy import REPO, Proxy, free_port
+from .proxy import REPO, Proxy, free_port, htpasswd
 
 MONITORING = REPO / "monitoring"
 CONFIG = MONITORING / "prometheus.yml"
@@ -370,14 +368,6 @@ def assert_bounded_labels(text: str, proxy: Proxy, private: list[str]) -> None:
                 else:
                     assert sample.name == "python_info", f"{sample.name}: {name}"
     assert {"profile", "list", "category", "action", "result", "stage"} <= seen
-
-
-def htpasswd(directory: Path, users: dict[str, str]) -> Path:
-    path = directory / "htpasswd"
-    path.write_text("".join(
-        f"{user}:{{SHA}}{base64.b64encode(hashlib.sha1(pw.encode()).digest()).decode()}\n"
-        for user, pw in users.items()))
-    return path
 
 
 def test_no_label_carries_a_user_address_host_or_url(make_proxy, tmp_path):

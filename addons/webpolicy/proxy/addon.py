@@ -23,6 +23,7 @@ import asyncio
 import gc
 import logging
 import signal
+import threading
 from collections.abc import Awaitable
 from pathlib import Path
 
@@ -82,8 +83,21 @@ class WebPolicy:
                           "Addresses that are the gateway itself, comma-separated networks: a "
                           "client may not name them as a destination unless they are listed "
                           "under allow: in the policy.")
+        self._hold_sighup()
+
+    def _hold_sighup(self) -> None:
+        """From the moment the add-on loads until `running` installs the real handler, a
+        SIGHUP (an admin's reload, a log rotation) is held for later instead of killing the
+        proxy, Python's default: compiling big lists at start-up takes seconds."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        def held(signum, frame) -> None:
+            self._sighup_held = True
+        self._sighup_held = False
+        signal.signal(signal.SIGHUP, held)
 
     def configure(self, updated: set[str]) -> None:
+        _refuse_unsafe_options(updated)
         if "connection_strategy" in updated or "webpolicy_policy" in updated:
             if ctx.options.connection_strategy != "lazy":
                 # Eager would open the upstream TCP+TLS connection before a request is decided.
@@ -98,6 +112,11 @@ class WebPolicy:
             self._reload_interval()
         if "webpolicy_policy" in updated:
             self._load_initial(Path(ctx.options.webpolicy_policy))
+        if "proxyauth" in updated and self.gate.engine is not None:
+            try:
+                _refuse_any_login_for_named_users(self.gate.engine)
+            except UnsafeConfiguration as exc:
+                raise exceptions.OptionsError(f"webpolicy: {exc}") from None
 
     @staticmethod
     def _reload_interval() -> float:
@@ -118,7 +137,8 @@ class WebPolicy:
         try:
             engine = load_engine(path, self._list_cache)
             preflight(engine.policy.logging.directory)
-        except (PolicyError, LogDirectoryError) as exc:
+            _refuse_any_login_for_named_users(engine)
+        except (PolicyError, LogDirectoryError, UnsafeConfiguration) as exc:
             self.metrics.reload_failed()
             raise exceptions.OptionsError(f"webpolicy: the policy cannot be loaded:\n{exc}") from None
         self._install(engine)
@@ -146,6 +166,9 @@ class WebPolicy:
                                  self._reloaded, self._reload_failed,
                                  self._reload_interval())
         self.reloader.start(engine.policy)
+        if getattr(self, "_sighup_held", False):
+            log.info("webpolicy: a SIGHUP came during start-up: reloading now")
+            self.reloader.request()
         # A replaced last good copy is a changed list file: the reloader picks it up.
         self.refresher = Refresher(PolicySources(Path(ctx.options.webpolicy_policy)),
                                    self._sources_refreshed).start()
@@ -191,6 +214,7 @@ class WebPolicy:
         """The reloader's build (off the loop): a policy whose new logging.directory cannot
         hold the log is refused like a broken one, and the old writer keeps writing."""
         engine = load_engine(path, cache, reload=True)
+        _refuse_any_login_for_named_users(engine)
         current = self.gate.engine
         directory = engine.policy.logging.directory
         if current is None or current.policy.logging.directory != directory:
@@ -342,3 +366,28 @@ class WebPolicy:
 
 def _entry_counts(engine: Engine | None) -> dict[str, int] | None:
     return {name: s.entries for name, s in engine.status.items()} if engine else None
+
+
+class UnsafeConfiguration(ValueError):
+    """A mitmproxy option or combination that would quietly weaken filtering."""
+
+
+def _refuse_unsafe_options(updated: set[str]) -> None:
+    """Options that would let a blocked request through or leave it unanswered are refused
+    at start-up (and when set later), with what to do instead."""
+    if "stream_large_bodies" in updated and ctx.options.stream_large_bodies:
+        raise exceptions.OptionsError(
+            "webpolicy: stream_large_bodies is not supported: mitmproxy cannot answer a request "
+            "it has started to stream, so a blocked upload above that size would get no block "
+            "page.  Remove --set stream_large_bodies (body_size_limit still bounds memory).")
+
+
+def _refuse_any_login_for_named_users(engine: Engine) -> None:
+    """`--proxyauth any` takes any password: with clients.users naming staff, anyone could
+    type a staff name and be filtered as staff."""
+    if ctx.options.proxyauth == "any" and engine.policy.users:
+        raise UnsafeConfiguration(
+            "--proxyauth any accepts any password, so anyone could sign in as a user listed "
+            f"under clients.users in {engine.policy.path} and get that user's profile.  Check "
+            "passwords (--proxyauth @/path/to/htpasswd or an LDAP directory), or remove "
+            "clients.users.")

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
-from mitmproxy import http, tls
+from mitmproxy import ctx, http, tls
 from mitmproxy.addons import proxyauth, proxyserver
 from mitmproxy.exceptions import OptionsError
 from mitmproxy.proxy.mode_specs import ProxyMode
@@ -289,3 +291,44 @@ def test_selftest_requests_are_neither_counted_nor_alerted(addon):
     addon.requestheaders(request("ctiru.example", "/terror/page", scheme="http"))
     assert len(offered) == 1, "a real statutory block is still alerted"
     addon.gate.alerter = None
+
+
+# -- configuration traps (issue #15): refused with what to do instead ------------------------
+
+def configured(tmp_path, **options):
+    path = write_policy(tmp_path, POLICY, LISTS)
+    webpolicy = WebPolicy()
+    with taddons.context(proxyserver.Proxyserver(), proxyauth.ProxyAuth(), webpolicy) as tctx:
+        tctx.configure(webpolicy, webpolicy_cache_dir=str(tmp_path / "cache"),
+                       webpolicy_metrics=False, **options)
+        tctx.configure(webpolicy, webpolicy_policy=str(path))
+        return webpolicy
+
+
+def test_any_password_with_named_users_is_refused(tmp_path):
+    """--proxyauth any with clients.users: anyone could type alice and be staff."""
+    with pytest.raises(OptionsError, match="proxyauth any accepts any password"):
+        configured(tmp_path, proxyauth="any")
+
+
+def test_any_password_set_later_is_refused_too(addon):
+    with pytest.raises(OptionsError, match="clients.users"):
+        ctx.options.update(proxyauth="any")
+
+
+def test_streaming_large_bodies_is_refused(tmp_path):
+    with pytest.raises(OptionsError, match="stream_large_bodies is not supported"):
+        configured(tmp_path, stream_large_bodies="1m")
+
+
+def test_a_sighup_while_starting_is_held_not_fatal(tmp_path):
+    """Python's default for SIGHUP ends the process; from load() on it is held, and replayed
+    as a reload once the proxy runs."""
+    previous = signal.getsignal(signal.SIGHUP)
+    try:
+        webpolicy = configured(tmp_path)
+        assert signal.getsignal(signal.SIGHUP) not in (signal.SIG_DFL, previous)
+        os.kill(os.getpid(), signal.SIGHUP)
+        assert webpolicy._sighup_held
+    finally:
+        signal.signal(signal.SIGHUP, previous)
