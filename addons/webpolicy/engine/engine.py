@@ -308,12 +308,27 @@ def _report_list(spec: ListSpec, item: CompiledList, policy: Policy,
     lines = _source_lines(policy, spec) if item.messages else {}
     for message in item.messages:
         line = _message_line(spec, message, lines)
-        problems.append(Problem(str(policy.path), line, message,
+        problems.append(Problem(str(policy.path), line, _name_url_source(spec, message),
                                 warning=not (spec.statutory or failed)))
     if item.status.skipped:
         problems.append(Problem(str(policy.path), spec.line, f"lists.{spec.name}: skipped "
                                 f"{item.status.skipped} bad lines, e.g. "
                                 f"{item.status.skipped_examples[0]}", warning=True))
+
+
+def _name_url_source(spec: ListSpec, message: str) -> str:
+    """A message about a URL source's last good copy names the URL, not the copy's hashed
+    path, and says what to do when there is no copy yet."""
+    for source in spec.remote:
+        head = f"lists.{spec.name}: source {source.path}"
+        if message.startswith(head):
+            rest = message[len(head):]
+            if rest == ": no such file or directory":
+                return (f"lists.{spec.name}: source {source.url}: no good copy yet (never "
+                        f"downloaded, or every download refused): run `webpolicy update`; "
+                        f"the copy is kept at {source.path}")
+            return f"lists.{spec.name}: source {source.url} (copy {source.path}){rest}"
+    return message
 
 
 def _source_lines(policy: Policy, spec: ListSpec) -> dict[str, int]:
