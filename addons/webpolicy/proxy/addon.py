@@ -31,6 +31,7 @@ from mitmproxy import ctx, dns, exceptions, http, tcp, tls
 from mitmproxy.proxy import server_hooks
 from mitmproxy.proxy.layers import modes
 
+from webpolicy.engine.decision import Decision
 from webpolicy.engine.engine import Engine, load_engine
 from webpolicy.engine.watchlist import Watchlist
 from webpolicy.lists.compiler import open_cache
@@ -306,11 +307,14 @@ class WebPolicy:
         Each stage fails closed on its own: a raised hook would forward the request."""
         if flow.response is not None:      # e.g. proxyauth's 407: never overwrite it
             return
-        decided_hosts = self.requests.filter(flow)
+        filtered = self.requests.filter(flow)
+        decided_hosts = filtered.hosts
         if flow.response is None:
             self.circumvention.requestheaders(flow, decided_hosts)
         if flow.response is None:
             self.safesearch.requestheaders(flow, decided_hosts)
+        self.metrics.observe(filtered.decision.profile, _counted_action(filtered.decision, flow),
+                             filtered.seconds)
         if flow.response is None:          # its connection may open on the names decided
             self.chokepoint.allow_http(flow, decided_hosts)
             return None
@@ -391,3 +395,12 @@ def _refuse_any_login_for_named_users(engine: Engine) -> None:
             f"under clients.users in {engine.policy.path} and get that user's profile.  Check "
             "passwords (--proxyauth @/path/to/htpasswd or an LDAP directory), or remove "
             "clients.users.")
+
+
+def _counted_action(decision: Decision, flow: http.HTTPFlow) -> str:
+    """The request's action as counted in webpolicy_requests_total: the decision's, unless a
+    stage refused what the decision allowed (an IP-literal request, the DoH canary)."""
+    response = flow.response
+    if decision.action != "block" and response is not None and response.status_code >= 400:
+        return "block"
+    return decision.action

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import NamedTuple
 
 from mitmproxy import http
 
@@ -28,27 +29,37 @@ from webpolicy.safeguarding.events import RequestFacts
 log = logging.getLogger("webpolicy")
 
 
+class Filtered(NamedTuple):
+    """What deciding one request came to."""
+
+    decision: Decision
+    seconds: float                           # identifying the client and deciding
+    hosts: tuple[str, ...] | None            # the canonical hosts decided
+
+
 class RequestFilter:
     def __init__(self, gate: Gate) -> None:
         self.gate = gate
         self.watchlist = Watchlist()              # compiled with each policy, swapped whole
         self._recent_hits = RecentHits()          # flagged suggestions, one per keystroke
 
-    def filter(self, flow: http.HTTPFlow) -> tuple[str, ...] | None:
-        """The decision, its record and the block page; returns the canonical hosts decided
-        (None if none could be), so the stages need not parse them again."""
+    def filter(self, flow: http.HTTPFlow) -> Filtered:
+        """The decision, its record and the block page.  Returns the decision and how long
+        it took (the add-on counts the request once the stages have run: a stage may still
+        refuse it) and the canonical hosts decided (None if none could be), so the stages
+        need not parse them again."""
         gate = self.gate
         started = time.perf_counter()
         client = client_ip(flow)
         user = gate.user(flow)
         decision, url, host, decided_hosts = self._decide(flow, client, user)
-        gate.metrics.observe(decision.profile, decision.action, time.perf_counter() - started)
+        filtered = Filtered(decision, time.perf_counter() - started, decided_hosts)
         search, watch = self._search(flow, url) if url is not None and url.query else (None, None)
         if decision.action == "allow" and not decision.error:
             if watch is None or self._repeated_suggestion(search, watch, client, user):
                 if url is not None and is_selftest_host(url.host):
                     _answer_selftest(flow, decision)
-                return decided_hosts
+                return filtered
         facts = RequestFacts(client, user, flow.request.method, url, host,
                              flow.request.headers.get("user-agent", ""),
                              search.term if search else None)
@@ -57,7 +68,7 @@ class RequestFilter:
             gate.block(flow, decision, event_id, url, host)
         if url is not None and is_selftest_host(url.host):
             _answer_selftest(flow, decision)
-        return decided_hosts
+        return filtered
 
     def _decide(self, flow: http.HTTPFlow, client: str, user: str | None
                 ) -> tuple[Decision, CanonicalURL | None, str, tuple[str, ...] | None]:

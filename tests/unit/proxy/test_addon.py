@@ -332,3 +332,18 @@ def test_a_sighup_while_starting_is_held_not_fatal(tmp_path):
         assert webpolicy._sighup_held
     finally:
         signal.signal(signal.SIGHUP, previous)
+
+
+def requests_counted(addon) -> dict[tuple[str, str], float]:
+    family = next(iter(addon.metrics.requests.collect()))
+    return {(s.labels["profile"], s.labels["action"]): s.value for s in family.samples}
+
+
+def test_a_request_a_stage_refuses_is_counted_as_blocked(addon):
+    """Issue #19, in passing: an IP-literal request the circumvention stage refuses was
+    counted as webpolicy_requests_total{action="allow"}."""
+    addon.requestheaders(request("198.51.100.7", scheme="http"))
+    addon.requestheaders(request("allowed.example"))
+    counted = requests_counted(addon)
+    assert counted.get(("learner", "block")) == 1
+    assert counted.get(("learner", "allow")) == 1
