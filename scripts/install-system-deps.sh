@@ -9,6 +9,10 @@ command -v wrk >/dev/null || need+=(wrk)
 command -v unshare >/dev/null || need+=(util-linux)
 command -v certutil >/dev/null || need+=(libnss3-tools)   # Chromium's CA store for the block-page test
 command -v chromedriver >/dev/null || need+=(chromium-driver)  # Selenium drives Chromium in tests/e2e/test_console.py
+# Network namespaces and the nftables redirect of tests/e2e/test_transparent.py (in /usr/sbin,
+# which a non-root PATH may lack).
+command -v ip >/dev/null || [ -x /usr/sbin/ip ] || need+=(iproute2)
+command -v nft >/dev/null || [ -x /usr/sbin/nft ] || need+=(nftables)
 command -v systemd-analyze >/dev/null || need+=(systemd)  # checks docs/webpolicy.service
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
