@@ -149,11 +149,6 @@ def test_domain_fronting_allowed_sni_blocked_host_header_never_contacted(gateway
     assert {site: gateway.internet.contacted(site) for site in before} == before
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known gap in transparent mode: the address the client connected to is not tied to the "
-    "names decided; naming an allowed host (Host, SNI) at a blocked site's address reaches "
-    "that site (over HTTPS only where its certificate is valid for the allowed name, as on "
-    "a shared CDN; over HTTP wherever its default site answers)"))
 @pytest.mark.parametrize("scheme, port", [("https", 443), ("http", 80)])
 def test_allowed_name_at_blocked_site_address_never_contacted(gateway, scheme, port):
     before = gateway.internet.contacted("www.gambling.test")
@@ -184,12 +179,14 @@ def test_raw_bytes_to_blocked_destination_never_relayed(gateway, site, port, pay
     assert gateway.settled(site) == before
 
 
-def test_raw_bytes_to_allowed_destination_still_relayed(gateway):
-    """The choke point refuses what is blocked, not raw TCP as such."""
+def test_unnamed_raw_bytes_are_refused_even_to_an_allowed_address(gateway):
+    """Raw bytes in transparent mode name nothing but the address the client chose, which no
+    list speaks for (the address of a site blocked by name would pass): they are refused
+    unless the address is listed under allow:."""
     before = gateway.internet.contacted("www.youtube.com")
     reply = gateway.client.exchange(INTERNET_SITES["www.youtube.com"], 80, b"\x00\x01 raw\n")
-    assert b"Error response" in reply              # the site's own answer to garbage
-    assert gateway.settled("www.youtube.com", wait=0) == before + 1
+    assert b"Error response" not in reply
+    assert gateway.settled("www.youtube.com") == before
 
 
 def test_http_to_address_with_url_rules_decided_by_path(gateway):
@@ -202,11 +199,6 @@ def test_http_to_address_with_url_rules_decided_by_path(gateway):
     assert gateway.settled("doh.test", wait=0) == before + 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known gap in transparent mode: bytes mitmproxy cannot parse as HTTP or TLS carry no "
-    "name, so the choke point decides the connection on the IP address alone, which no list "
-    "names; a host blocked by name is reached (a lenient server skips the empty line and "
-    "serves the page).  Fixing it needs a policy decision on unnamed raw connections."))
 @pytest.mark.parametrize("port", [80, 443])
 def test_raw_bytes_to_address_of_host_blocked_by_name_never_relayed(gateway, port):
     before = gateway.internet.contacted("www.gambling.test")

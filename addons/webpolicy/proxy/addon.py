@@ -332,8 +332,9 @@ class WebPolicy:
         self.chokepoint.response(flow)     # a non-WebSocket 101 would become a raw relay
 
     @failsafe
-    def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
-        self.chokepoint.server_connect(data)
+    def server_connect(self, data: server_hooks.ServerConnectionHookData
+                       ) -> Awaitable[None] | None:
+        return self.chokepoint.server_connect(data)     # transparent modes: an address check
 
     @failsafe
     def dns_request(self, flow: dns.DNSFlow) -> None:

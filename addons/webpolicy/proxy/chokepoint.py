@@ -33,8 +33,11 @@ client's marks (the connection stops being plain HTTP there).
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
+import socket
+from collections.abc import Awaitable
 
 from mitmproxy import ctx, http
 from mitmproxy.connection import Client, Server
@@ -43,6 +46,8 @@ from mitmproxy.proxy import mode_specs, server_hooks
 from webpolicy.engine.decision import NO_POLICY, Decision, allows_every_path, decide
 from webpolicy.engine.engine import Engine
 from webpolicy.lists.canonical import CanonicalURL, canonical_host, is_plain_name
+from webpolicy.lists.domainindex import is_ip_literal
+from webpolicy.proxy.flows import NAMED_DESTINATION_MODES, request_hosts
 from webpolicy.proxy.gate import OWN_NETWORKS, Gate, Networks
 from webpolicy.safeguarding.events import RequestFacts
 from webpolicy.safeguarding.safetext import clean_text
@@ -54,7 +59,9 @@ OWN_ADDRESS = "own_address"
 IDNA_MISMATCH = "idna_mismatch"
 UNCHECKABLE = "raw_to_url_rules"
 UNREADABLE = "unreadable_name"
+UNVERIFIED = "address_not_named"
 _CATEGORIES = {
+    UNVERIFIED: "Connection to an address that no allowed name stands for",
     OWN_ADDRESS: "Connection to the gateway itself (loopback or its own services)",
     IDNA_MISMATCH: "Site name that two name standards read differently",
     UNCHECKABLE: "Raw connection to a site with page-level rules",
@@ -62,14 +69,52 @@ _CATEGORIES = {
 }
 _ERROR = "webpolicy refused this connection"
 
-# The mark an allowed HTTP request leaves: (canonical names decided, the user they were for).
-Mark = tuple[tuple[str, ...], str | None]
+# The mark an allowed HTTP request leaves: (canonical names decided, the user they were for,
+# in transparent modes the canonical name its Host header asked for: None if unreadable).
+Mark = tuple[tuple[str, ...], str | None, str | None]
 
 
 def refusal(rule: str, entry: str, profile: str, reason: str, version: str) -> Decision:
     """A block the lists did not make, logged and counted like the connect rules'."""
     return Decision("block", profile, reason, list=LIST, category=_CATEGORIES[rule],
                     severity="high", match=rule, entry=clean_text(entry), policy_version=version)
+
+
+RESOLVE_TIMEOUT = 5.0       # seconds to resolve a name when verifying a chosen address
+
+
+def _client_chose_the_address(server: Server, client: Client) -> bool:
+    """Transparent-style modes, where the client picked the IP address connected to (in
+    CONNECT, SOCKS and reverse modes mitmproxy itself resolves the name decided)."""
+    mode = type(client.proxy_mode)
+    return bool(server.address) and mode not in NAMED_DESTINATION_MODES and \
+        mode is not mode_specs.ReverseMode and is_ip_literal(server.address[0])
+
+
+async def resolve(name: str, port: int) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The addresses a name resolves to here, as mitmproxy itself would connect (none when it
+    does not resolve in RESOLVE_TIMEOUT seconds)."""
+    loop = asyncio.get_running_loop()
+    try:
+        found = await asyncio.wait_for(loop.getaddrinfo(name, port, type=socket.SOCK_STREAM),
+                                       RESOLVE_TIMEOUT)
+    except (OSError, TimeoutError):
+        return set()
+    return {ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in found}
+
+
+def _canonical_or_none(name: str) -> str | None:
+    try:
+        return canonical_host(name)
+    except ValueError:
+        return None
+
+
+def _same_address(name: str, wanted: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    try:
+        return ipaddress.ip_address(name.strip("[]").split("%", 1)[0]) == wanted
+    except ValueError:
+        return False
 
 
 # -- names -----------------------------------------------------------------------------------
@@ -187,7 +232,10 @@ class Chokepoint:
         marks = self._marks.get(flow.client_conn.id)
         if marks is None:
             marks = self._marks[flow.client_conn.id] = {}
-        marks[(request.host, request.port)] = (decided_hosts, self.gate.user(flow))
+        requested = None
+        if type(flow.client_conn.proxy_mode) not in NAMED_DESTINATION_MODES:
+            requested = _canonical_or_none(request_hosts(flow)[0])
+        marks[(request.host, request.port)] = (decided_hosts, self.gate.user(flow), requested)
 
     def forget_http(self, client_id: str) -> None:
         """The client connection is no longer plain HTTP (CONNECT, raw TCP)."""
@@ -241,20 +289,69 @@ class Chokepoint:
 
     # -- deciding -------------------------------------------------------------------------
 
-    def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
+    def server_connect(self, data: server_hooks.ServerConnectionHookData
+                       ) -> Awaitable[None] | None:
         server, client = data.server, data.client
         if client.id in self._refused_clients:
             server.error = _ERROR                # already recorded by the hook that refused
             return
         found = self.refusal(server, client)
         if found is None:
-            return
-        decision, name, raw = found
+            if _client_chose_the_address(server, client):
+                return self._verify_address(server, client)     # mitmproxy awaits it
+            return None
+        self._refuse(server, client, *found)
+        return None
+
+    def _refuse(self, server: Server, client: Client, decision: Decision, name: str,
+                raw: bool) -> None:
         facts = RequestFacts(client.peername[0] if client.peername else "",
                              self._user(server, client), "TCP" if raw else "HTTP", None, name)
         self.gate.record(decision, facts, passthrough=raw)
         self.gate.metrics.connection_refused(decision.profile, "upstream")
         server.error = f"{_ERROR}: {decision.category}"
+
+    async def _verify_address(self, server: Server, client: Client) -> None:
+        """Transparent modes: the client chose the address, and the names decided (Host,
+        SNI) are only what it said.  The address must be one a decided name stands for (the
+        name itself, or what it resolves to, as Squid's host_verify_strict checks), or
+        listed under `allow:`; a connection that names nothing (raw bytes) is refused, since
+        no list can speak for a bare address.  Any failure, DNS included, refuses it."""
+        try:
+            if await self._address_stands_for_a_name(server, client):
+                return
+            decision = self._unverified(server, client)
+        except Exception as exc:  # noqa: BLE001 - fail closed: nothing opens unverified
+            log.warning("webpolicy: cannot verify %s: %r", server.address, exc)
+            decision = self._unverified(server, client)
+        self._refuse(server, client, decision, str(server.address[0]), self._mark(server,
+                                                                                client) is None)
+
+    async def _address_stands_for_a_name(self, server: Server, client: Client) -> bool:
+        engine = self.gate.engine
+        address, port = server.address[0], server.address[1]
+        mark = self._mark(server, client)
+        names = {mark[2]} if mark and mark[2] else set()       # what the Host header asked for
+        names.update(name for name in (server.sni, client.sni) if name)
+        wanted = ipaddress.ip_address(address.split("%", 1)[0])
+        if any(_same_address(name, wanted) for name in names):
+            return True                          # the client named the address itself
+        if engine is not None and self._allow_listed(engine, canonical_host(address),
+                                                       client.peername[0], None):
+            return True
+        for name in sorted(n for n in names if not is_ip_literal(n)):
+            if wanted in await resolve(name, port):
+                return True
+        return False
+
+    def _unverified(self, server: Server, client: Client) -> Decision:
+        engine = self.gate.engine
+        if engine is None:
+            return NO_POLICY
+        user = self._user(server, client)
+        rules, reason = engine.identify(user, client.peername[0] if client.peername else "")
+        return refusal(UNVERIFIED, str(server.address[0]), rules.profile.name, reason,
+                       engine.version)
 
     def refusal(self, server: Server, client: Client) -> tuple[Decision, str, bool] | None:
         """The refusal of this connection, the name refused, and whether it carries raw bytes

@@ -6,6 +6,8 @@ a blocked destination is never allowed and that no hook raises."""
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import time
 
 import pytest
@@ -285,3 +287,67 @@ def test_the_mark_and_the_choke_point_cost_microseconds(addon):
     assert server.error is None
     print(f"mark {mark * 1e6:.2f} us, server_connect {connect_cost * 1e6:.2f} us")
     assert mark < 20e-6 and connect_cost < 200e-6
+
+
+# -- transparent modes: the address the client chose must stand for a decided name -----------
+
+RESOLVES = {"school.example": {"192.0.2.10"}, "gambling.example": {"192.0.2.66"}}
+
+
+@pytest.fixture
+def fake_dns(monkeypatch):
+    async def resolve(name, port):
+        return {ipaddress.ip_address(a) for a in RESOLVES.get(name, ())}
+    monkeypatch.setattr(chokepoint, "resolve", resolve)
+
+
+def transparent(addon: WebPolicy, address: str, port: int = 80, sni: str | None = None,
+                host_header: str | None = None) -> str | None:
+    """server_connect in transparent mode, after an allowed request naming `host_header`
+    (None: raw bytes, no request); the error it leaves (None: it opens)."""
+    who = client(mode="transparent")
+    if host_header is not None:
+        flow = request_flow(address, host_header.encode())
+        flow.client_conn = who
+        addon.requestheaders(flow)
+        assert flow.response is None, "the request itself is allowed"
+    server = connection.Server(address=(address, port))
+    server.sni = sni
+    waiting = addon.server_connect(server_hooks.ServerConnectionHookData(client=who,
+                                                                         server=server))
+    if waiting is not None:
+        asyncio.run(waiting)
+    return server.error
+
+
+def test_an_allowed_name_at_its_own_address_opens(addon, fake_dns):
+    assert transparent(addon, "192.0.2.10", host_header="school.example") is None
+    assert transparent(addon, "192.0.2.10", 443, sni="school.example") is None
+
+
+def test_an_allowed_name_at_a_blocked_sites_address_is_refused(addon, fake_dns):
+    """Host (or SNI) school.example sent to gambling.example's address: a client in
+    transparent mode picks the address, so the name alone would let it reach any site."""
+    assert transparent(addon, "192.0.2.66", host_header="school.example")
+    assert transparent(addon, "192.0.2.66", 443, sni="school.example")
+
+
+def test_a_name_that_does_not_resolve_cannot_vouch_for_an_address(addon, fake_dns):
+    assert transparent(addon, "192.0.2.10", host_header="nowhere.example")
+
+
+def test_the_address_named_itself_opens(addon, fake_dns):
+    """curl http://192.0.2.10/: the Host is the address, decided as such."""
+    assert transparent(addon, "192.0.2.10", host_header="192.0.2.10") is None
+
+
+def test_unnamed_raw_bytes_are_refused_unless_the_address_is_allowed(addon, fake_dns):
+    assert transparent(addon, "192.0.2.10") is not None
+    assert transparent(addon, "127.0.0.5") is None         # listed under allow:
+
+
+def test_named_modes_need_no_address_check(addon, fake_dns):
+    """CONNECT and SOCKS: mitmproxy resolves the decided name itself."""
+    assert connect(addon, "school.example", 443, sni="school.example") is None
+    assert connect(addon, "192.0.2.66", 443, sni="school.example") is None, \
+        "the choke point itself has no address check in named modes (the IP-literal rule does)"
