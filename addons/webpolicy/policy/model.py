@@ -34,7 +34,8 @@ SOURCES_DIR = ".webpolicy-sources"
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 TOP_LEVEL_KEYS = ("version", "default_profile", "profiles", "clients", "lists", "allow", "deny",
-                  "passthrough", "block_page", "logging", "metrics", "watchlist", "alerts")
+                  "passthrough", "block_page", "logging", "metrics", "watchlist", "alerts",
+                  "console")
 
 
 class PolicyError(Exception):
@@ -181,6 +182,7 @@ class AlertSettings:
     repeat_minutes: int = 10
     webhook: WebhookSettings | None = None
     email: EmailSettings | None = None
+    console_url: str = ""                 # console.url: alerts link to the event there
 
 
 @dataclass(frozen=True)
@@ -270,7 +272,7 @@ class _PolicyBuilder:
             logging=self._logging(top.get("logging")),
             metrics=self._metrics(top.get("metrics")),
             watchlist=self._watchlist(top.get("watchlist")),
-            alerts=self._alerts(top.get("alerts")),
+            alerts=self._alerts(top.get("alerts"), self._console_url(top.get("console"))),
             warnings=(),
         )
         if not policy.version:
@@ -561,7 +563,18 @@ class _PolicyBuilder:
                 terms=terms, sources=sources)
         return specs
 
-    def _alerts(self, node: yaml.Node | None) -> AlertSettings:
+    def _console_url(self, node: yaml.Node | None) -> str:
+        """Where DSLs open the safeguarding console (`webpolicy console`), for links in
+        alerts: an http(s) URL, as the DSLs' browsers reach it."""
+        keys = self.r.mapping(node, "console", ("url",))
+        url = self.r.string(keys.get("url"), "console.url", "") or ""
+        if url and not re.match(r"https?://[^/\s]+", url):
+            self.r.error(keys.get("url"), f"console.url: '{url}' is not an http(s) address such "
+                                          "as https://console.college.internal")
+            return ""
+        return url
+
+    def _alerts(self, node: yaml.Node | None, console_url: str = "") -> AlertSettings:
         r = self.r
         keys = r.mapping(node, "alerts", ("repeat", "webhook", "email"))
         repeat = r.mapping(keys.get("repeat"), "alerts.repeat", ("count", "minutes"))
@@ -587,7 +600,7 @@ class _PolicyBuilder:
         return AlertSettings(
             repeat_count=r.integer(repeat.get("count"), "alerts.repeat.count", 5, 1, 10000),
             repeat_minutes=r.integer(repeat.get("minutes"), "alerts.repeat.minutes", 10, 1, 1440),
-            webhook=webhook, email=email)
+            webhook=webhook, email=email, console_url=console_url)
 
 
 # -- the log directory on this machine -----------------------------------------------------

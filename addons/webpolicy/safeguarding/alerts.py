@@ -30,8 +30,9 @@ import urllib.error
 import urllib.request
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.message import EmailMessage
+from urllib.parse import quote
 
 from webpolicy.policy.model import AlertSettings, EmailSettings, WebhookSettings
 from webpolicy.policy.severity import SEVERITY_RANK
@@ -66,6 +67,7 @@ class Alert:
     who: str
     record: dict
     attempts: int = 0         # blocks within the window, for repeat alerts
+    link: str = ""            # the event in the safeguarding console, if console.url is set
 
     @property
     def shared(self) -> dict:
@@ -123,8 +125,17 @@ class AlertRules:
                 continue
             self._last_sent[key] = now
             self._forget_old(now)
-            return alert, suppressed
+            return self._linked(alert), suppressed
         return None, suppressed
+
+    def _linked(self, alert: Alert) -> Alert:
+        """The alert with a link to its event in the safeguarding console, when policy.yaml
+        says where the console is (`console.url`)."""
+        base = self.settings.console_url
+        reference = alert.record.get("id")
+        if not base or not isinstance(reference, str):
+            return alert
+        return replace(alert, link=f"{base.rstrip('/')}/events/{quote(reference, safe='')}/")
 
     def _candidates(self, record: dict, who: str, now: float) -> list[Alert]:
         found = []
@@ -180,8 +191,11 @@ def facts(alert: Alert) -> list[tuple[str, str]]:
         ("Outcome", OUTCOMES.get(r.get("action", ""), r.get("action", ""))),
         ("Reference", r.get("id", "")),
     ]
-    person = f"--user {r['user']}" if r.get("user") else f"--client {r.get('client_ip', '')}"
-    rows.append(("Review", f"webpolicy report {person} --since 7d"))
+    if alert.link:
+        rows.append(("Review", alert.link))
+    else:
+        person = f"--user {r['user']}" if r.get("user") else f"--client {r.get('client_ip', '')}"
+        rows.append(("Review", f"webpolicy report {person} --since 7d"))
     return [(label, display(value)) for label, value in rows]
 
 

@@ -296,3 +296,10 @@ def test_the_shipped_policys_commented_url_example_is_valid(tmp_path, monkeypatc
     assert source.url == "https://lists.example.net/phishing.txt.gz"
     assert source.refresh == 6 * 3600 and source.token_env == "PHISHING_LIST_TOKEN"
     assert load_policy(REPO / "policy.yaml").remote_sources() == []
+
+
+def test_console_url_reaches_the_alert_settings_and_must_be_http(tmp_path):
+    policy = load_policy(write(tmp_path, GOOD + "console: {url: 'https://console.test/'}\n"))
+    assert policy.alerts.console_url == "https://console.test/"
+    found = problems(tmp_path, GOOD + "console: {url: 'console.test'}\n")
+    assert any("console.url: 'console.test' is not an http(s) address" in p for p in found)

@@ -31,6 +31,7 @@ from webpolicy.safeguarding.alerts import (
     Alerter,
     AlertRules,
     PermanentError,
+    facts,
     plain_text,
     send_email,
     send_webhook,
@@ -477,3 +478,14 @@ def _message(port):
     from webpolicy.safeguarding.alerts import email_message
     alert = Alert("statutory", "Terrorist content", "alice", record(**STATUTORY))
     return email_message(alert, email_settings(port))
+
+
+def test_alerts_link_to_the_event_in_the_console_when_it_is_set():
+    """console.url in policy.yaml: the Review line is a link a DSL can open, not a command."""
+    linked = AlertRules(AlertSettings(console_url="https://console.college.test/"), Clock())
+    alert, _ = linked.consider(record(**STATUTORY))
+    reference = alert.record["id"]
+    assert alert.link == f"https://console.college.test/events/{reference}/"
+    assert ("Review", alert.link) in facts(alert)
+    plain, _ = rules()[0].consider(record(**STATUTORY))
+    assert plain.link == "" and dict(facts(plain))["Review"].startswith("webpolicy report")
