@@ -13,6 +13,7 @@ import ipaddress
 import os
 import pwd
 import re
+import zoneinfo
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,6 +132,7 @@ class BlockPageSettings:
     organisation: str = "This organisation"
     contact: str = "your IT or safeguarding team"
     review_url: str = ""
+    timezone: str = "Europe/London"       # the time on the page, as learners read clocks
 
 
 @dataclass(frozen=True)
@@ -514,14 +516,26 @@ class _PolicyBuilder:
         return tuple(Rule(text, item.start_mark.line + 1) for text, item in self.r.strings(node, where))
 
     def _block_page(self, node: yaml.Node | None) -> BlockPageSettings:
-        keys = self.r.mapping(node, "block_page", ("organisation", "contact", "review_url"))
+        keys = self.r.mapping(node, "block_page", ("organisation", "contact", "review_url",
+                                                   "timezone"))
         default = BlockPageSettings()
         return BlockPageSettings(
             organisation=self.r.string(keys.get("organisation"), "block_page.organisation",
                                        default.organisation),
             contact=self.r.string(keys.get("contact"), "block_page.contact", default.contact),
             review_url=self.r.string(keys.get("review_url"), "block_page.review_url", ""),
+            timezone=self._timezone(keys.get("timezone"), default.timezone),
         )
+
+    def _timezone(self, node: yaml.Node | None, default: str) -> str:
+        name = self.r.string(node, "block_page.timezone", default) or default
+        try:
+            zoneinfo.ZoneInfo(name)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            self.r.error(node, f"block_page.timezone: '{name}' is not a time zone name such as "
+                               "Europe/London (IANA tz database)")
+            return default
+        return name
 
     def _logging(self, node: yaml.Node | None) -> LoggingSettings:
         keys = self.r.mapping(node, "logging", ("directory", "retention_days", "keep_query"))

@@ -86,7 +86,7 @@ def test_other_clients_get_text(accept):
     assert "Reference: WP-7K3M9Q2XTB" in text
     assert "Gambling" in text
     assert "https://bet.test/slots?x=1" in text
-    assert "25 November 2026, 09:30:05 UTC" in text
+    assert "25 November 2026, 09:30:05 GMT" in text
     assert "the helpdesk (ext. 2100)" in text
     assert "https://help.example/review" in text
 
@@ -95,7 +95,7 @@ def test_html_shows_what_a_learner_needs():
     parsed = Parsed(render().body.decode())
     assert parsed.by_id["address"] == "https://bet.test/slots?x=1"
     assert parsed.by_id["reference"] == "WP-7K3M9Q2XTB"
-    assert parsed.by_id["time"] == "25 November 2026, 09:30:05 UTC"
+    assert parsed.by_id["time"] == "25 November 2026, 09:30:05 GMT"
     body = render().body.decode()
     for words in ("This page has been blocked", "Gambling", "the helpdesk (ext. 2100)",
                   "Example College", "policy v7"):
@@ -190,10 +190,18 @@ def test_the_cached_page_is_the_page_rendered_whole(address, organisation, categ
         static = blockpage._static_facts(blockpage._kind(decision), decision.category or "",
                                          decision.policy_version, settings)
         whole = blockpage._html({**static, "address": "bet.test" if decision.statutory else address,
-                                 "reference": "WP-7K3M9Q2XTB", "time": "25 November 2026, 09:30:05 UTC"})
+                                 "reference": "WP-7K3M9Q2XTB", "time": "25 November 2026, 09:30:05 GMT"})
         assert render(decision, url=address, settings=settings).body.decode() == whole
 
 
 def test_time_is_english_whatever_the_locale():
     assert blockpage._time(WHEN) == WHEN.strftime("%d %B %Y, %H:%M:%S UTC") == \
         "25 November 2026, 09:30:05 UTC"
+
+
+def test_time_is_the_centres_local_time():
+    """Europe/London by default (block_page.timezone): GMT in winter, BST in summer."""
+    assert blockpage._time(WHEN, "Europe/London") == "25 November 2026, 09:30:05 GMT"
+    summer = WHEN.replace(month=7)
+    assert blockpage._time(summer, "Europe/London") == "25 July 2026, 10:30:05 BST"
+    assert blockpage._time(WHEN, "No/Such_Zone") == "25 November 2026, 09:30:05 UTC"
