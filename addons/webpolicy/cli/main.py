@@ -14,8 +14,8 @@ from webpolicy.cli import policy as policy_cli
 from webpolicy.cli import report as report_cli
 from webpolicy.cli import selftest as selftest_cli
 from webpolicy.cli import sources as sources_cli
+from webpolicy.cli.loading import engine_or_report, print_problems
 from webpolicy.engine.decision import decide
-from webpolicy.engine.engine import Engine, load_engine
 from webpolicy.engine.watchlist import Watchlist
 from webpolicy.lists.canonical import canonical_url
 from webpolicy.policy.model import Policy, PolicyError, load_policy, log_directory_problems
@@ -90,23 +90,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print_problems(exc: PolicyError) -> None:
-    errors = [p for p in exc.problems if not p.warning]
-    for problem in exc.problems:
-        print(problem, file=sys.stderr)
-    print(f"{len(errors)} error(s): the policy was not loaded", file=sys.stderr)
-
-
-def _engine_or_report(policy_path: str, complete: bool = False) -> Engine | None:
-    """The compiled policy, or None after printing every problem as file:line: message.
-    `complete`: a list source that fails is an error too (see engine.build_engine)."""
-    try:
-        return load_engine(Path(policy_path), complete=complete)
-    except PolicyError as exc:
-        _print_problems(exc)
-        return None
-
-
 def _log_directory_usable(policy: Policy) -> bool:
     """Print what would stop the proxy keeping its log; False if anything would.  A policy
     whose log cannot be written is refused like a broken one: the proxy would filter and
@@ -125,7 +108,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     """Exit 1 if the policy, or any source of any list, would not load as written: a
     mistyped or unreadable source fails closed (or refuses a reload) in the proxy, so it
     must not pass here."""
-    engine = _engine_or_report(args.policy, complete=True)
+    engine = engine_or_report(args.policy, complete=True)
     if engine is None:
         return 1
     for warning in engine.warnings:
@@ -162,7 +145,7 @@ def _print_watchlist(policy) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    engine = _engine_or_report(args.policy)
+    engine = engine_or_report(args.policy)
     if engine is None:
         return 1
     try:
@@ -198,7 +181,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         loaded = load_policy(policy)
     except PolicyError as exc:
-        _print_problems(exc)
+        print_problems(exc)
         return 1
     if not _log_directory_usable(loaded):
         return 1

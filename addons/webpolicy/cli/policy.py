@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
+from webpolicy.cli.loading import engine_or_report
 from webpolicy.engine.decision import decide
 from webpolicy.engine.engine import Engine, load_engine
 from webpolicy.lists.canonical import canonical_url
@@ -208,11 +209,8 @@ def _print_changes(changes: Counter) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     live = Path(args.policy).resolve()
-    try:
-        engine = load_engine(live)
-    except PolicyError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
+    engine = engine_or_report(live)
+    if engine is None:
         return 1
     since = _parse_since(args.since) if args.since else policydoc.last_export(live)
     if args.since and since is None:

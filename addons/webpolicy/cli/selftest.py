@@ -21,8 +21,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from webpolicy.engine.engine import ALLOW, DENY, Engine, load_engine, selftest_host
-from webpolicy.policy.model import PolicyError
+from webpolicy.cli.loading import engine_or_report
+from webpolicy.engine.engine import ALLOW, DENY, Engine, selftest_host
 from webpolicy.safeguarding.policydoc import SELFTEST_FILE
 
 DEFAULT_POLICY = "policy.yaml"
@@ -58,11 +58,8 @@ def add_commands(commands) -> None:
 
 def cmd_selftest(args: argparse.Namespace) -> int:
     policy = Path(args.policy).resolve()
-    try:
-        engine = load_engine(policy)
-    except PolicyError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
+    engine = engine_or_report(policy)
+    if engine is None:
         return 1
     host, _, port = args.proxy.rpartition(":")
     if not host or not port.isdigit():
