@@ -4,8 +4,10 @@ the hosts that can front for others, and decision.may_pass_through for learner a
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from tests.unit.helpers import STAFF_NETWORK, engine_from, policy_from, policy_yaml
+from tests.unit.policy.test_schema import errors
 from webpolicy.engine import selective
 from webpolicy.engine.decision import allows_every_path, may_pass_through
 from webpolicy.engine.engine import selftest_host
@@ -169,3 +171,12 @@ def test_a_released_engine_raises_rather_than_allows(tmp_path):
 def test_passing_through_implies_every_path_allowed(engine, host, client):
     if may_pass_through(engine, host, client):
         assert allows_every_path(engine, host, client)
+
+
+def test_the_schema_accepts_the_tls_section_and_refuses_mistakes():
+    policy = yaml.safe_load(make_policy())
+    assert errors(policy) == []
+    policy["tls"]["inspect"] = "some"
+    assert any("is not one of" in message for message in errors(policy))
+    policy["tls"] = {"inspect": "all", "fronts": []}
+    assert any("Additional properties" in message for message in errors(policy))
