@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 import yaml
 
+from webpolicy.engine import selective
 from webpolicy.lists.canonical import canonical_url
 from webpolicy.lists.compiler import (
     CompiledList,
@@ -32,7 +33,6 @@ from webpolicy.lists.compiler import (
     read_list,
 )
 from webpolicy.lists.domainindex import DomainIndex
-from webpolicy.engine import selective
 from webpolicy.lists.urlindex import RuleHosts, UrlIndex, host_suffixes, loose_path
 from webpolicy.policy.model import ListSpec, Policy, PolicyError, Profile, Rule, load_policy
 from webpolicy.policy.yamlnodes import Problem, load_document

@@ -618,8 +618,8 @@ class _PolicyBuilder:
             else:
                 r.error(item, f"tls.fronting: '{text}' is not a host name (e.g. cdn.example.net; "
                               "its subdomains count too)")
-        return TlsSettings(inspect=r.choice(keys.get("inspect"), "tls.inspect", TLS_INSPECT, "all"),
-                           fronting=tuple(fronting))
+        inspect = r.choice(keys.get("inspect"), "tls.inspect", TLS_INSPECT, "all")
+        return TlsSettings(inspect=inspect, fronting=tuple(fronting))
 
 
 # -- the log directory on this machine -----------------------------------------------------
