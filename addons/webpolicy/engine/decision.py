@@ -9,8 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
+from webpolicy.engine import selective
 from webpolicy.engine.engine import Engine, ListHit, ProfileRules
 from webpolicy.lists.canonical import CanonicalURL
+from webpolicy.policy.model import Profile
 from webpolicy.policy.severity import SEVERITY_RANK
 
 ACTION_RANK = {"allow": 0, "log": 1, "block": 2}
@@ -76,8 +78,40 @@ def allows_every_path(engine: Engine, host: str, client_ip: str | None = None,
     host_hits, rule_hosts = engine.host_facts(host)
     if rule_hosts:
         return False
+    return _host_action(engine, rules, host_hits) != "block"
+
+
+def may_pass_through(engine: Engine, host: str, client_ip: str | None = None,
+                     user: str | None = None) -> bool:
+    """Whether, with `tls: {inspect: selective}`, a TLS connection to this canonical host may
+    be passed through uninspected for this client: every path allowed (allows_every_path),
+    nothing logged either (a log-only hit is recorded per request, which needs the request),
+    and nothing else that needs the content (engine/selective.py: fronting hosts, the
+    selftest names, search engines where the profile forces safe search or a watchlist
+    reads search terms).  False whenever that is not certain.  The caller checks what only
+    it can see: the names the connection involves, the DoH canary, whether the login is known."""
+    kind = engine.tls_kind(host)
+    if kind == selective.INSPECT:
+        return False
+    rules, _ = engine.identify(user, client_ip)
+    if rules.fails_closed or rules.expression_mask:
+        return False
+    if kind == selective.SEARCH and (_needs_search(rules.profile) or engine.policy.watchlist):
+        return False
+    host_hits, rule_hosts = engine.host_facts(host)
+    return not rule_hosts and _host_action(engine, rules, host_hits) == "allow"
+
+
+def _needs_search(profile: Profile) -> bool:
+    """The profile changes or reads requests to search engines (safe search)."""
+    return profile.safe_search.enforce or profile.safe_search.youtube != "off"
+
+
+def _host_action(engine: Engine, rules: ProfileRules, host_hits: Sequence[ListHit]) -> str:
+    """What the host's own list hits make of any request to it: the tier decides, as in
+    _judge ("allow" when nothing this profile uses matched)."""
     tier = max((_tier(engine, rules, 1 << hit.list_id) for hit in host_hits), default=0)
-    return _TIER_ACTION.get(tier) != "block"      # the tier decides, as in _judge
+    return _TIER_ACTION.get(tier, "allow")
 
 
 def _allowed(engine: Engine, rules: ProfileRules, reason: str) -> Decision:

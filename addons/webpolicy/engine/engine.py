@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 import yaml
 
+from webpolicy.engine import selective
 from webpolicy.lists.canonical import canonical_url
 from webpolicy.lists.compiler import (
     CompiledList,
@@ -100,6 +101,11 @@ class Engine:
         # few cache and TLB misses per label.  Not a bound method either (see identify).
         self.host_facts: Callable[[str], HostFacts] = lru_cache(maxsize=HOST_FACTS_SIZE)(
             partial(_host_facts, domains, exact, _selftest_names(self.list_ids)))
+        # Selective TLS inspection's per-host part (engine/selective.py), memoised likewise:
+        # it is asked once per new TLS connection.
+        self.tls_kind: Callable[[str], str] = lru_cache(maxsize=HOST_FACTS_SIZE)(
+            partial(_tls_kind, selective.fronting_suffixes(policy.tls.fronting),
+                    self.host_facts))
 
     def _profile_rules(self, profile: Profile) -> ProfileRules:
         block = _mask(self.list_ids[n] for n in profile.block) | self.statutory_mask | self.deny_bit
@@ -134,6 +140,7 @@ class Engine:
         is a mapping and unmaps in well under a ms."""
         self.identify.cache_clear()
         self.host_facts.cache_clear()     # so that a lookup now raises (fails closed)
+        self.tls_kind.cache_clear()
         self.exact.release(_yield_gil)
 
     def is_passthrough(self, host: str) -> bool:
@@ -153,6 +160,12 @@ def _host_facts(domains: DomainIndex, exact: UrlIndex, selftest: dict[str, int],
         if list_id is not None:
             hits.append(ListHit(list_id, "host", host))
     return tuple(hits), exact.rule_hosts(host)
+
+
+def _tls_kind(fronting: frozenset[str], host_facts: Callable[[str], HostFacts],
+              host: str) -> str:
+    return selective.host_kind(host, fronting, bool(host_facts(host)[1]),
+                               host.endswith(SELFTEST_SUFFIX))
 
 
 def selftest_host(list_name: str) -> str:

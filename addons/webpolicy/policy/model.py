@@ -27,6 +27,9 @@ LIST_FORMATS = ("auto", "domains", "hosts", "wildcard", "adblock", "ut1", "urls"
 ACTIONS = ("block", "log")
 YOUTUBE_MODES = ("strict", "moderate", "off")
 WEBHOOK_FORMATS = ("json", "slack", "teams")
+TLS_INSPECT = ("all", "selective")
+# A host name as written in tls.fronting (a suffix: every name under it counts too).
+_HOST_NAME = re.compile(r"(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9-]{1,63}")
 
 # Where the last good copy of each URL source is kept (lists/remote.py): beside policy.yaml by
 # default; WEBPOLICY_SOURCES_DIR moves it (a read-only /etc/webpolicy in the Docker image).
@@ -36,7 +39,7 @@ DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 TOP_LEVEL_KEYS = ("version", "default_profile", "profiles", "clients", "lists", "allow", "deny",
                   "passthrough", "block_page", "logging", "metrics", "watchlist", "alerts",
-                  "console")
+                  "console", "tls")
 
 
 class PolicyError(Exception):
@@ -188,6 +191,19 @@ class AlertSettings:
 
 
 @dataclass(frozen=True)
+class TlsSettings:
+    """`tls:` (issue #19).  `selective` passes through, uninspected, a TLS connection on which
+    nothing needs the content (engine/selective.py says when); `all` intercepts every one.
+    `fronting` adds to the shipped hosts that can front for other sites (never passed through)."""
+    inspect: str = "all"                  # all | selective
+    fronting: tuple[str, ...] = ()        # lower-case host names, each with its subdomains
+
+    @property
+    def selective(self) -> bool:
+        return self.inspect == "selective"
+
+
+@dataclass(frozen=True)
 class Policy:
     path: Path
     version: str
@@ -205,6 +221,7 @@ class Policy:
     metrics: MetricsSettings = MetricsSettings()
     watchlist: dict[str, WatchlistSpec] = field(default_factory=dict)
     alerts: AlertSettings = AlertSettings()
+    tls: TlsSettings = TlsSettings()
     warnings: tuple[Problem, ...] = ()
 
     def files(self) -> list[Path]:
@@ -275,6 +292,7 @@ class _PolicyBuilder:
             metrics=self._metrics(top.get("metrics")),
             watchlist=self._watchlist(top.get("watchlist")),
             alerts=self._alerts(top.get("alerts"), self._console_url(top.get("console"))),
+            tls=self._tls(top.get("tls")),
             warnings=(),
         )
         if not policy.version:
@@ -615,6 +633,20 @@ class _PolicyBuilder:
             repeat_count=r.integer(repeat.get("count"), "alerts.repeat.count", 5, 1, 10000),
             repeat_minutes=r.integer(repeat.get("minutes"), "alerts.repeat.minutes", 10, 1, 1440),
             webhook=webhook, email=email, console_url=console_url)
+
+    def _tls(self, node: yaml.Node | None) -> TlsSettings:
+        r = self.r
+        keys = r.mapping(node, "tls", ("inspect", "fronting"))
+        fronting = []
+        for text, item in r.strings(keys.get("fronting"), "tls.fronting"):
+            name = text.strip().lower().removeprefix("*.").removeprefix(".").rstrip(".")
+            if _HOST_NAME.fullmatch(name) and "." in name:
+                fronting.append(name)
+            else:
+                r.error(item, f"tls.fronting: '{text}' is not a host name (e.g. cdn.example.net; "
+                              "its subdomains count too)")
+        inspect = r.choice(keys.get("inspect"), "tls.inspect", TLS_INSPECT, "all")
+        return TlsSettings(inspect=inspect, fronting=tuple(fronting))
 
 
 # -- the log directory on this machine -----------------------------------------------------

@@ -19,12 +19,31 @@ from mitmproxy.proxy.layers import modes
 from OpenSSL import SSL
 
 from webpolicy.engine import circumvention
-from webpolicy.engine.decision import NO_POLICY, Decision
+from webpolicy.engine.decision import NO_POLICY, Decision, may_pass_through
+from webpolicy.engine.engine import Engine
 from webpolicy.proxy import blockpage
-from webpolicy.proxy.flows import connect_host
+from webpolicy.proxy.flows import connect_host, selective_names
 from webpolicy.proxy.gate import Gate
 from webpolicy.proxy.upstream import EarlyUpstream
 from webpolicy.safeguarding.events import RequestFacts
+
+
+def uninspected(data: tls.ClientHelloData, engine: Engine, user: str | None) -> bool:
+    """Selective TLS inspection (issue #19): whether this handshake, which the caller would
+    otherwise intercept, may pass through as TLS for this client.  Every name it involves
+    (flows.selective_names) must be neither the DoH canary (answered here) nor anything
+    decision.may_pass_through refuses.  Any doubt, an error included, intercepts; the choke
+    point still decides the upstream connection either way."""
+    if not engine.policy.tls.selective:
+        return False
+    try:
+        names = selective_names(data.context, data.client_hello.sni)
+        client = data.context.client.peername[0]
+        return bool(names) and all(not circumvention.is_canary(name) and
+                                   may_pass_through(engine, name, client, user)
+                                   for name in names)
+    except Exception:  # noqa: BLE001
+        return False
 
 
 class ConnectionFilter:
@@ -90,8 +109,12 @@ class ConnectionFilter:
         user = gate.users.get(client.id)
         if not passthrough and mismatch is None:
             # Intercepted: every request inside is decided.  Connected early only where none
-            # can be blocked, and only for a known user when users must log in.
+            # can be blocked, and only for a known user when users must log in.  With
+            # `tls: {inspect: selective}` not intercepted at all where nothing needs it.
             if user is not None or not ctx.options.proxyauth:
+                if uninspected(data, engine, user):
+                    data.ignore_connection = True
+                    return
                 self.early_upstream.mark(data, engine, user)
             return
         if passthrough and mismatch is not None:

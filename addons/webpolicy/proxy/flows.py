@@ -122,6 +122,25 @@ def early_connect_hosts(context, sni: str | None) -> tuple[str, ...] | None:
     return None if is_ip_literal(host) else (host,)
 
 
+def selective_names(context, sni: str | None) -> tuple[str, ...] | None:
+    """The canonical names a TLS connection involves when selective inspection may pass it
+    through (issue #19); None when it must be intercepted whatever they are.
+
+    Only CONNECT or SOCKS, where the proxy resolves the name itself, and only with an SNI
+    that names that same host: without SNI the server's answer cannot be tied to a name,
+    and a different SNI is a second name (decided by intercepting).  Never transparent
+    modes: the client chose the address, and an allowed SNI in front of another site's
+    address would reach that site unseen (intercepted, its Host header is decided).  Never
+    reverse mode: the administrator's own upstream.  Raises ValueError for a name that
+    cannot be read (the caller intercepts).
+    """
+    host = connect_host(context)
+    if not sni or host is None:
+        return None
+    named = canonical_host(sni)
+    return (named,) if canonical_host(host) == named else None
+
+
 # A checked response to clone: mitmproxy type-checks every field of a new Response (unless
 # Python runs with -O), ~70 us of a blocked request's ~110 us in Response.make.  The fields
 # set below have the types that check wants.

@@ -220,6 +220,7 @@ def _logging_and_alerts(policy: Policy) -> str:
                                 "query strings redacted")),
         ("Recorded", "blocked and log-only visits, flagged searches, refused connections and "
                      "filter faults, with who, when, what and the rule; not ordinary browsing"),
+        ("HTTPS inspection", _inspection(policy)),
         ("Search watchlist", ", ".join(f"{_e(s.category)} ({_e(s.severity)})"
                                        for s in policy.watchlist.values()) or "none"),
         ("Alerts by webhook", _e(urlsplit(alerts.webhook.url).hostname or "?") + " ("
@@ -232,6 +233,17 @@ def _logging_and_alerts(policy: Policy) -> str:
          if policy.metrics.enabled else "metrics off"),
     ]
     return _section("Logging, monitoring and alerts", _table(("", ""), rows, header=False))
+
+
+def _inspection(policy: Policy) -> str:
+    """Selective inspection changes what the log can hold: reviewers must see it."""
+    if not policy.tls.selective:
+        return "every HTTPS connection inspected (except the hosts not inspected above)"
+    extra = f"; {len(policy.tls.fronting)} more host(s) never passed through" \
+        if policy.tls.fronting else ""
+    return ("selective: connections to sites allowed with nothing to log, block or rewrite "
+            "are not inspected, so pages, searches and content on them are not seen or "
+            f"recorded{extra}")
 
 
 def _selftest(result: SelfTest | None) -> str:

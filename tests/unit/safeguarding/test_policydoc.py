@@ -98,3 +98,12 @@ def test_a_url_source_shows_its_address_without_the_query(tmp_path):
     html = policydoc.render(engine, [], since=None, selftest=None, now=NOW)
     assert "https://lists.example/feed.txt" in html and "every 6 h" in html
     assert "PROVIDER-KEY" not in html
+
+
+def test_the_review_says_whether_https_is_inspected_selectively(tmp_path):
+    assert "every HTTPS connection inspected" in text_of(page(tmp_path / "all"))
+    selective = POLICY + "tls: {inspect: selective, fronting: [cdn.example.net]}\n"
+    engine = engine_from(tmp_path / "selective", selective, LISTS)
+    text = text_of(policydoc.render(engine, (), since=None, selftest=None, now=NOW))
+    assert "selective: connections to sites allowed" in text
+    assert "1 more host(s) never passed through" in text
