@@ -10,6 +10,8 @@ command -v unshare >/dev/null || need+=(util-linux)
 command -v certutil >/dev/null || need+=(libnss3-tools)   # Chromium's CA store for the block-page test
 command -v chromedriver >/dev/null || need+=(chromium-driver)  # Selenium drives Chromium in tests/e2e/test_console.py
 command -v systemd-analyze >/dev/null || need+=(systemd)  # checks docs/webpolicy.service
+[ -x /usr/sbin/slapd ] || need+=(slapd)          # tests/e2e/test_directory.py runs a real OpenLDAP
+command -v ldapsearch >/dev/null || need+=(ldap-utils)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "missing Debian packages: ${need[*]} (run as root: apt-get install ${need[*]})" >&2
