@@ -64,8 +64,49 @@ def fixture_ldif() -> str:
     return "\n\n".join(entries) + "\n"
 
 
-def slapd_conf(directory: Path) -> str:
-    return f"""\
+def make_tls(directory: Path) -> tuple[Path, Path, Path]:
+    """A throw-away CA and a certificate for localhost / 127.0.0.1; returns (ca, cert, key)."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "webpolicy test directory CA")])
+
+    def build(subject, public_key, extensions):
+        builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(ca_name)
+                   .public_key(public_key).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - dt.timedelta(days=1))
+                   .not_valid_after(now + dt.timedelta(days=30)))
+        for extension, critical in extensions:
+            builder = builder.add_extension(extension, critical=critical)
+        return builder.sign(ca_key, hashes.SHA256())
+    ca = build(ca_name, ca_key.public_key(), [
+        (x509.BasicConstraints(ca=True, path_length=None), True),
+        (x509.KeyUsage(False, False, False, False, False, True, True, False, False), True)])
+    leaf = build(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]),
+                 key.public_key(), [
+        (x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                      x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False),
+        (x509.BasicConstraints(ca=False, path_length=None), True)])
+    paths = directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.TraditionalOpenSSL,
+                                           serialization.NoEncryption()))
+    return paths
+
+
+def slapd_conf(directory: Path, tls: tuple[Path, Path, Path] | None = None) -> str:
+    tls_lines = (f"TLSCACertificateFile {tls[0]}\nTLSCertificateFile {tls[1]}\n"
+                 f"TLSCertificateKeyFile {tls[2]}\n") if tls else ""
+    return tls_lines + f"""\
 include {SCHEMA}/core.schema
 include {SCHEMA}/cosine.schema
 include {SCHEMA}/inetorgperson.schema
@@ -93,28 +134,38 @@ class LdapServer:
     directory: Path
     port: int
     process: subprocess.Popen | None = None
+    tls_port: int | None = None                  # ldaps:// here when created with tls=True
+    ca: Path | None = None
 
     @property
     def url(self) -> str:
         return f"ldap://127.0.0.1:{self.port}"
 
+    @property
+    def ldaps_url(self) -> str:
+        return f"ldaps://127.0.0.1:{self.tls_port}"
+
     @classmethod
-    def create(cls, directory: Path) -> "LdapServer":
+    def create(cls, directory: Path, tls: bool = False) -> "LdapServer":
+        """tls: also ldaps:// on its own port, and StartTLS on ldap://, with a fresh CA."""
         needs_slapd()
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "data").mkdir()
-        (directory / "slapd.conf").write_text(slapd_conf(directory))
+        files = make_tls(directory) if tls else None
+        (directory / "slapd.conf").write_text(slapd_conf(directory, files))
         (directory / "fixture.ldif").write_text(fixture_ldif())
         subprocess.run([SLAPADD, "-f", str(directory / "slapd.conf"), "-l",
                         str(directory / "fixture.ldif")], check=True, capture_output=True)
-        return cls(directory, free_port())
+        return cls(directory, free_port(), tls_port=free_port() if tls else None,
+                   ca=files[0] if files else None)
 
     def start(self, timeout: float = 10.0) -> "LdapServer":
         log = open(self.directory / "slapd.log", "ab")
         # -d 0: stay in the foreground (so the test owns the process), log nothing much
         self.process = subprocess.Popen(
             [SLAPD, "-d", "0", "-f", str(self.directory / "slapd.conf"),
-             "-h", self.url], stdout=log, stderr=subprocess.STDOUT)
+             "-h", " ".join([self.url] + ([self.ldaps_url] if self.tls_port else []))],
+            stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

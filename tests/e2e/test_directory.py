@@ -173,3 +173,31 @@ def test_check_asks_the_directory_for_the_groups(ldap, tmp_path, monkeypatch):
     assert check("pat")["profile_reason"] == "default"
     ldap.stop()
     assert check("nina")["profile_reason"] == "default"                    # warned, no groups
+
+
+@pytest.mark.parametrize("how", ["ldaps", "start_tls"])
+def test_the_directory_over_tls_checks_the_certificate(tmp_path, how):
+    """LDAPS and StartTLS with `ca:` against the real slapd: a login checks; with another CA
+    the connection is refused and the directory counts as unavailable (fail closed)."""
+    from webpolicy.identity.directory import Directory, DirectoryUnavailable
+    from webpolicy.policy.model import DirectorySettings
+
+    from .ldapserver import make_tls
+    server = LdapServer.create(tmp_path / "ldap", tls=True).start()
+    try:
+        # by name: ldap3 matches the certificate's DNS names, not IP addresses
+        url = (server.ldaps_url if how == "ldaps" else server.url).replace("127.0.0.1",
+                                                                          "localhost")
+        settings = DirectorySettings(
+            url=url, start_tls=how == "start_tls", ca=server.ca, base_dn="ou=people,dc=test",
+            bind_dn=SERVICE_DN, bind_password_env="PW", group_base_dn="ou=groups,dc=test")
+        directory = Directory(settings, environ={"PW": SERVICE_PASSWORD})
+        assert directory.check("nina", PEOPLE["nina"][0]).groups >= {STAFF_GROUP}
+        assert directory.check("nina", "wrong") is None
+        other_ca = make_tls(tmp_path)[0]
+        untrusted = Directory(DirectorySettings(**{**settings.__dict__, "ca": other_ca}),
+                              environ={"PW": SERVICE_PASSWORD})
+        with pytest.raises(DirectoryUnavailable):
+            untrusted.check("nina", PEOPLE["nina"][0])
+    finally:
+        server.stop()

@@ -25,6 +25,7 @@ import asyncio
 import binascii
 import concurrent.futures
 import logging
+import time
 from collections.abc import Awaitable
 
 from mitmproxy import http
@@ -41,6 +42,7 @@ log = logging.getLogger("webpolicy")
 
 HEADER = "Proxy-Authorization"
 WORKERS = 4                      # directory checks at once; more wait in the pool's queue
+WARN_EVERY = 60.0                # seconds between warnings that the directory is down
 
 _REFUSED = (b"You need to sign in to use the web: enter your college username and password.\n")
 _THROTTLED = (b"Too many failed sign-ins from this device. Wait a minute, then try again "
@@ -59,16 +61,18 @@ class SignIn:
         self.throttle = Throttle()
         self._tunnels: dict[str, SignedInUser] = {}      # client connection id -> CONNECT's user
         self._pool = concurrent.futures.ThreadPoolExecutor(WORKERS, "webpolicy-directory")
+        self._warned = -WARN_EVERY
 
     def settings(self) -> DirectorySettings | None:
         """The directory settings of the policy in force; a change (a reload) starts a new
         client and an empty cache, so an edited filter or server applies at once."""
         engine = self.gate.engine
         settings = engine.policy.directory if engine is not None else None
-        if settings is not self._settings and settings != self._settings:
-            self._settings = settings
-            self._directory = Directory(settings) if settings else None
-            self.cache = LoginCache(settings.cache_minutes * 60 if settings else 0)
+        if settings is not self._settings:
+            if settings != self._settings:
+                self._directory = Directory(settings) if settings else None
+                self.cache = LoginCache(settings.cache_minutes * 60 if settings else 0)
+            self._settings = settings          # an equal one from a reload: keep the cache
         return settings
 
     def begin(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
@@ -105,13 +109,10 @@ class SignIn:
             loop = asyncio.get_running_loop()
             found = await loop.run_in_executor(self._pool, directory.check, user, password)
         except DirectoryUnavailable as exc:
-            log.warning("webpolicy: the directory cannot be asked, sign-in refused: %s", exc)
-            self._unavailable(flow)
+            self._unavailable(flow, str(exc))
             return
         except Exception as exc:  # noqa: BLE001 - fail closed, never open
-            log.warning("webpolicy: directory check failed, sign-in refused: %r",
-                        type(exc).__name__)
-            self._unavailable(flow)
+            self._unavailable(flow, f"unexpected {type(exc).__name__}")
             return
         if found is None:
             self.throttle.failed(address)
@@ -137,7 +138,12 @@ class SignIn:
         ])
         self.gate.metrics.proxy_logins.labels(result).inc()
 
-    def _unavailable(self, flow: http.HTTPFlow) -> None:
+    def _unavailable(self, flow: http.HTTPFlow, why: str) -> None:
+        now = time.monotonic()
+        if now - self._warned >= WARN_EVERY:    # not once per request while it is down
+            self._warned = now
+            log.warning("webpolicy: the directory cannot be asked, sign-ins refused (fail "
+                        "closed; counted in webpolicy_proxy_logins_total): %s", why)
         flow.response = make_response(503, _UNAVAILABLE, [
             (b"content-type", b"text/plain; charset=utf-8"),
             (b"cache-control", b"no-store"),
