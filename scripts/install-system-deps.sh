@@ -14,6 +14,8 @@ command -v chromedriver >/dev/null || need+=(chromium-driver)  # Selenium drives
 command -v ip >/dev/null || [ -x /usr/sbin/ip ] || need+=(iproute2)
 command -v nft >/dev/null || [ -x /usr/sbin/nft ] || need+=(nftables)
 command -v systemd-analyze >/dev/null || need+=(systemd)  # checks docs/webpolicy.service
+[ -x /usr/sbin/slapd ] || need+=(slapd)          # tests/e2e/test_directory.py runs a real OpenLDAP
+command -v ldapsearch >/dev/null || need+=(ldap-utils)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "missing Debian packages: ${need[*]} (run as root: apt-get install ${need[*]})" >&2

@@ -34,7 +34,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from webpolicy.engine import circumvention
-from webpolicy.monitoring.metrics import Metrics
+from webpolicy.monitoring.metrics import LOGIN_RESULTS, Metrics
 from webpolicy.policy.model import load_policy
 
 from .conftest import LEARNER_IP, POLICY, STAFF_IP, UNKNOWN_IP
@@ -342,7 +342,8 @@ def assert_bounded_labels(text: str, proxy: Proxy, private: list[str]) -> None:
         "category": ({s.category for s in policy.lists.values()} | LOCAL_CATEGORIES
                      | CIRCUMVENTION_CATEGORIES | {s.category for s in policy.watchlist.values()}),
         "action": {"allow", "log", "block"},
-        "result": {"success", "failure", "sent", "retry", "failed", "suppressed", "dropped"},
+        "result": {"success", "failure", "sent", "retry", "failed", "suppressed", "dropped",
+                   *LOGIN_RESULTS},
         "channel": {"email", "webhook"},
         "stage": {"connect", "tls", "tcp"},
         "statutory": {"true", "false"},

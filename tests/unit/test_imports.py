@@ -1,6 +1,6 @@
 """The package's import graph: subpackages by responsibility, imports that run one way.
 
-policy -> lists -> engine -> {safeguarding, monitoring} -> {proxy, console} -> cli:
+policy -> lists -> engine -> {safeguarding, monitoring, identity} -> {proxy, console} -> cli:
 a module may import from its own subpackage or from a lower layer, never from a higher one
 or a sibling on the same layer; no module imports itself back in a circle (lazy imports
 inside functions count too); mitmproxy is imported only under proxy/; the console never
@@ -22,6 +22,7 @@ LAYERS = {
     "engine": 2,
     "safeguarding": 3,
     "monitoring": 3,
+    "identity": 3,
     "proxy": 4,
     "console": 4,
     "cli": 5,

@@ -71,7 +71,11 @@ def _parser() -> argparse.ArgumentParser:
     who = check.add_mutually_exclusive_group()
     who.add_argument("--profile", help="decide as this profile")
     who.add_argument("--client", metavar="IP", help="decide for a client address")
-    who.add_argument("--user", help="decide for a proxy-authenticated user")
+    who.add_argument("--user", help="decide for a proxy-authenticated user; with directory: "
+                                    "in the policy, its groups are asked of the directory")
+    check.add_argument("--group", action="append", default=[], metavar="DN",
+                       help="with --user: a directory group the user is in (repeatable), "
+                            "instead of asking the directory")
     check.add_argument("--json", action="store_true", help="print one JSON object")
     check.set_defaults(handler=cmd_check)
 
@@ -157,7 +161,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"webpolicy check: unknown profile '{args.profile}' "
               f"(profiles: {', '.join(engine.profiles)})", file=sys.stderr)
         return 2
-    decision = decide(engine, url, client_ip=args.client, user=args.user, profile=args.profile)
+    user = _user_with_groups(engine, args)
+    if user is False:
+        return 2
+    decision = decide(engine, url, client_ip=args.client, user=user, profile=args.profile)
     if args.json:
         print(json.dumps(decision.as_dict()))
         return CHECK_EXIT[decision.action]
@@ -173,6 +180,40 @@ def cmd_check(args: argparse.Namespace) -> int:
         print("  no list entry matched")
     print(f"  policy    {decision.policy_version}")
     return CHECK_EXIT[decision.action]
+
+
+def _user_with_groups(engine, args: argparse.Namespace):
+    """--user as the proxy would see it: with --group, or with the policy's directory: asked
+    for the user's groups (the decision's reason then names the group that decided).  False
+    for a usage mistake (reported); a directory that cannot be asked is a warning."""
+    if args.group and not args.user:
+        print("webpolicy check: --group needs --user", file=sys.stderr)
+        return False
+    if not args.user:
+        return None
+    # here, not at the top: ldap3 is only loaded when a user is checked
+    from webpolicy.identity.directory import Directory, DirectoryUnavailable, SignedInUser
+    from webpolicy.policy.model import normalise_dn
+    if args.group:
+        try:
+            return SignedInUser(args.user, {normalise_dn(group) for group in args.group})
+        except ValueError as exc:
+            print(f"webpolicy check: --group: {exc}", file=sys.stderr)
+            return False
+    settings = engine.policy.directory
+    if settings is None:
+        return args.user
+    try:
+        found = Directory(settings).lookup(args.user)
+    except DirectoryUnavailable as exc:
+        print(f"webpolicy check: the directory cannot be asked ({exc}); deciding for "
+              f"'{args.user}' without groups", file=sys.stderr)
+        return args.user
+    if found is None:
+        print(f"webpolicy check: no account '{args.user}' matches directory.user_filter: the "
+              "proxy would refuse this login; deciding without groups", file=sys.stderr)
+        return args.user
+    return found
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -24,7 +24,7 @@ class Decision(NamedTuple):
 
     action: str                 # "allow" | "log" | "block"
     profile: str
-    profile_reason: str         # "user" | "network 10.10.0.0/16" | "default"
+    profile_reason: str         # "user" | "group <dn>" | "network 10.10.0.0/16" | "default"
     list: str | None = None     # list name; "deny"/"allow" for the local rules
     category: str | None = None
     severity: str | None = None

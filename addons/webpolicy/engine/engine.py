@@ -187,9 +187,19 @@ def _selftest_names(list_ids: dict[str, int]) -> dict[str, int]:
 def _identify(policy: Policy, profiles: dict[str, ProfileRules],
               networks: list[tuple[object, str, str]], user: str | None,
               client_ip: str | None) -> tuple[ProfileRules, str]:
-    """user -> profile, else client IP -> first matching network, else the default."""
-    if user and user in policy.users:
-        return profiles[policy.users[user]], "user"
+    """user -> profile, else the user's first listed directory group, else client IP -> first
+    matching network, else the default.  A user signed in through the directory is a name
+    that carries its groups (identity/directory.py's `SignedInUser`, a str): read here with
+    getattr, so every caller that passes a user name passes its groups untouched."""
+    if user:
+        name = str(user)
+        if name in policy.users:
+            return profiles[policy.users[name]], "user"
+        groups = getattr(user, "groups", None)
+        if groups:
+            for rule in policy.groups:
+                if rule.group in groups:
+                    return profiles[rule.profile], f"group {rule.group}"
     if client_ip:
         try:
             address = ipaddress.ip_address(client_ip.split("%", 1)[0])

@@ -64,6 +64,9 @@ REFUSAL_STAGES = ("connect", "tls", "tcp")  # where a connection that never beca
 LATENCY_BUCKETS = (2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 5e-3, 0.025, 0.1, 0.5)
 
 
+LOGIN_RESULTS = ("ok", "cached", "refused", "throttled", "unavailable")
+
+
 class Metrics:
     """All webpolicy metrics on one private registry, plus the endpoint serving it."""
 
@@ -112,6 +115,15 @@ class Metrics:
                                            "stage (connect: CONNECT to a pass-through host, "
                                            "tls: by SNI, tcp: raw TCP in a tunnel).",
                                            ["profile", "stage"], registry=r)
+        self.proxy_logins = Counter("webpolicy_proxy_logins", "Proxy logins checked against "
+                                    "the directory, by result: ok (the directory said yes), "
+                                    "cached (the same password within directory.cache_minutes), "
+                                    "refused (wrong password, unknown or disabled account, no "
+                                    "login), throttled (too many failures from the address), "
+                                    "unavailable (the directory could not be asked: refused, "
+                                    "fail closed).", ["result"], registry=r)
+        for result in LOGIN_RESULTS:
+            self.proxy_logins.labels(result)
 
     def _list_metrics(self, r: CollectorRegistry) -> None:
         self.list_entries = Gauge("webpolicy_list_entries", "Entries loaded per list.", ["list"],

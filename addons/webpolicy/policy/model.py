@@ -39,7 +39,7 @@ DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 TOP_LEVEL_KEYS = ("version", "default_profile", "profiles", "clients", "lists", "allow", "deny",
                   "passthrough", "block_page", "logging", "metrics", "watchlist", "alerts",
-                  "console", "tls")
+                  "console", "tls", "directory")
 
 
 class PolicyError(Exception):
@@ -120,6 +120,35 @@ class ListSpec:
 class NetworkRule:
     network: ipaddress.IPv4Network | ipaddress.IPv6Network
     profile: str
+
+
+@dataclass(frozen=True)
+class GroupRule:
+    """clients.groups: members of `group` (a DN, normalised by `normalise_dn`) get `profile`."""
+
+    group: str
+    profile: str
+
+
+@dataclass(frozen=True)
+class DirectorySettings:
+    """Where proxy logins are checked (identity/directory.py): an LDAP directory, OpenLDAP or
+    Active Directory.  Search-then-bind with `bind_dn` (or anonymously), or, with
+    `user_dn_template`, a direct bind as the user."""
+
+    url: str
+    base_dn: str
+    user_filter: str = "(uid={user})"
+    bind_dn: str = ""
+    bind_password_env: str = ""           # the password itself never lives in policy.yaml
+    user_dn_template: str = ""
+    group_base_dn: str = ""               # default: base_dn
+    group_filter: str = "(member={dn})"
+    ca: Path | None = None
+    start_tls: bool = False
+    cache_minutes: float = 15.0
+    timeout_seconds: int = 5
+    realm: str = "Web filter"
 
 
 @dataclass(frozen=True)
@@ -213,6 +242,8 @@ class Policy:
     networks: tuple[NetworkRule, ...]
     devices: dict[str, str]
     lists: dict[str, ListSpec]
+    groups: tuple[GroupRule, ...] = ()
+    directory: DirectorySettings | None = None
     allow: tuple[Rule, ...] = ()
     deny: tuple[Rule, ...] = ()
     passthrough: tuple[Rule, ...] = ()
@@ -273,7 +304,7 @@ class _PolicyBuilder:
             return None
         lists = self._lists(top.get("lists"))
         profiles = self._profiles(top.get("profiles"), lists)
-        users, networks, devices = self._clients(top.get("clients"), profiles)
+        users, networks, devices, groups = self._clients(top.get("clients"), profiles)
         default_profile = self._default_profile(top.get("default_profile"), profiles)
         policy = Policy(
             path=self.path,
@@ -281,7 +312,9 @@ class _PolicyBuilder:
             default_profile=default_profile,
             profiles=profiles,
             users=users,
+            groups=groups,
             networks=networks,
+            directory=self._directory(top.get("directory")),
             devices=devices,
             lists=lists,
             allow=self._rules(top.get("allow"), "allow"),
@@ -481,7 +514,7 @@ class _PolicyBuilder:
 
     def _clients(self, node: yaml.Node | None, profiles: dict[str, Profile]):
         r = self.r
-        keys = r.mapping(node, "clients", ("users", "networks", "devices"))
+        keys = r.mapping(node, "clients", ("users", "groups", "networks", "devices"))
         users = {}
         for user, value in r.free_mapping(keys.get("users"), "clients.users").items():
             users[user] = self._profile_ref(value, f"clients.users.{user}", profiles)
@@ -498,7 +531,83 @@ class _PolicyBuilder:
                 r.error(value, f"clients.devices: '{address}' is not an IP address")
                 continue
             devices[canonical] = r.string(value, f"clients.devices.{address}", "") or ""
-        return users, tuple(networks), devices
+        groups = []
+        for item in r.sequence(keys.get("groups"), "clients.groups"):
+            found = r.mapping(item, "clients.groups", ("group", "profile"),
+                              required=("group", "profile"))
+            dn = r.string(found.get("group"), "clients.groups.group", "") or ""
+            profile = self._profile_ref(found.get("profile"), "clients.groups.profile", profiles)
+            if not dn:
+                continue
+            try:
+                groups.append(GroupRule(normalise_dn(dn), profile))
+            except ValueError:
+                r.error(found["group"], f"clients.groups: '{dn}' is not a DN "
+                                        "(e.g. cn=staff,ou=groups,dc=college,dc=ac,dc=uk)")
+        return users, tuple(networks), devices, tuple(groups)
+
+    def _directory(self, node: yaml.Node | None) -> DirectorySettings | None:
+        """directory: where proxy logins are checked.  Passwords never cross the network in
+        clear: plain ldap:// is accepted only to a loopback address or with start_tls."""
+        if node is None:
+            return None
+        r, where = self.r, "directory"
+        keys = r.mapping(node, where, ("url", "base_dn", "user_filter", "bind_dn",
+                                       "bind_password_env", "user_dn_template", "group_base_dn",
+                                       "group_filter", "ca", "start_tls", "cache_minutes",
+                                       "timeout_seconds", "realm"),
+                         required=("url", "base_dn"))
+        if not keys:
+            return None
+        default = DirectorySettings("", "")
+        url = r.string(keys.get("url"), "directory.url", "") or ""
+        start_tls = r.boolean(keys.get("start_tls"), "directory.start_tls", False)
+        found = re.fullmatch(r"(ldaps?)://(\[[^\]]+\]|[^:/]+)(?::(\d{1,5}))?/?", url)
+        if not found:
+            r.error(keys.get("url"), f"directory.url: '{url}' is not ldap://host[:port] or "
+                                     "ldaps://host[:port]")
+        elif found.group(1) == "ldap" and not start_tls and \
+                found.group(2).strip("[]") not in ("127.0.0.1", "::1", "localhost"):
+            r.error(keys.get("url"), "directory.url: ldap:// would send passwords in clear; use "
+                                     "ldaps:// or start_tls: true")
+        settings = {}
+        for key, needs in (("user_filter", "{user}"), ("user_dn_template", "{user}"),
+                           ("group_filter", "{dn}")):
+            text = r.string(keys.get(key), f"directory.{key}", None)
+            if text is None:
+                continue
+            if needs not in text:
+                r.error(keys[key], f"directory.{key}: must contain {needs}")
+            settings[key] = text
+        for key in ("base_dn", "bind_dn", "group_base_dn"):
+            text = r.string(keys.get(key), f"directory.{key}", "") or ""
+            if text:
+                try:
+                    normalise_dn(text)
+                except ValueError:
+                    r.error(keys[key], f"directory.{key}: '{text}' is not a DN")
+            settings[key] = text
+        bind_password_env = r.string(keys.get("bind_password_env"),
+                                     "directory.bind_password_env", "") or ""
+        if settings["bind_dn"] and not bind_password_env:
+            r.error(keys.get("bind_dn"), "directory.bind_dn needs bind_password_env: the name "
+                                         "of the environment variable holding its password")
+        cache = r.scalar(keys.get("cache_minutes"))
+        if cache is None:
+            cache = default.cache_minutes
+        elif isinstance(cache, bool) or not isinstance(cache, (int, float)) \
+                or not 0 <= cache <= 1440:
+            r.error(keys["cache_minutes"], "directory.cache_minutes: expected minutes from 0 to "
+                                           f"1440 (e.g. 15, or 0.5), got '{keys['cache_minutes'].value}'")
+            cache = default.cache_minutes
+        return DirectorySettings(
+            url=url, start_tls=start_tls, bind_password_env=bind_password_env,
+            ca=self._optional_file(keys.get("ca"), "directory.ca"),
+            cache_minutes=float(cache),
+            timeout_seconds=r.integer(keys.get("timeout_seconds"), "directory.timeout_seconds",
+                                      default.timeout_seconds, 1, 60),
+            realm=r.string(keys.get("realm"), "directory.realm", default.realm) or default.realm,
+            **settings)
 
     def _network(self, node: yaml.Node, profiles: dict[str, Profile]) -> NetworkRule | None:
         keys = self.r.mapping(node, "clients.networks", ("cidr", "profile"),
@@ -658,6 +767,20 @@ class _PolicyBuilder:
 # log for real (safeguarding.logwriter.preflight), which is the check that cannot be wrong.
 
 _SUGGESTED = "/var/log/webpolicy"
+
+
+def normalise_dn(dn: str) -> str:
+    """A DN as compared everywhere (policy groups, the directory's answers): attribute types
+    and values lower-cased, no spaces around separators.  ValueError if it is not a DN."""
+    from ldap3.utils.dn import parse_dn   # pure parsing; ldap3 is a mitmproxy dependency
+    try:
+        parts = parse_dn(dn.strip(), strip=True)
+    except Exception:  # noqa: BLE001 - ldap3 raises its own exception types
+        raise ValueError(f"'{dn}' is not a DN") from None
+    if not parts:
+        raise ValueError(f"'{dn}' is not a DN")
+    return ",".join(f"{kind.strip().lower()}={value.strip().lower()}"
+                    for kind, value, _separator in parts)
 
 
 def log_directory_problems(policy: Policy) -> list[Problem]:

@@ -11,7 +11,9 @@ themselves live by concern:
 - stages/: circumvention and safe search, run after the decision on flows that go on;
 - chokepoint.py: `server_connect`, the backstop every upstream connection passes, whatever
   hook it came through (or none: raw TCP, pass-through, ignore_hosts);
-- failsafe.py: the wrapper on every hook, so an exception refuses instead of forwarding.
+- failsafe.py: the wrapper on every hook, so an exception refuses instead of forwarding;
+- signin.py: proxy logins checked against the policy's directory, first in `http_connect`
+  and `requestheaders`, in a thread when the directory must be asked.
 They share one Gate (gate.py): the engine in force, who each connection is, and how a
 decision is recorded and enforced.  Any error while deciding fails closed for profiles that
 block: a raised exception in a hook would make mitmproxy forward the request (fail open).
@@ -41,10 +43,11 @@ from webpolicy.policy import history
 from webpolicy.policy.model import PolicyError
 from webpolicy.proxy.chokepoint import Chokepoint
 from webpolicy.proxy.connections import ConnectionFilter
-from webpolicy.proxy.failsafe import failsafe
+from webpolicy.proxy.failsafe import failsafe, refuse
 from webpolicy.proxy.gate import DEFAULT_OWN_NETWORKS, Gate, parse_networks
 from webpolicy.proxy.reloader import Reloader
 from webpolicy.proxy.requests import RequestFilter
+from webpolicy.proxy.signin import SignIn
 from webpolicy.proxy.stages.circumvention import Circumvention
 from webpolicy.proxy.stages.safesearch import SafeSearch
 from webpolicy.proxy.upstream import EarlyUpstream
@@ -67,6 +70,7 @@ class WebPolicy:
         self.chokepoint = Chokepoint(self.gate)
         self.circumvention = Circumvention(self.gate)
         self.safesearch = SafeSearch(self.gate)
+        self.signin = SignIn(self.gate)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -194,6 +198,7 @@ class WebPolicy:
         if gate.alerter:
             gate.alerter.close()                   # a few seconds to send what is queued
             gate.alerter = None
+        self.signin.close()
         self.metrics.stop()
 
     def _sources_refreshed(self, states, outcomes) -> None:
@@ -303,10 +308,33 @@ class WebPolicy:
 
     @failsafe
     def requestheaders(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
-        """Decide; then, on a flow that goes on, the circumvention and safe-search stages.
-        Each stage fails closed on its own: a raised hook would forward the request."""
+        """Sign in (directory logins); decide; then, on a flow that goes on, the
+        circumvention and safe-search stages.  Each stage fails closed on its own: a raised
+        hook would forward the request."""
         if flow.response is not None:      # e.g. proxyauth's 407: never overwrite it
+            return None
+        asking = self.signin.begin(flow)
+        if asking is not None:             # the directory is being asked, in a thread
+            return self._signed_in_then(asking, flow, self._filter_request)
+        if flow.response is not None:      # the sign-in's 407
+            return None
+        return self._filter_request(flow)
+
+    async def _signed_in_then(self, asking: Awaitable[None], flow: http.HTTPFlow,
+                              hook) -> None:
+        """After the directory's answer, the rest of the hook, failing closed like failsafe:
+        an exception raised here, after the hook returned, would escape the wrapper."""
+        await asking                       # never raises; a refusal sets flow.response
+        if flow.response is not None:
             return
+        try:
+            more = hook(flow)
+            if more is not None:
+                await more
+        except Exception as exc:  # noqa: BLE001 - nothing may escape: it would forward
+            refuse(self.gate, self.chokepoint, self.connections, flow, hook.__name__, exc)
+
+    def _filter_request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         filtered = self.requests.filter(flow)
         decided_hosts = filtered.hosts
         if flow.response is None:
@@ -341,8 +369,16 @@ class WebPolicy:
         self.circumvention.dns_request(flow)
 
     @failsafe
-    def http_connect(self, flow: http.HTTPFlow) -> None:
+    def http_connect(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         self.chokepoint.forget_http(flow.client_conn.id)
+        asking = self.signin.begin(flow)
+        if asking is not None:
+            return self._signed_in_then(asking, flow, self._filter_connect)
+        if flow.response is None:
+            self._filter_connect(flow)
+        return None
+
+    def _filter_connect(self, flow: http.HTTPFlow) -> None:
         self.connections.http_connect(flow)
 
     @failsafe
@@ -367,6 +403,7 @@ class WebPolicy:
     def client_disconnected(self, client) -> None:
         self.chokepoint.client_disconnected(client.id)
         self.connections.client_disconnected(client)
+        self.signin.client_disconnected(client.id)
 
 
 def _entry_counts(engine: Engine | None) -> dict[str, int] | None:
@@ -389,7 +426,12 @@ def _refuse_unsafe_options(updated: set[str]) -> None:
 
 def _refuse_any_login_for_named_users(engine: Engine) -> None:
     """`--proxyauth any` takes any password: with clients.users naming staff, anyone could
-    type a staff name and be filtered as staff."""
+    type a staff name and be filtered as staff.  And a policy with `directory:` does its own
+    login (signin.py): mitmproxy's --proxyauth on top would ask for a second one."""
+    if ctx.options.proxyauth and engine.policy.directory is not None:
+        raise UnsafeConfiguration(
+            f"{engine.policy.path} has directory: (proxy logins checked by webpolicy against "
+            "the directory) and --proxyauth is set too: remove --proxyauth.")
     if ctx.options.proxyauth == "any" and engine.policy.users:
         raise UnsafeConfiguration(
             "--proxyauth any accepts any password, so anyone could sign in as a user listed "

@@ -62,6 +62,10 @@ def parse_networks(text: str) -> Networks:
 
 OWN_NETWORKS = parse_networks(DEFAULT_OWN_NETWORKS)
 
+# flow.metadata key of the user signed in through the directory (signin.py): the name and its
+# groups, never the password.
+SIGNED_IN_USER = "webpolicy_user"
+
 
 class Gate:
     def __init__(self, metrics: Metrics) -> None:
@@ -78,6 +82,9 @@ class Gate:
     # -- who ------------------------------------------------------------------------------
 
     def user(self, flow: http.HTTPFlow) -> str | None:
+        signed_in = flow.metadata.get(SIGNED_IN_USER)     # a directory login (signin.py)
+        if signed_in:
+            return signed_in
         auth = flow.metadata.get("proxyauth")
         if auth:
             return auth[0]

@@ -80,7 +80,7 @@ def make_record(event_id: str, action: str, decision: Decision, facts: RequestFa
         "id": event_id,
         "time": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "client_ip": facts.client_ip,
-        "user": facts.user,
+        "user": str(facts.user) if facts.user is not None else None,   # a plain name
         "device": device or None,
         "profile": decision.profile,
         "profile_reason": decision.profile_reason,

@@ -44,6 +44,7 @@ DOCUMENTED = {
     "webpolicy_requests_total", "webpolicy_decision_seconds", "webpolicy_blocks_total",
     "webpolicy_statutory_blocks_total", "webpolicy_logged_visits_total",
     "webpolicy_fail_closed_total", "webpolicy_fail_open_total", "webpolicy_filter_errors_total",
+    "webpolicy_proxy_logins_total",
     "webpolicy_connections_refused_total", "webpolicy_list_entries",
     "webpolicy_list_skipped_lines", "webpolicy_list_available", "webpolicy_list_failed_sources",
     "webpolicy_list_load_failures_total", "webpolicy_policy_reloads_total",

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from tests.e2e.conftest import POLICY as E2E_POLICY
+from tests.e2e.test_directory import POLICY as DIRECTORY_POLICY
 from tests.unit.helpers import ADDONS, REPO, policy_yaml
 from tests.unit.policy.test_model import GOOD
 
@@ -44,7 +45,9 @@ def test_the_shipped_policy_names_its_schema():
     E2E_POLICY.format(staff_ip="127.0.0.2", learner_ip="127.0.0.3", metrics_port=9464),
     policy_yaml(learner={"block": ["adult"], "connect": "{block_ip_literals: true}"},
                 staff={"block": [], "on_error": "allow"}, lists=["adult"]),
-], ids=["model", "e2e", "builder"])
+    DIRECTORY_POLICY.format(ldap_url="ldap://127.0.0.1:3389", service_dn="cn=reader,dc=test",
+                            cache_minutes=0.1, metrics_port=9464),
+], ids=["model", "e2e", "builder", "directory"])
 def test_the_test_policies_are_valid(text):
     assert errors(yaml.safe_load(text)) == []
 

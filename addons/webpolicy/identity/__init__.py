@@ -1,0 +1,1 @@
+"""Who a client is, beyond its address: proxy logins checked against a directory (LDAP)."""

@@ -1,0 +1,172 @@
+"""Proxy logins checked against the directory (policy.yaml's `directory:`), off the event loop.
+
+mitmproxy's own `--proxyauth ldap:...` binds to the directory on every plain-HTTP request, on
+the event loop: one slow directory answer stalls every client, and its users carry no groups.
+So with `directory:` in the policy the add-on does the login itself, for the HTTP proxy
+listener (regular and upstream modes; transparent, SOCKS5 and reverse clients are identified
+by their network):
+- `begin` runs first in `http_connect` and `requestheaders`.  What needs no directory is
+  answered at once: no or unreadable Proxy-Authorization (407 with the realm), an address
+  throttled after failed logins (407), a password checked within `cache_minutes` (accepted);
+  otherwise it returns an awaitable that asks the directory in a small thread pool, which
+  the add-on awaits before deciding (mitmproxy serves other flows meanwhile).
+- A directory that cannot be asked refuses the login with a 503 that says so (fail closed:
+  an unverified name could claim staff's profile) and counts it.
+- The accepted user (a `SignedInUser`: name and groups) is put on the flow as
+  `flow.metadata[USER_KEY]`, never the password; the Proxy-Authorization header is removed
+  before anything else sees the request, so it reaches no log, record or upstream.  After a
+  CONNECT, the tunnel's user is kept per client connection for the requests inside it, which
+  carry no header, and for the TLS and TCP hooks (Gate.users).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import concurrent.futures
+import logging
+import time
+from collections.abc import Awaitable
+
+from mitmproxy import http
+from mitmproxy.proxy import mode_specs
+
+from webpolicy.identity.directory import Directory, DirectoryUnavailable, SignedInUser
+from webpolicy.identity.logins import LoginCache, Throttle
+from webpolicy.policy.model import DirectorySettings
+from webpolicy.proxy.flows import client_ip, make_response
+from webpolicy.proxy.gate import SIGNED_IN_USER as USER_KEY
+from webpolicy.proxy.gate import Gate
+
+log = logging.getLogger("webpolicy")
+
+HEADER = "Proxy-Authorization"
+WORKERS = 4                      # directory checks at once; more wait in the pool's queue
+WARN_EVERY = 60.0                # seconds between warnings that the directory is down
+
+_REFUSED = (b"You need to sign in to use the web: enter your college username and password.\n")
+_THROTTLED = (b"Too many failed sign-ins from this device. Wait a minute, then try again "
+              b"with your college username and password.\n")
+_UNAVAILABLE = (b"The web filter cannot check sign-ins right now (the college directory "
+                b"cannot be reached), so you cannot be signed in. Please try again in a few "
+                b"minutes, or ask the IT helpdesk.\n")
+
+
+class SignIn:
+    def __init__(self, gate: Gate) -> None:
+        self.gate = gate
+        self._settings: DirectorySettings | None = None
+        self._directory: Directory | None = None
+        self.cache: LoginCache[SignedInUser] = LoginCache(0)
+        self.throttle = Throttle()
+        self._tunnels: dict[str, SignedInUser] = {}      # client connection id -> CONNECT's user
+        self._pool = concurrent.futures.ThreadPoolExecutor(WORKERS, "webpolicy-directory")
+        self._warned = -WARN_EVERY
+
+    def settings(self) -> DirectorySettings | None:
+        """The directory settings of the policy in force; a change (a reload) starts a new
+        client and an empty cache, so an edited filter or server applies at once."""
+        engine = self.gate.engine
+        settings = engine.policy.directory if engine is not None else None
+        if settings is not self._settings:
+            if settings != self._settings:
+                self._directory = Directory(settings) if settings else None
+                self.cache = LoginCache(settings.cache_minutes * 60 if settings else 0)
+            self._settings = settings          # an equal one from a reload: keep the cache
+        return settings
+
+    def begin(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        """Sign the flow's client in, or refuse it (flow.response set).  Returns an awaitable
+        when the directory must be asked; it never raises."""
+        settings = self.settings()
+        if settings is None or not isinstance(flow.client_conn.proxy_mode,
+                                              (mode_specs.RegularMode, mode_specs.UpstreamMode)):
+            return None
+        header = flow.request.headers.pop(HEADER, "")      # never forwarded, never recorded
+        connect = flow.request.method == "CONNECT"
+        tunnel_user = None if connect else self._tunnels.get(flow.client_conn.id)
+        if tunnel_user is not None:                         # inside a tunnel signed in at CONNECT
+            flow.metadata[USER_KEY] = tunnel_user
+            return None
+        credentials = _basic(header)
+        if credentials is None:
+            self._refuse(flow, settings, "refused", _REFUSED)
+            return None
+        user, password = credentials
+        address = client_ip(flow)
+        if self.throttle.blocked(address):
+            self._refuse(flow, settings, "throttled", _THROTTLED)
+            return None
+        known = self.cache.get(user, password)
+        if known is not None:
+            self._accept(flow, known, "cached")
+            return None
+        return self._ask(flow, settings, self._directory, user, password, address)
+
+    async def _ask(self, flow: http.HTTPFlow, settings: DirectorySettings, directory: Directory,
+                   user: str, password: str, address: str) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+            found = await loop.run_in_executor(self._pool, directory.check, user, password)
+        except DirectoryUnavailable as exc:
+            self._unavailable(flow, str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - fail closed, never open
+            self._unavailable(flow, f"unexpected {type(exc).__name__}")
+            return
+        if found is None:
+            self.throttle.failed(address)
+            self._refuse(flow, settings, "refused", _REFUSED)
+            return
+        if self._settings == settings:      # not an answer from a directory since replaced
+            self.cache.put(user, password, found)
+        self._accept(flow, found, "ok")
+
+    def _accept(self, flow: http.HTTPFlow, user: SignedInUser, result: str) -> None:
+        flow.metadata[USER_KEY] = user
+        if flow.request.method == "CONNECT":
+            self._tunnels[flow.client_conn.id] = user
+        self.gate.metrics.proxy_logins.labels(result).inc()
+
+    def _refuse(self, flow: http.HTTPFlow, settings: DirectorySettings, result: str,
+                body: bytes) -> None:
+        realm = "".join(c for c in settings.realm if c.isprintable() and c not in '"\\')
+        flow.response = make_response(407, body, [
+            (b"proxy-authenticate", f'Basic realm="{realm}", charset="UTF-8"'.encode()),
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"cache-control", b"no-store"),
+        ])
+        self.gate.metrics.proxy_logins.labels(result).inc()
+
+    def _unavailable(self, flow: http.HTTPFlow, why: str) -> None:
+        now = time.monotonic()
+        if now - self._warned >= WARN_EVERY:    # not once per request while it is down
+            self._warned = now
+            log.warning("webpolicy: the directory cannot be asked, sign-ins refused (fail "
+                        "closed; counted in webpolicy_proxy_logins_total): %s", why)
+        flow.response = make_response(503, _UNAVAILABLE, [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"cache-control", b"no-store"),
+        ])
+        self.gate.metrics.proxy_logins.labels("unavailable").inc()
+
+    def client_disconnected(self, client_id: str) -> None:
+        self._tunnels.pop(client_id, None)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _basic(header: str) -> tuple[str, str] | None:
+    """(user, password) from a Basic Proxy-Authorization value; None if there is none."""
+    scheme, _, encoded = header.strip().partition(" ")
+    if scheme.lower() != "basic" or not encoded:
+        return None
+    try:
+        text = binascii.a2b_base64(encoded.strip().encode("ascii")).decode("utf-8")
+    except (binascii.Error, UnicodeError, ValueError):
+        return None
+    user, colon, password = text.partition(":")
+    if not colon or not user or not password:
+        return None
+    return user, password
