@@ -6,12 +6,11 @@ import datetime as dt
 import json
 from pathlib import Path
 
-NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
-
-
 def record(ref: str, minutes_ago: int = 5, **fields) -> dict:
     """A full record; `fields` override the defaults (a blocked gambling visit by bob)."""
-    when = NOW - dt.timedelta(minutes=minutes_ago)
+    # From the time of the call, not of the import: a long test run must not age the samples
+    # out of the windows the tests filter by ("since=15m").
+    when = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(minutes=minutes_ago)
     base = {
         "schema": 1, "id": ref, "time": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "client_ip": "10.10.4.17", "user": "bob", "device": "Library PC 3",
