@@ -24,17 +24,22 @@ def _exchange(proxy, data: bytes, client_ip: str, wait: float = 1.5) -> bytes:
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=wait,
                                   source_address=(client_ip, 0)) as raw:
         raw.sendall(data)
-        reply = b""
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            try:
-                chunk = raw.recv(65536)
-            except (TimeoutError, ConnectionResetError):
-                break
-            if not chunk:
-                break
-            reply += chunk
-        return reply
+        return _read_until_quiet(raw, wait)
+
+
+def _read_until_quiet(raw: socket.socket, wait: float) -> bytes:
+    """What the peer sends until it closes, resets or `wait` seconds pass."""
+    reply = b""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            chunk = raw.recv(65536)
+        except (TimeoutError, ConnectionResetError):
+            break
+        if not chunk:
+            break
+        reply += chunk
+    return reply
 
 
 def _tunnel(proxy, target: str, payload: bytes, client_ip: str = LEARNER_IP,
@@ -52,17 +57,7 @@ def _tunnel(proxy, target: str, payload: bytes, client_ip: str = LEARNER_IP,
         if not answer.startswith(b"HTTP/1.1 200"):
             return answer, b""
         raw.sendall(payload)
-        rest = b""
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            try:
-                chunk = raw.recv(65536)
-            except (TimeoutError, ConnectionResetError):
-                break
-            if not chunk:
-                break
-            rest += chunk
-        return answer, rest
+        return answer, _read_until_quiet(raw, wait)
 
 
 def _settled(sites, site: str, before: int, wait: float = 0.5) -> int:

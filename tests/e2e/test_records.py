@@ -15,7 +15,7 @@ import socket
 import pytest
 
 from .conftest import LEARNER_IP, STAFF_IP
-from .test_safeguarding import WATCH_LISTS, Webhook, safeguarding_policy
+from .test_safeguarding import guarded, webhook  # noqa: F401 - shared fixtures
 
 pytestmark = pytest.mark.e2e
 
@@ -47,16 +47,6 @@ def reference(head: bytes) -> str:
     raise AssertionError(f"no reference in {head!r}")
 
 
-@pytest.fixture
-def webhook():
-    hook = Webhook()
-    yield hook
-    hook.close()
-
-
-@pytest.fixture
-def guarded(make_proxy, webhook):
-    return make_proxy(policy=safeguarding_policy(), lists=WATCH_LISTS, hook_url=webhook.url)
 
 
 def test_a_blocked_request_with_a_non_utf8_user_agent_is_recorded(proxy):

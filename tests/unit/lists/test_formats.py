@@ -349,9 +349,8 @@ def open_directory():
     shutil.rmtree(path)
 
 
-def test_unreadable_source(open_directory):
-    path = write(open_directory, "secret.txt", "a.example.com\n")
-    path.chmod(0)
+def assert_cannot_read(path: Path) -> None:
+    """parse_source says "cannot read", as this account or, for root, as nobody."""
     if os.geteuid() != 0:
         with pytest.raises(SourceError, match="cannot read"):
             parse_source(path)
@@ -359,6 +358,12 @@ def test_unreadable_source(open_directory):
     done = _parse_as_nobody(path)
     assert done.returncode == 3, done.stderr
     assert "cannot read" in done.stdout
+
+
+def test_unreadable_source(open_directory):
+    path = write(open_directory, "secret.txt", "a.example.com\n")
+    path.chmod(0)
+    assert_cannot_read(path)
 
 
 def test_source_behind_a_closed_directory(open_directory):
@@ -366,15 +371,8 @@ def test_source_behind_a_closed_directory(open_directory):
     closed = open_directory / "closed"
     closed.mkdir()
     path = write(closed, "list.txt", "a.example.com\n")
-    closed.chmod(0o700)
-    if os.geteuid() != 0:
-        closed.chmod(0)
-        with pytest.raises(SourceError, match="cannot read"):
-            parse_source(path)
-        return
-    done = _parse_as_nobody(path)
-    assert done.returncode == 3, done.stderr
-    assert "cannot read" in done.stdout
+    closed.chmod(0o700 if os.geteuid() == 0 else 0)    # 0700: root's, so nobody cannot enter
+    assert_cannot_read(path)
 
 
 def test_empty_file_is_not_an_error(tmp_path):
