@@ -30,7 +30,8 @@ pytestmark = pytest.mark.e2e
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import Select  # noqa: E402
+from selenium.webdriver.support import expected_conditions  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 from ..unit.console import samples  # noqa: E402
 
@@ -124,7 +125,11 @@ def sign_in(driver, console: Console, name: str, password: str = PASSWORD) -> No
     driver.get(console.url + "/login/")
     driver.find_element(By.ID, "id_username").send_keys(name)
     driver.find_element(By.ID, "id_password").send_keys(password)
-    driver.find_element(By.ID, "sign-in").click()
+    button = driver.find_element(By.ID, "sign-in")
+    button.click()
+    # Wait for the answer to replace the form: navigating away while the POST is in flight
+    # cancels it, and a cancelled failure is never counted by the throttle.
+    WebDriverWait(driver, 15).until(expected_conditions.staleness_of(button))
 
 
 def references(driver) -> list[str]:
