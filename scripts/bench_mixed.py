@@ -60,6 +60,9 @@ ALLOWED_HOSTS = 400
 BLOCKED_HOSTS = 60
 SEARCH_HOSTS = ("www.google.com", "www.bing.com")
 SESSIONS = (("https", 0.70, 10), ("search", 0.10, 5), ("http", 0.15, 5), ("block", 0.05, 1))
+# The workloads: `mixed` above; `tunnels` only its first kind (what selective inspection can
+# pass through), to show the two ends of what it saves.
+MIXES = {"mixed": SESSIONS, "tunnels": (("https", 1.0, 10),)}
 SEARCH_WORDS = ("photosynthesis", "maths+homework", "french+verbs", "volcano+diagram",
                 "history+of+rome", "python+loops", "weather+london", "bus+times")
 CONFIGS = ("bare", "all", "selective", "squid", "squidguard")
@@ -110,6 +113,7 @@ class MixedData:
 
     directory: Path
     domains_1m: Path
+    cache: Path                       # kept between runs: squidGuard's compiled db
     allowed: list[str] = field(default_factory=list)
     blocked: list[str] = field(default_factory=list)
 
@@ -136,7 +140,7 @@ class MixedData:
 
     def squidguard_db(self) -> Path:
         """squidGuard's Berkeley DB of the 1M list, compiled once (about a minute)."""
-        db = self.directory.parent / "squidguard-db"
+        db = self.cache / "squidguard-db"
         target = db / "synthetic" / "domains.db"
         if not target.exists():
             (db / "synthetic").mkdir(parents=True, exist_ok=True)
@@ -247,7 +251,7 @@ async def _probe(port: int, host: str) -> bool:
         line = await asyncio.wait_for(reader.readline(), 5)
         writer.close()
         return line.startswith(b"HTTP/1.1 ")
-    except (OSError, asyncio.TimeoutError):
+    except (OSError, TimeoutError):
         return False
 
 
@@ -407,7 +411,7 @@ async def client_loop(port: int, concurrency: int, seconds: float, plan: dict,
         while time.monotonic() < deadline:
             try:
                 await asyncio.wait_for(session(port, rng, plan, tally, context), 30)
-            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError,
+            except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError,
                     IndexError, ssl.SSLError, asyncio.LimitOverrunError) as exc:
                 tally.error("session", exc)
                 await asyncio.sleep(0.01)
@@ -417,20 +421,20 @@ async def client_loop(port: int, concurrency: int, seconds: float, plan: dict,
 
 
 def _client_process(args: tuple) -> dict:
-    port, concurrency, seconds, allowed, blocked, seed = args
-    plan = {"allowed": allowed, "blocked": blocked, "pick": _picker(SESSIONS)}
+    port, concurrency, seconds, allowed, blocked, seed, mix = args
+    plan = {"allowed": allowed, "blocked": blocked, "pick": _picker(MIXES[mix])}
     tally = asyncio.run(client_loop(port, concurrency, seconds, plan, seed))
     return {"latencies": tally.latencies, "statuses": tally.statuses, "errors": tally.errors}
 
 
 def drive(port: int, concurrency: int, seconds: float, data: MixedData, processes: int,
-          seed: int, pool) -> dict:
+          seed: int, pool, mix: str = "mixed") -> dict:
     """Run the workload; {"requests", "rps", "p50_us", "p99_us", "statuses", "errors"}."""
     shares = [concurrency // processes + (1 if i < concurrency % processes else 0)
               for i in range(processes)]
     started = time.monotonic()
     parts = pool.map(_client_process, [(port, share, seconds, data.allowed, data.blocked,
-                                        seed * 10 + i) for i, share in enumerate(shares)])
+                                        seed * 10 + i, mix) for i, share in enumerate(shares)])
     elapsed = time.monotonic() - started
     latencies = sorted(x for p in parts for x in p["latencies"])
     statuses: dict[str, int] = {}
@@ -469,29 +473,34 @@ def failures(name: str, result: dict) -> int:
 
 
 def run_mixed(servers: dict[str, Server], data: MixedData, concurrency: int, seconds: float,
-              rounds: int, processes: int, median_interval) -> dict:
-    """Every server in every round, the order reversed every other round."""
-    samples: dict[str, list[dict]] = {}
+              rounds: int, processes: int, median_interval, mixes: list[str]) -> dict:
+    """Every server in every round of every mix, the order reversed every other round;
+    {mix: results}."""
+    results = {}
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(processes) as pool:
         for server in servers.values():                  # warm-up: certificates, helpers
             drive(server.port, concurrency, 2.0, data, processes, 99, pool)
-        for round_ in range(rounds):
-            order = list(servers.values())
-            if round_ % 2:
-                order.reverse()
-            for server in order:
-                cpu = server.cpu_seconds()
-                result = drive(server.port, concurrency, seconds, data, processes, round_, pool)
-                used = server.cpu_seconds() - cpu
-                result["cpu_us"] = used * 1e6 / max(result["requests"], 1)
-                result["failed"] = failures(server.name, result)
-                samples.setdefault(server.name, []).append(result)
-                print(f"  mixed c{concurrency} {server.name:10s} round {round_ + 1}: "
-                      f"{result['rps']:.0f} req/s, p99 {result['p99_us'] / 1000:.1f} ms, "
-                      f"{result['cpu_us']:.0f} us CPU/req, failed {result['failed']} "
-                      f"(load {os.getloadavg()[0]:.2f})", flush=True)
-    return summarise(samples, median_interval)
+        for mix in mixes:
+            samples: dict[str, list[dict]] = {}
+            for round_ in range(rounds):
+                order = list(servers.values())
+                if round_ % 2:
+                    order.reverse()
+                for server in order:
+                    cpu = server.cpu_seconds()
+                    result = drive(server.port, concurrency, seconds, data, processes, round_,
+                                   pool, mix)
+                    used = server.cpu_seconds() - cpu
+                    result["cpu_us"] = used * 1e6 / max(result["requests"], 1)
+                    result["failed"] = failures(server.name, result)
+                    samples.setdefault(server.name, []).append(result)
+                    print(f"  {mix} c{concurrency} {server.name:10s} round {round_ + 1}: "
+                          f"{result['rps']:.0f} req/s, p99 {result['p99_us'] / 1000:.1f} ms, "
+                          f"{result['cpu_us']:.0f} us CPU/req, failed {result['failed']} "
+                          f"(load {os.getloadavg()[0]:.2f})", flush=True)
+            results[mix] = summarise(samples, median_interval)
+    return results
 
 
 def summarise(samples: dict[str, list[dict]], median_interval) -> dict:
@@ -515,8 +524,8 @@ def summarise(samples: dict[str, list[dict]], median_interval) -> dict:
     return results
 
 
-def report(results: dict, concurrency: int) -> None:
-    print(f"\n== Mixed workload, c{concurrency} (medians over rounds; ratios: the median of "
+def report(results: dict, concurrency: int, mix: str) -> None:
+    print(f"\n== Workload {mix}, c{concurrency} (medians over rounds; ratios: the median of "
           "each round's ratio) ==")
     print("CPU/req: the proxy's whole process tree.  x bare / x sg: ratio to bare mitmdump / "
           "to squid + squidGuard (req/s and p99: higher and lower are better; CPU/req: lower "

@@ -633,6 +633,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mixed-only",
                         help="comma-separated mixed-workload configurations "
                              f"({','.join(bench_mixed.CONFIGS)}; default all)")
+    parser.add_argument("--mixes", default="mixed",
+                        help="forward-proxy workloads: mixed (browsing: mostly HTTPS tunnels, "
+                             "searches, plain HTTP, a few blocks), tunnels (only HTTPS to "
+                             "allowed hosts); comma-separated (default mixed)")
     parser.add_argument("--mixed-concurrency", type=int, default=32,
                         help="client connections of the mixed workload (default 32)")
     parser.add_argument("--client-processes", type=int, default=2,
@@ -737,7 +741,8 @@ def mixed_policy(directory: Path, domains: Path, inspect: str) -> Path:
 def mixed_workload(args, data: Data, run_dir: Path, names: list[str], seconds: float) -> None:
     """bare mitmdump, the gateway (inspect all, selective), squid and squid + squidGuard as
     forward proxies under the mixed workload (scripts/bench_mixed.py), interleaved."""
-    mixed = bench_mixed.MixedData(run_dir / "mixed", data.domains_1m)
+    run_dir.chmod(0o755)                 # squid runs as its own user (Debian: proxy)
+    mixed = bench_mixed.MixedData(run_dir / "mixed", data.domains_1m, data.directory)
     mixed.directory.mkdir(parents=True, exist_ok=True)
     mixed.prepare()
     upstream = Nginx(run_dir / "mixed-nginx", bench_mixed.UPSTREAM_ADDR, (80, 443)).start()
@@ -765,9 +770,12 @@ def mixed_workload(args, data: Data, run_dir: Path, names: list[str], seconds: f
                 server = bench_mixed.squid_server(name, directory, mixed.hosts, port, db)
             say(f"started {name}: answering after {server.start():.2f} s")
             servers[name] = server
+        mixes = args.mixes.split(",")
         results = bench_mixed.run_mixed(servers, mixed, args.mixed_concurrency, seconds,
-                                        args.rounds, args.client_processes, median_interval)
-        bench_mixed.report(results, args.mixed_concurrency)
+                                        args.rounds, args.client_processes, median_interval,
+                                        mixes)
+        for mix in mixes:
+            bench_mixed.report(results[mix], args.mixed_concurrency, mix)
     finally:
         for server in servers.values():
             server.stop()
