@@ -95,7 +95,7 @@ class PacServer:
         body = text.encode()
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):                       # noqa: N802 (http.server's name)
+
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-ns-proxy-autoconfig")
                 self.send_header("Content-Length", str(len(body)))
@@ -117,7 +117,7 @@ class PacServer:
 def shipped_pac_for(*gateways: Proxy) -> str:
     """docs/proxy.pac with its GATEWAYS line naming these gateways, the rest as shipped."""
     text = PAC.read_text()
-    line = re.search(r'^var GATEWAYS = "([^"]*)";$', text, re.M)
+    line = re.search(r'^var GATEWAYS = "([^"]*)";$', text, re.MULTILINE)
     assert line, "docs/proxy.pac must set GATEWAYS on one line"
     shipped = [part.strip() for part in line.group(1).split(";")]
     assert len(shipped) == 2 and all(p.startswith("PROXY ") for p in shipped)
