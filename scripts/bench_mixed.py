@@ -530,7 +530,10 @@ def report(results: dict, concurrency: int, mix: str) -> None:
     print("CPU/req: the proxy's whole process tree.  x bare / x sg: ratio to bare mitmdump / "
           "to squid + squidGuard (req/s and p99: higher and lower are better; CPU/req: lower "
           "is better)")
+    print("req/core-s: 1e6 / CPU/req, the requests one core would serve at that cost (what "
+          "req/s would be if neither the client nor other load held it back)")
     header = (f"{'config':10s} {'req/s':>7s} {'p50 ms':>7s} {'p99 ms':>7s} {'CPU/req us':>10s}"
+              f" {'req/core-s':>10s}"
               f" {'req/s x bare':>12s} {'p99 x bare':>10s} {'CPU x bare':>10s}"
               f" {'req/s x sg':>10s} {'p99 x sg':>8s} {'CPU x sg':>8s} {'failed':>6s}")
     print(header)
@@ -540,7 +543,8 @@ def report(results: dict, concurrency: int, mix: str) -> None:
         if r is None:
             continue
         print(f"{name:10s} {r['rps']:7.0f} {r['p50_us'] / 1000:7.1f} {r['p99_us'] / 1000:7.1f} "
-              f"{r['cpu_us']:10.0f} {r.get('rps/bare', nan):12.3f} {r.get('p99/bare', nan):10.3f}"
+              f"{r['cpu_us']:10.0f} {1e6 / r['cpu_us']:10.0f}"
+              f" {r.get('rps/bare', nan):12.3f} {r.get('p99/bare', nan):10.3f}"
               f" {r.get('cpu/bare', nan):10.3f} {r.get('rps/squidguard', nan):10.3f}"
               f" {r.get('p99/squidguard', nan):8.3f} {r.get('cpu/squidguard', nan):8.3f}"
               f" {r['failed']:6d}")
