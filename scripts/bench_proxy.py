@@ -4,6 +4,13 @@
     scripts/bench_proxy.py                 # the full run (~6 min on a 2-core VM)
     scripts/bench_proxy.py --quick         # 3 s runs, c16 only, no 1M list (~3 min)
     scripts/bench_proxy.py --only bare,5M --starts 5 --starts-only   # start-up alone (~2 min)
+    scripts/bench_proxy.py --workloads mixed --mixes mixed,tunnels --rounds 4 --seconds 6
+                                           # against squid and squidGuard (~6 min, root)
+
+The last is the forward-proxy comparison with the peers (bare mitmdump, the gateway with
+`inspect: all` and `selective`, squid, squid + squidGuard with the same 1M domains, under a
+browsing mix of CONNECT tunnels, searches, plain HTTP and blocks): scripts/bench_mixed.py
+says how.  A full run without --only does both when squid, squidGuard and root are there.
 
 One run starts, side by side, a local nginx upstream and one mitmdump per configuration:
 
@@ -626,10 +633,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reloads", type=int, default=1,
                         help="probe-only reloads to time (the longest stall of each; on a noisy "
                              "machine one is not enough)")
-    parser.add_argument("--workloads", default="wrk,mixed",
+    parser.add_argument("--workloads",
                         help="wrk (the reverse-proxy runs above, gateway vs bare mitmdump), "
                              "mixed (forward proxy, CONNECT, against squid and squidGuard: "
-                             "scripts/bench_mixed.py); default both")
+                             "scripts/bench_mixed.py); default both, but only wrk with --only "
+                             "or --starts-only, and mixed only where squid, squidGuard and "
+                             "root are there")
     parser.add_argument("--mixed-only",
                         help="comma-separated mixed-workload configurations "
                              f"({','.join(bench_mixed.CONFIGS)}; default all)")
@@ -645,10 +654,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="gateway processes in the mixed workload: > 1 passes --workers N "
                              "to `webpolicy run` (issue #19's workers)")
     args = parser.parse_args(argv)
-    workloads = set(args.workloads.split(","))
+    chosen = args.workloads or ("wrk" if args.only or args.starts_only else "wrk,mixed")
+    workloads = set(chosen.split(","))
     mixed_names = (args.mixed_only.split(",") if args.mixed_only
                    else list(bench_mixed.CONFIGS)) if "mixed" in workloads else []
-    need = missing_tools() + bench_mixed.missing_tools(mixed_names)
+    mixed_need = bench_mixed.missing_tools(mixed_names)
+    if mixed_names and not args.workloads and (mixed_need or os.geteuid() != 0):
+        say(f"skipping the mixed workload (it needs root and {' and '.join(mixed_need) or 'squid'}"
+            "; --workloads mixed to insist)")
+        workloads.discard("mixed")
+        mixed_names, mixed_need = [], []
+    need = missing_tools() + mixed_need
     if need:
         say(f"missing: {', '.join(need)}.  On Debian: apt-get install {' '.join(need)}")
         return 2
