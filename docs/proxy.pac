@@ -4,7 +4,7 @@
 // at it (docs/deployment.md).  Edit the two marked lines for your site.
 //
 // Two gateways with failover: browsers try the first gateway, and when it does not answer
-// they use the second (Chromium and Firefox then avoid the failed one for a few minutes).
+// they use the second (Chromium then avoids the failed one for a few minutes).
 // Both gateways must present the same CA (copy the first gateway's confdir CA files to the
 // second before its first start), so devices trust either.  Tested with Chromium in
 // tests/e2e/test_two_gateways.py.  Deliberately no "DIRECT" at the end: when no gateway
