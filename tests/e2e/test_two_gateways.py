@@ -95,7 +95,7 @@ class PacServer:
         body = text.encode()
 
         class Handler(BaseHTTPRequestHandler):
-
+            def do_GET(self):
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-ns-proxy-autoconfig")
                 self.send_header("Content-Length", str(len(body)))
