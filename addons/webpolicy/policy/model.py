@@ -13,8 +13,8 @@ import ipaddress
 import os
 import pwd
 import re
-import zoneinfo
 import stat
+import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -890,7 +890,7 @@ _SUGGESTED = "/var/log/webpolicy"
 def normalise_dn(dn: str) -> str:
     """A DN as compared everywhere (policy groups, the directory's answers): attribute types
     and values lower-cased, no spaces around separators.  ValueError if it is not a DN."""
-    from ldap3.utils.dn import parse_dn   # pure parsing; ldap3 is a mitmproxy dependency
+    from ldap3.utils.dn import parse_dn  # pure parsing; ldap3 is a mitmproxy dependency
     try:
         parts = parse_dn(dn.strip(), strip=True)
     except Exception:  # noqa: BLE001 - ldap3 raises its own exception types
