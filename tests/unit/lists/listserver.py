@@ -109,6 +109,12 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:
         pass
 
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except (OSError, ssl.SSLError):
+            pass              # a client (or a tunnel through a test proxy) gone mid-request
+
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         server: ListServer = self.server.owner          # type: ignore[attr-defined]
         server.requests.append((self.path, dict(self.headers)))
