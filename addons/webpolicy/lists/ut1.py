@@ -42,6 +42,8 @@ SHORT_ATTRIBUTION = "UT1 blacklists (Université Toulouse 1 Capitole)"
 LICENCE = "CC BY-SA 4.0"
 LICENCE_URL = "https://creativecommons.org/licenses/by-sa/4.0/"
 UT1_HOME = "https://dsi.ut-capitole.fr/blacklists/"
+# On a block page whose list came from UT1: short, for a learner, and what the licence asks.
+BLOCK_PAGE_CREDIT = f"Category list: {SHORT_ATTRIBUTION}, {LICENCE}"
 _CHUNK = 1 << 20
 _VERSION = re.compile(r"\.(?P<category>.+)\.(?P<n>\d+)")
 
