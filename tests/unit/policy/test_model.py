@@ -361,3 +361,25 @@ def test_console_url_reaches_the_alert_settings_and_must_be_http(tmp_path):
     assert policy.alerts.console_url == "https://console.test/"
     found = problems(tmp_path, GOOD + "console: {url: 'console.test'}\n")
     assert any("console.url: 'console.test' is not an http(s) address" in p for p in found)
+
+
+def test_the_shipped_policys_commented_ut1_and_downloads_examples_are_valid(tmp_path,
+                                                                            monkeypatch):
+    monkeypatch.delenv("WEBPOLICY_SOURCES_DIR", raising=False)
+    shipped = (REPO / "policy.yaml").read_text()
+    lines = shipped.splitlines()
+    start = lines.index("  # dating:")
+    example = []
+    for line in lines[start:]:
+        if not line.startswith("  #"):
+            break
+        example.append("  " + line[4:])
+    downloads = next(line for line in lines if line.startswith("# downloads: "))
+    text = shipped.replace("\nallow:", "\n" + "\n".join(example) + "\nallow:", 1)
+    text = text.replace(downloads, downloads[2:], 1)
+    policy = load_policy(write(tmp_path, text))
+    source = policy.lists["dating"].remote[0]
+    assert source.url == "https://dsi.ut-capitole.fr/blacklists/download/"
+    assert source.ut1_categories == ("dating",) and source.refresh == 24 * 3600
+    assert source.proxy == "http://proxy.college.example:3128"
+    assert policy.downloads.parallel == 4
