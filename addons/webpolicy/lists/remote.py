@@ -250,6 +250,9 @@ def fetch(source: RemoteSource, *, force: bool = False, accept_shrink: bool = Fa
             result, message = FAILED, f"timed out (no progress for {timeout:g} s)"
         except (httpx.HTTPError, ssl.SSLError, OSError) as exc:
             result, message = FAILED, _describe(exc)
+            if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)) \
+                    and (through := outbound_proxy(source)):
+                message += f" (through the outbound proxy {through})"
         except Exception as exc:  # noqa: BLE001 - e.g. httpx.InvalidURL: still an outcome
             result, message = FAILED, f"{type(exc).__name__}: {exc}"
         if result in GOOD:

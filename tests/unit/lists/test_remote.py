@@ -401,6 +401,8 @@ def test_a_source_is_downloaded_through_the_outbound_proxy_named(server, tmp_pat
         proxy.refuse = True
         failed = fetch(source, force=True)
         assert failed.result == "failed" and "outbound proxy" in failed.message, failed
+    gone = fetch(source, force=True)                  # the proxy is down: it says which
+    assert gone.result == "failed" and f"through the outbound proxy {proxy.url}" in gone.message
     assert source.path.read_text() == domains(5)
 
 
