@@ -131,6 +131,18 @@ class GroupRule:
 
 
 @dataclass(frozen=True)
+class KerberosSettings:
+    """Single sign-on (identity/kerberos.py): proxy logins by a Kerberos ticket, SPNEGO
+    `Negotiate`, checked with the gateway's key from `keytab`.  `service` is the gateway's
+    service principal (HTTP/<the name clients use for the proxy>); only principals of `realm`
+    are accepted, as the user name before the @."""
+
+    keytab: Path
+    service: str
+    realm: str
+
+
+@dataclass(frozen=True)
 class DirectorySettings:
     """Where proxy logins are checked (identity/directory.py): an LDAP directory, OpenLDAP or
     Active Directory.  Search-then-bind with `bind_dn` (or anonymously), or, with
@@ -149,6 +161,7 @@ class DirectorySettings:
     cache_minutes: float = 15.0
     timeout_seconds: int = 5
     realm: str = "Web filter"
+    kerberos: KerberosSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -555,7 +568,7 @@ class _PolicyBuilder:
         keys = r.mapping(node, where, ("url", "base_dn", "user_filter", "bind_dn",
                                        "bind_password_env", "user_dn_template", "group_base_dn",
                                        "group_filter", "ca", "start_tls", "cache_minutes",
-                                       "timeout_seconds", "realm"),
+                                       "timeout_seconds", "realm", "kerberos"),
                          required=("url", "base_dn"))
         if not keys:
             return None
@@ -607,7 +620,36 @@ class _PolicyBuilder:
             timeout_seconds=r.integer(keys.get("timeout_seconds"), "directory.timeout_seconds",
                                       default.timeout_seconds, 1, 60),
             realm=r.string(keys.get("realm"), "directory.realm", default.realm) or default.realm,
-            **settings)
+            kerberos=self._kerberos(keys.get("kerberos"), settings), **settings)
+
+    def _kerberos(self, node: yaml.Node | None, directory: dict) -> KerberosSettings | None:
+        """directory.kerberos: single sign-on.  The directory is then asked for the groups of
+        a person signed in by ticket without their password, so it must be searchable as the
+        service account (or anonymously): not with user_dn_template alone."""
+        if node is None:
+            return None
+        r, where = self.r, "directory.kerberos"
+        keys = r.mapping(node, where, ("keytab", "service", "realm"),
+                         required=("keytab", "service", "realm"))
+        if not keys:
+            return None
+        service = r.string(keys.get("service"), where + ".service", "") or ""
+        if service and not re.fullmatch(r"HTTP/[A-Za-z0-9.-]+", service):
+            r.error(keys["service"], f"{where}.service: '{service}' is not HTTP/<host name> "
+                                     "(e.g. HTTP/gateway.college.example: the name clients use "
+                                     "for the proxy, without @REALM)")
+        realm = r.string(keys.get("realm"), where + ".realm", "") or ""
+        if realm and not re.fullmatch(r"[A-Za-z0-9._-]+", realm):
+            r.error(keys["realm"], f"{where}.realm: '{realm}' is not a Kerberos realm "
+                                   "(e.g. COLLEGE.EXAMPLE)")
+        if directory.get("user_dn_template") and not directory.get("bind_dn"):
+            r.error(node, f"{where}: needs bind_dn (a service account): the directory is asked "
+                          "for the groups of a person signed in by Kerberos, who gives no "
+                          "password to bind with")
+        keytab = self._optional_file(keys.get("keytab"), where + ".keytab")
+        if keytab is None:
+            return None
+        return KerberosSettings(keytab=keytab, service=service, realm=realm)
 
     def _network(self, node: yaml.Node, profiles: dict[str, Profile]) -> NetworkRule | None:
         keys = self.r.mapping(node, "clients.networks", ("cidr", "profile"),
