@@ -146,7 +146,8 @@ class KerberosSettings:
 class DirectorySettings:
     """Where proxy logins are checked (identity/directory.py): an LDAP directory, OpenLDAP or
     Active Directory.  Search-then-bind with `bind_dn` (or anonymously), or, with
-    `user_dn_template`, a direct bind as the user."""
+    `user_dn_template`, a direct bind as the user.  Or, instead of a directory, an htpasswd
+    file (`htpasswd`; identity/htpasswd.py) checked through the same cache."""
 
     url: str
     base_dn: str
@@ -162,6 +163,7 @@ class DirectorySettings:
     timeout_seconds: int = 5
     realm: str = "Web filter"
     kerberos: KerberosSettings | None = None
+    htpasswd: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -568,11 +570,13 @@ class _PolicyBuilder:
         keys = r.mapping(node, where, ("url", "base_dn", "user_filter", "bind_dn",
                                        "bind_password_env", "user_dn_template", "group_base_dn",
                                        "group_filter", "ca", "start_tls", "cache_minutes",
-                                       "timeout_seconds", "realm", "kerberos"),
-                         required=("url", "base_dn"))
+                                       "timeout_seconds", "realm", "kerberos", "htpasswd"),
+                         required=() if "htpasswd" in _keys_of(node) else ("url", "base_dn"))
         if not keys:
             return None
         default = DirectorySettings("", "")
+        if "htpasswd" in keys:
+            return self._htpasswd(keys, default)
         url = r.string(keys.get("url"), "directory.url", "") or ""
         start_tls = r.boolean(keys.get("start_tls"), "directory.start_tls", False)
         found = re.fullmatch(r"(ldaps?)://(\[[^\]]+\]|[^:/]+)(?::(\d{1,5}))?/?", url)
@@ -605,14 +609,7 @@ class _PolicyBuilder:
         if settings["bind_dn"] and not bind_password_env:
             r.error(keys.get("bind_dn"), "directory.bind_dn needs bind_password_env: the name "
                                          "of the environment variable holding its password")
-        cache = r.scalar(keys.get("cache_minutes"))
-        if cache is None:
-            cache = default.cache_minutes
-        elif isinstance(cache, bool) or not isinstance(cache, (int, float)) \
-                or not 0 <= cache <= 1440:
-            r.error(keys["cache_minutes"], "directory.cache_minutes: expected minutes from 0 to "
-                                           f"1440 (e.g. 15, or 0.5), got '{keys['cache_minutes'].value}'")
-            cache = default.cache_minutes
+        cache = self._cache_minutes(keys, default)
         return DirectorySettings(
             url=url, start_tls=start_tls, bind_password_env=bind_password_env,
             ca=self._optional_file(keys.get("ca"), "directory.ca"),
@@ -621,6 +618,30 @@ class _PolicyBuilder:
                                       default.timeout_seconds, 1, 60),
             realm=r.string(keys.get("realm"), "directory.realm", default.realm) or default.realm,
             kerberos=self._kerberos(keys.get("kerberos"), settings), **settings)
+
+    def _htpasswd(self, keys: dict[str, yaml.Node], default: DirectorySettings) -> DirectorySettings:
+        """directory: {htpasswd: FILE}: logins from an htpasswd file instead of LDAP, through
+        the same cache (bcrypt at any cost is usable)."""
+        r = self.r
+        for key in keys:
+            if key not in ("htpasswd", "cache_minutes", "realm", "kerberos"):
+                r.error(keys[key], f"directory.{key}: not used with directory.htpasswd (an "
+                                   "htpasswd file or an LDAP directory, not both)")
+        path = self._optional_file(keys.get("htpasswd"), "directory.htpasswd")
+        return DirectorySettings(
+            url="", base_dn="", htpasswd=path, cache_minutes=self._cache_minutes(keys, default),
+            realm=r.string(keys.get("realm"), "directory.realm", default.realm) or default.realm,
+            kerberos=self._kerberos(keys.get("kerberos"), {}))
+
+    def _cache_minutes(self, keys: dict[str, yaml.Node], default: DirectorySettings) -> float:
+        cache = self.r.scalar(keys.get("cache_minutes"))
+        if cache is None:
+            return default.cache_minutes
+        if isinstance(cache, bool) or not isinstance(cache, (int, float)) or not 0 <= cache <= 1440:
+            self.r.error(keys["cache_minutes"], "directory.cache_minutes: expected minutes from 0 "
+                         f"to 1440 (e.g. 15, or 0.5), got '{keys['cache_minutes'].value}'")
+            return default.cache_minutes
+        return float(cache)
 
     def _kerberos(self, node: yaml.Node | None, directory: dict) -> KerberosSettings | None:
         """directory.kerberos: single sign-on.  The directory is then asked for the groups of
@@ -899,3 +920,10 @@ def _holder_findings(holder: Path) -> list[tuple[str, bool]]:
                  f"{_SUGGESTED}", False)]
     return [(f"{holder} is writable by every account (like /tmp): another account can take the "
              f"name first, and it may be emptied at boot: prefer {_SUGGESTED}", True)]
+
+
+def _keys_of(node: yaml.Node | None) -> set[str]:
+    """The keys a mapping node names (none for anything else), before it is read."""
+    if not isinstance(node, yaml.MappingNode):
+        return set()
+    return {key.value for key, _value in node.value if isinstance(key, yaml.ScalarNode)}

@@ -22,6 +22,7 @@ import logging
 import time
 
 from webpolicy.identity.directory import Directory, SignedInUser
+from webpolicy.identity.htpasswd import Htpasswd
 from webpolicy.identity.kerberos import Acceptor, KerberosRefused
 from webpolicy.identity.logins import LoginCache
 from webpolicy.policy.model import DirectorySettings
@@ -68,7 +69,7 @@ class Negotiate:
         self._connections.pop(connection, None)
 
     async def sign_in(self, connection: str, token: bytes,
-                      directory: Directory | None) -> SignedInUser | None:
+                      directory: Directory | Htpasswd | None) -> SignedInUser | None:
         """The person the token proves, with their groups; None if refused.  Raises
         DirectoryUnavailable (the directory could not give the groups: fail closed)."""
         acceptor = self._acceptor
@@ -89,7 +90,7 @@ class Negotiate:
             self._connections[connection] = person
         return person
 
-    async def _groups(self, name: str, directory: Directory | None) -> SignedInUser | None:
+    async def _groups(self, name: str, directory: Directory | Htpasswd | None) -> SignedInUser | None:
         cached = self._lookups.get(name, _LOOKUP)
         if cached is not None:
             return cached

@@ -34,6 +34,7 @@ from mitmproxy import http
 from mitmproxy.proxy import mode_specs
 
 from webpolicy.identity.directory import Directory, DirectoryUnavailable, SignedInUser
+from webpolicy.identity.htpasswd import Htpasswd, login_checker
 from webpolicy.identity.kerberos import KerberosRefused, negotiate_token
 from webpolicy.identity.logins import LoginCache, Throttle
 from webpolicy.policy.model import DirectorySettings
@@ -60,7 +61,7 @@ class SignIn:
     def __init__(self, gate: Gate) -> None:
         self.gate = gate
         self._settings: DirectorySettings | None = None
-        self._directory: Directory | None = None
+        self._directory: Directory | Htpasswd | None = None
         self.cache: LoginCache[SignedInUser] = LoginCache(0)
         self.throttle = Throttle()
         self._tunnels: dict[str, SignedInUser] = {}      # client connection id -> CONNECT's user
@@ -75,7 +76,7 @@ class SignIn:
         settings = engine.policy.directory if engine is not None else None
         if settings is not self._settings:
             if settings != self._settings:
-                self._directory = Directory(settings) if settings else None
+                self._directory = login_checker(settings) if settings else None
                 self.cache = LoginCache(settings.cache_minutes * 60 if settings else 0)
                 self.negotiate.configure(settings)
             self._settings = settings          # an equal one from a reload: keep the cache
@@ -147,7 +148,8 @@ class SignIn:
             return
         self._accept(flow, found, "kerberos")
 
-    async def _ask(self, flow: http.HTTPFlow, settings: DirectorySettings, directory: Directory,
+    async def _ask(self, flow: http.HTTPFlow, settings: DirectorySettings,
+                   directory: Directory | Htpasswd,
                    user: str, password: str, address: str) -> None:
         try:
             loop = asyncio.get_running_loop()
