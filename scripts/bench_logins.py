@@ -19,6 +19,11 @@ explicit proxy (`regular` mode: logins exist only there), in front of one local 
                   file, which checks the hash on every request on the event loop: the figure
                   the deployment guide warned about (about 18 requests/s)
 
+`--micro` instead times, in this process, what a cached login adds to each request: the
+add-on's sign-in step on a request carrying a login checked before (header removed, Basic
+decoded, throttle and cache asked, the user put on the flow), against the same step on a
+request that needs no login.
+
 wrk (one thread, keep-alive, concurrency 16) sends absolute-form requests
 (`GET http://127.0.0.1:PORT/...`), as a browser does to an explicit proxy; each run is
 repeated `--rounds` times, the configurations interleaved, and the median is reported.  Needs
@@ -181,6 +186,39 @@ def htpasswd_file(path: Path, cost: int) -> Path:
     return path
 
 
+def micro(count: int = 20_000) -> None:
+    """Microseconds the sign-in step takes per request with a cached login (bcrypt 10)."""
+    import asyncio
+
+    from mitmproxy.proxy.mode_specs import ProxyMode
+
+    from tests.unit.helpers import engine_from
+    from tests.unit.proxy.test_signin import flow
+    from webpolicy.proxy.addon import WebPolicy
+    work = Path(tempfile.mkdtemp(prefix="bench-logins-micro-"))
+    htpasswd_file(work / "htpasswd", 10)
+    addon = WebPolicy()
+    addon.gate.engine = engine_from(work, POLICY.format(
+        logs=work / "logs", metrics_port=free_port(),
+        logins=HTPASSWD.format(path=work / "htpasswd")), {"gambling.txt": "gambling.test\n"})
+    first = flow(host="news.test", login=f"{USER}:{PASSWORD}")
+    asyncio.run(addon.signin.begin(first))                      # checked once, then cached
+    assert first.response is None
+
+    def timed(flows) -> float:
+        started = time.perf_counter()
+        for f in flows:
+            if addon.signin.begin(f) is not None:
+                raise RuntimeError("the login was not answered from the cache")
+        return (time.perf_counter() - started) / len(flows) * 1e6
+    cached = timed([flow(host="news.test", login=f"{USER}:{PASSWORD}") for _ in range(count)])
+    others = [flow(host="news.test") for _ in range(count)]
+    for f in others:
+        f.client_conn.proxy_mode = ProxyMode.parse("socks5")     # no login asked
+    print(f"sign-in step per request: cached login {cached:.1f} us, no login "
+          f"{timed(others):.1f} us (load average {load_average()})")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=8, help="length of each wrk run")
@@ -188,7 +226,12 @@ def main() -> int:
     parser.add_argument("--cost", type=int, default=10, help="bcrypt cost of the htpasswd file")
     parser.add_argument("--proxyauth", action="store_true",
                         help="also mitmproxy's own --proxyauth on the bcrypt file (slow)")
+    parser.add_argument("--micro", action="store_true",
+                        help="only time the sign-in step of a cached login, in this process")
     args = parser.parse_args()
+    if args.micro:
+        micro()
+        return 0
     need = missing_tools()
     if need:
         raise SystemExit(f"missing: {' '.join(need)} (apt-get install {' '.join(need)})")
@@ -219,8 +262,8 @@ def main() -> int:
             warm(proxy, upstream)
         say(f"load average before: {load_average()}; {args.rounds} x {args.seconds} s per "
             f"configuration, c16, bcrypt cost {args.cost}")
-        for _round in range(args.rounds):
-            for proxy in proxies:
+        for number in range(args.rounds):
+            for proxy in (proxies if number % 2 == 0 else proxies[::-1]):   # order alternates
                 results[proxy.name].append(wrk(proxy, upstream, args.seconds, lua))
                 time.sleep(0.5)
     finally:
@@ -230,14 +273,18 @@ def main() -> int:
         nginx.stop()
     base = statistics.median(r[0] for r in results["none"])
     base_cpu = statistics.median(r[3] for r in results["none"])
-    print(f"\n{'configuration':<12} {'req/s':>9} {'ratio':>6} {'req/CPU-s':>10} {'ratio':>6} "
-          f"{'p99 ms':>7} {'failed':>6}   req/s of each run")
+    # "round": the median of per-round ratios (each run divided by the same round's `none`
+    # run, which ran just before or after it): steadier than a ratio of medians when the
+    # machine's other load comes and goes
+    print(f"\n{'configuration':<12} {'req/s':>9} {'ratio':>6} {'round':>6} {'req/CPU-s':>10} "
+          f"{'ratio':>6} {'p99 ms':>7} {'failed':>6}   req/s of each run")
     for name, runs in results.items():
         rps = statistics.median(r[0] for r in runs)
         per_cpu = statistics.median(r[3] for r in runs)
         p99 = statistics.median(r[1] for r in runs)
         failed = sum(r[2] for r in runs)
-        print(f"{name:<12} {rps:>9.0f} {rps / base:>6.2f} {per_cpu:>10.0f} "
+        by_round = statistics.median(r[0] / n[0] for r, n in zip(runs, results["none"]))
+        print(f"{name:<12} {rps:>9.0f} {rps / base:>6.2f} {by_round:>6.2f} {per_cpu:>10.0f} "
               f"{per_cpu / base_cpu:>6.2f} {p99:>7.1f} {failed:>6}   "
               + ", ".join(f"{r[0]:.0f}" for r in runs))
     print(f"load average after: {load_average()}")
