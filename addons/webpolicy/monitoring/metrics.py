@@ -118,7 +118,8 @@ class Metrics:
                                            ["profile", "stage"], registry=r)
         self.proxy_logins = Counter("webpolicy_proxy_logins", "Proxy logins checked against "
                                     "the directory, by result: ok (the directory said yes), "
-                                    "cached (the same password within directory.cache_minutes), "
+                                    "cached (the same password within directory.cache_minutes, "
+                                    "or a connection signed in by Kerberos), "
                                     "refused (wrong password, unknown or disabled account, no "
                                     "login), throttled (too many failures from the address), "
                                     "unavailable (the directory could not be asked: refused, "
