@@ -64,7 +64,8 @@ REFUSAL_STAGES = ("connect", "tls", "tcp")  # where a connection that never beca
 LATENCY_BUCKETS = (2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 5e-3, 0.025, 0.1, 0.5)
 
 
-LOGIN_RESULTS = ("ok", "cached", "refused", "throttled", "unavailable")
+LOGIN_RESULTS = ("ok", "cached", "refused", "throttled", "unavailable", "kerberos",
+                 "kerberos_refused")
 
 
 class Metrics:
@@ -117,11 +118,14 @@ class Metrics:
                                            ["profile", "stage"], registry=r)
         self.proxy_logins = Counter("webpolicy_proxy_logins", "Proxy logins checked against "
                                     "the directory, by result: ok (the directory said yes), "
-                                    "cached (the same password within directory.cache_minutes), "
+                                    "cached (the same password within directory.cache_minutes, "
+                                    "or a connection signed in by Kerberos), "
                                     "refused (wrong password, unknown or disabled account, no "
                                     "login), throttled (too many failures from the address), "
                                     "unavailable (the directory could not be asked: refused, "
-                                    "fail closed).", ["result"], registry=r)
+                                    "fail closed), kerberos (a ticket checked: single sign-on), "
+                                    "kerberos_refused (a Negotiate token refused).", ["result"],
+                                    registry=r)
         for result in LOGIN_RESULTS:
             self.proxy_logins.labels(result)
 

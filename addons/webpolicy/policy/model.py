@@ -162,10 +162,23 @@ class GroupRule:
 
 
 @dataclass(frozen=True)
+class KerberosSettings:
+    """Single sign-on (identity/kerberos.py): proxy logins by a Kerberos ticket, SPNEGO
+    `Negotiate`, checked with the gateway's key from `keytab`.  `service` is the gateway's
+    service principal (HTTP/<the name clients use for the proxy>); only principals of `realm`
+    are accepted, as the user name before the @."""
+
+    keytab: Path
+    service: str
+    realm: str
+
+
+@dataclass(frozen=True)
 class DirectorySettings:
     """Where proxy logins are checked (identity/directory.py): an LDAP directory, OpenLDAP or
     Active Directory.  Search-then-bind with `bind_dn` (or anonymously), or, with
-    `user_dn_template`, a direct bind as the user."""
+    `user_dn_template`, a direct bind as the user.  Or, instead of a directory, an htpasswd
+    file (`htpasswd`; identity/htpasswd.py) checked through the same cache."""
 
     url: str
     base_dn: str
@@ -180,6 +193,8 @@ class DirectorySettings:
     cache_minutes: float = 15.0
     timeout_seconds: int = 5
     realm: str = "Web filter"
+    kerberos: KerberosSettings | None = None
+    htpasswd: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -673,11 +688,13 @@ class _PolicyBuilder:
         keys = r.mapping(node, where, ("url", "base_dn", "user_filter", "bind_dn",
                                        "bind_password_env", "user_dn_template", "group_base_dn",
                                        "group_filter", "ca", "start_tls", "cache_minutes",
-                                       "timeout_seconds", "realm"),
-                         required=("url", "base_dn"))
+                                       "timeout_seconds", "realm", "kerberos", "htpasswd"),
+                         required=() if "htpasswd" in _keys_of(node) else ("url", "base_dn"))
         if not keys:
             return None
         default = DirectorySettings("", "")
+        if "htpasswd" in keys:
+            return self._htpasswd(keys, default)
         url = r.string(keys.get("url"), "directory.url", "") or ""
         start_tls = r.boolean(keys.get("start_tls"), "directory.start_tls", False)
         found = re.fullmatch(r"(ldaps?)://(\[[^\]]+\]|[^:/]+)(?::(\d{1,5}))?/?", url)
@@ -710,14 +727,7 @@ class _PolicyBuilder:
         if settings["bind_dn"] and not bind_password_env:
             r.error(keys.get("bind_dn"), "directory.bind_dn needs bind_password_env: the name "
                                          "of the environment variable holding its password")
-        cache = r.scalar(keys.get("cache_minutes"))
-        if cache is None:
-            cache = default.cache_minutes
-        elif isinstance(cache, bool) or not isinstance(cache, (int, float)) \
-                or not 0 <= cache <= 1440:
-            r.error(keys["cache_minutes"], "directory.cache_minutes: expected minutes from 0 to "
-                                           f"1440 (e.g. 15, or 0.5), got '{keys['cache_minutes'].value}'")
-            cache = default.cache_minutes
+        cache = self._cache_minutes(keys, default)
         return DirectorySettings(
             url=url, start_tls=start_tls, bind_password_env=bind_password_env,
             ca=self._optional_file(keys.get("ca"), "directory.ca"),
@@ -725,7 +735,60 @@ class _PolicyBuilder:
             timeout_seconds=r.integer(keys.get("timeout_seconds"), "directory.timeout_seconds",
                                       default.timeout_seconds, 1, 60),
             realm=r.string(keys.get("realm"), "directory.realm", default.realm) or default.realm,
-            **settings)
+            kerberos=self._kerberos(keys.get("kerberos"), settings), **settings)
+
+    def _htpasswd(self, keys: dict[str, yaml.Node], default: DirectorySettings) -> DirectorySettings:
+        """directory: {htpasswd: FILE}: logins from an htpasswd file instead of LDAP, through
+        the same cache (bcrypt at any cost is usable)."""
+        r = self.r
+        for key in keys:
+            if key not in ("htpasswd", "cache_minutes", "realm", "kerberos"):
+                r.error(keys[key], f"directory.{key}: not used with directory.htpasswd (an "
+                                   "htpasswd file or an LDAP directory, not both)")
+        path = self._optional_file(keys.get("htpasswd"), "directory.htpasswd")
+        return DirectorySettings(
+            url="", base_dn="", htpasswd=path, cache_minutes=self._cache_minutes(keys, default),
+            realm=r.string(keys.get("realm"), "directory.realm", default.realm) or default.realm,
+            kerberos=self._kerberos(keys.get("kerberos"), {}))
+
+    def _cache_minutes(self, keys: dict[str, yaml.Node], default: DirectorySettings) -> float:
+        cache = self.r.scalar(keys.get("cache_minutes"))
+        if cache is None:
+            return default.cache_minutes
+        if isinstance(cache, bool) or not isinstance(cache, (int, float)) or not 0 <= cache <= 1440:
+            self.r.error(keys["cache_minutes"], "directory.cache_minutes: expected minutes from 0 "
+                         f"to 1440 (e.g. 15, or 0.5), got '{keys['cache_minutes'].value}'")
+            return default.cache_minutes
+        return float(cache)
+
+    def _kerberos(self, node: yaml.Node | None, directory: dict) -> KerberosSettings | None:
+        """directory.kerberos: single sign-on.  The directory is then asked for the groups of
+        a person signed in by ticket without their password, so it must be searchable as the
+        service account (or anonymously): not with user_dn_template alone."""
+        if node is None:
+            return None
+        r, where = self.r, "directory.kerberos"
+        keys = r.mapping(node, where, ("keytab", "service", "realm"),
+                         required=("keytab", "service", "realm"))
+        if not keys:
+            return None
+        service = r.string(keys.get("service"), where + ".service", "") or ""
+        if service and not re.fullmatch(r"HTTP/[A-Za-z0-9.-]+", service):
+            r.error(keys["service"], f"{where}.service: '{service}' is not HTTP/<host name> "
+                                     "(e.g. HTTP/gateway.college.example: the name clients use "
+                                     "for the proxy, without @REALM)")
+        realm = r.string(keys.get("realm"), where + ".realm", "") or ""
+        if realm and not re.fullmatch(r"[A-Za-z0-9._-]+", realm):
+            r.error(keys["realm"], f"{where}.realm: '{realm}' is not a Kerberos realm "
+                                   "(e.g. COLLEGE.EXAMPLE)")
+        if directory.get("user_dn_template") and not directory.get("bind_dn"):
+            r.error(node, f"{where}: needs bind_dn (a service account): the directory is asked "
+                          "for the groups of a person signed in by Kerberos, who gives no "
+                          "password to bind with")
+        keytab = self._optional_file(keys.get("keytab"), where + ".keytab")
+        if keytab is None:
+            return None
+        return KerberosSettings(keytab=keytab, service=service, realm=realm)
 
     def _network(self, node: yaml.Node, profiles: dict[str, Profile]) -> NetworkRule | None:
         keys = self.r.mapping(node, "clients.networks", ("cidr", "profile"),
@@ -975,3 +1038,10 @@ def _holder_findings(holder: Path) -> list[tuple[str, bool]]:
                  f"{_SUGGESTED}", False)]
     return [(f"{holder} is writable by every account (like /tmp): another account can take the "
              f"name first, and it may be emptied at boot: prefer {_SUGGESTED}", True)]
+
+
+def _keys_of(node: yaml.Node | None) -> set[str]:
+    """The keys a mapping node names (none for anything else), before it is read."""
+    if not isinstance(node, yaml.MappingNode):
+        return set()
+    return {key.value for key, _value in node.value if isinstance(key, yaml.ScalarNode)}

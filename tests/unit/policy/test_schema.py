@@ -15,6 +15,8 @@ import yaml
 
 from tests.e2e.conftest import POLICY as E2E_POLICY
 from tests.e2e.test_directory import POLICY as DIRECTORY_POLICY
+from tests.e2e.test_htpasswd import POLICY as HTPASSWD_POLICY
+from tests.e2e.test_kerberos import SSO_POLICY
 from tests.unit.helpers import ADDONS, REPO, policy_yaml
 from tests.unit.policy.test_model import GOOD
 
@@ -47,7 +49,10 @@ def test_the_shipped_policy_names_its_schema():
                 staff={"block": [], "on_error": "allow"}, lists=["adult"]),
     DIRECTORY_POLICY.format(ldap_url="ldap://127.0.0.1:3389", service_dn="cn=reader,dc=test",
                             cache_minutes=0.1, metrics_port=9464),
-], ids=["model", "e2e", "builder", "directory"])
+    SSO_POLICY.format(ldap_url="ldap://127.0.0.1:3389", service_dn="cn=reader,dc=test",
+                      cache_minutes=5, metrics_port=9464, keytab="/etc/webpolicy/http.keytab"),
+    HTPASSWD_POLICY.format(htpasswd="/etc/webpolicy/htpasswd", metrics_port=9464),
+], ids=["model", "e2e", "builder", "directory", "kerberos", "htpasswd"])
 def test_the_test_policies_are_valid(text):
     assert errors(yaml.safe_load(text)) == []
 
