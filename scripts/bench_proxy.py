@@ -4,6 +4,13 @@
     scripts/bench_proxy.py                 # the full run (~6 min on a 2-core VM)
     scripts/bench_proxy.py --quick         # 3 s runs, c16 only, no 1M list (~3 min)
     scripts/bench_proxy.py --only bare,5M --starts 5 --starts-only   # start-up alone (~2 min)
+    scripts/bench_proxy.py --workloads mixed --mixes mixed,tunnels --rounds 4 --seconds 6
+                                           # against squid and squidGuard (~6 min, root)
+
+The last is the forward-proxy comparison with the peers (bare mitmdump, the gateway with
+`inspect: all` and `selective`, squid, squid + squidGuard with the same 1M domains, under a
+browsing mix of CONNECT tunnels, searches, plain HTTP and blocks): scripts/bench_mixed.py
+says how.  A full run without --only does both when squid, squidGuard and root are there.
 
 One run starts, side by side, a local nginx upstream and one mitmdump per configuration:
 
@@ -69,6 +76,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
+import bench_mixed  # noqa: E402
 from bench_index import TLDS, Labels, prefixed, synth_domains  # noqa: E402
 
 SHIM = REPO / "addons" / "webpolicy_addon.py"
@@ -130,8 +138,8 @@ http {{
     keepalive_timeout 300s;
     default_type text/html;
     server {{
-        listen 127.0.0.1:{http_port};
-        listen 127.0.0.1:{https_port} ssl;
+        listen {address}:{http_port};
+        listen {address}:{https_port} ssl;
         ssl_certificate {dir}/cert.pem;
         ssl_certificate_key {dir}/key.pem;
         location / {{ return 200 "{body}"; }}
@@ -183,11 +191,11 @@ def stop_process(process: subprocess.Popen | None, sig: int, timeout: float) -> 
             process.wait()
 
 
-def wait_listening(port: int, timeout: float = 10.0) -> None:
+def wait_listening(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            socket.create_connection((host, port), timeout=0.2).close()
             return
         except OSError:
             time.sleep(0.02)
@@ -201,9 +209,10 @@ def load_average() -> str:
 class Nginx:
     """The upstream: one worker, a 1 KB answer to every request, plain and TLS listeners."""
 
-    def __init__(self, directory: Path) -> None:
-        self.dir = directory
-        self.http_port, self.https_port = free_port(), free_port()
+    def __init__(self, directory: Path, address: str = "127.0.0.1",
+                 ports: tuple[int, int] | None = None) -> None:
+        self.dir, self.address = directory, address
+        self.http_port, self.https_port = ports or (free_port(), free_port())
         self.process: subprocess.Popen | None = None
 
     def start(self) -> Nginx:
@@ -213,12 +222,12 @@ class Nginx:
                         "-days", "2", "-keyout", str(self.dir / "key.pem"),
                         "-out", str(self.dir / "cert.pem")], check=True, capture_output=True)
         conf = self.dir / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(dir=self.dir, http_port=self.http_port,
-                                          https_port=self.https_port, body=BODY))
+        conf.write_text(NGINX_CONF.format(dir=self.dir, address=self.address, body=BODY,
+                                          http_port=self.http_port, https_port=self.https_port))
         self.process = subprocess.Popen([nginx_path(), "-p", str(self.dir), "-c", str(conf),
                                          "-e", str(self.dir / "error.log")])
-        wait_listening(self.http_port)
-        wait_listening(self.https_port)
+        wait_listening(self.http_port, host=self.address)
+        wait_listening(self.https_port, host=self.address)
         return self
 
     def stop(self) -> None:
@@ -624,17 +633,51 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reloads", type=int, default=1,
                         help="probe-only reloads to time (the longest stall of each; on a noisy "
                              "machine one is not enough)")
+    parser.add_argument("--workloads",
+                        help="wrk (the reverse-proxy runs above, gateway vs bare mitmdump), "
+                             "mixed (forward proxy, CONNECT, against squid and squidGuard: "
+                             "scripts/bench_mixed.py); default both, but only wrk with --only "
+                             "or --starts-only, and mixed only where squid, squidGuard and "
+                             "root are there")
+    parser.add_argument("--mixed-only",
+                        help="comma-separated mixed-workload configurations "
+                             f"({','.join(bench_mixed.CONFIGS)}; default all)")
+    parser.add_argument("--mixes", default="mixed",
+                        help="forward-proxy workloads: mixed (browsing: mostly HTTPS tunnels, "
+                             "searches, plain HTTP, a few blocks), tunnels (only HTTPS to "
+                             "allowed hosts); comma-separated (default mixed)")
+    parser.add_argument("--mixed-concurrency", type=int, default=32,
+                        help="client connections of the mixed workload (default 32)")
+    parser.add_argument("--client-processes", type=int, default=2,
+                        help="load-generator processes of the mixed workload (default 2)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="gateway processes in the mixed workload: > 1 passes --workers N "
+                             "to `webpolicy run` (issue #19's workers)")
     args = parser.parse_args(argv)
-    need = missing_tools()
+    chosen = args.workloads or ("wrk" if args.only or args.starts_only else "wrk,mixed")
+    workloads = set(chosen.split(","))
+    mixed_names = (args.mixed_only.split(",") if args.mixed_only
+                   else list(bench_mixed.CONFIGS)) if "mixed" in workloads else []
+    mixed_need = bench_mixed.missing_tools(mixed_names)
+    if mixed_names and not args.workloads and (mixed_need or os.geteuid() != 0):
+        say(f"skipping the mixed workload (it needs root and {' and '.join(mixed_need) or 'squid'}"
+            "; --workloads mixed to insist)")
+        workloads.discard("mixed")
+        mixed_names, mixed_need = [], []
+    need = missing_tools() + mixed_need
     if need:
         say(f"missing: {', '.join(need)}.  On Debian: apt-get install {' '.join(need)}")
+        return 2
+    if mixed_names and os.geteuid() != 0:
+        say("the mixed workload needs root: mitmdump resolves its host names through a hosts "
+            "file bind-mounted in a mount namespace (or use --workloads wrk)")
         return 2
     seconds = args.seconds or (3.0 if args.quick else 10.0)
     concurrencies = [16] if args.quick else [16, 64]
     big_name = f"{args.big // 1_000_000}M" if args.big % 1_000_000 == 0 else str(args.big)
     say(f"webpolicy proxy benchmark: {os.cpu_count()} CPUs, load average {load_average()}, "
         f"{seconds:g} s per run, {args.rounds} round(s)")
-    data = Data(args.workdir, args.big)
+    data = Data(args.workdir, args.big if "wrk" in workloads else 1_000_000)
     data.prepare()
     run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=args.workdir))
     extra_source = run_dir / "synth-extra.txt"
@@ -649,6 +692,12 @@ def main(argv: list[str] | None = None) -> int:
                         Config("lazy", False, options=["connection_strategy=lazy"])]
         configs = [c for c in configs if c.name in wanted]
     sizes = {"1M": 1_000_000, big_name: args.big}
+    if "wrk" not in workloads:
+        configs = []
+    if mixed_names and not configs:
+        mixed_workload(args, data, run_dir, mixed_names, seconds)
+        say(f"\nload average at the end: {load_average()}")
+        return 0
     upstream = Nginx(run_dir / "nginx").start()
     lua = run_dir / "requests.lua"
     lua.write_text(WRK_LUA)
@@ -681,8 +730,72 @@ def main(argv: list[str] | None = None) -> int:
         for proxy in proxies.values():
             proxy.stop()
         upstream.stop()
+    if mixed_names:
+        mixed_workload(args, data, run_dir, mixed_names, seconds)
     say(f"\nload average at the end: {load_average()}")
     return 0
+
+
+def mixed_policy(directory: Path, domains: Path, inspect: str) -> Path:
+    """The shipped policy with the 1M list blocked for learners (the client's profile)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    policy = yaml.safe_load((REPO / "policy.yaml").read_text())
+    link = directory / "blocklists"
+    if not link.exists():
+        link.symlink_to(REPO / "blocklists")
+    policy["logging"]["directory"] = str(directory / "logs")
+    policy["metrics"]["listen"] = f"127.0.0.1:{free_port()}"
+    policy["lists"]["synthetic"] = {"category": "Synthetic", "severity": "medium",
+                                    "format": "domains", "sources": [str(domains)]}
+    policy["profiles"][policy["default_profile"]]["block"].append("synthetic")
+    policy["tls"] = {"inspect": inspect}
+    path = directory / "policy.yaml"
+    path.write_text(yaml.safe_dump(policy, sort_keys=False))
+    return path
+
+
+def mixed_workload(args, data: Data, run_dir: Path, names: list[str], seconds: float) -> None:
+    """bare mitmdump, the gateway (inspect all, selective), squid and squid + squidGuard as
+    forward proxies under the mixed workload (scripts/bench_mixed.py), interleaved."""
+    run_dir.chmod(0o755)                 # squid runs as its own user (Debian: proxy)
+    mixed = bench_mixed.MixedData(run_dir / "mixed", data.domains_1m, data.directory)
+    mixed.directory.mkdir(parents=True, exist_ok=True)
+    mixed.prepare()
+    upstream = Nginx(run_dir / "mixed-nginx", bench_mixed.UPSTREAM_ADDR, (80, 443)).start()
+    webpolicy = str(Path(sys.executable).parent / "webpolicy")
+    confdir = run_dir / "mixed-confdir"
+    servers: dict[str, bench_mixed.Server] = {}
+    try:
+        for name in names:
+            directory = run_dir / f"mixed-{name}"
+            port = free_port()
+            if name == "bare":
+                command = bench_mixed.in_hosts_namespace(mixed.hosts, [
+                    mitmdump_path(), "--listen-host", "127.0.0.1", "--listen-port", str(port),
+                    "--set", "ssl_insecure=true", "--set", "flow_detail=0",
+                    "--set", f"confdir={confdir}"])
+                server = bench_mixed.Server(name, directory, command, port)
+            elif name in ("all", "selective"):
+                policy = mixed_policy(directory, data.domains_1m, name)
+                command = bench_mixed.in_hosts_namespace(mixed.hosts, bench_mixed.gateway_command(
+                    webpolicy, policy, port, confdir, run_dir / "cache" / "mixed",
+                    args.workers))
+                server = bench_mixed.Server(name, directory, command, port)
+            else:
+                db = mixed.squidguard_db() if name == "squidguard" else None
+                server = bench_mixed.squid_server(name, directory, mixed.hosts, port, db)
+            say(f"started {name}: answering after {server.start():.2f} s")
+            servers[name] = server
+        mixes = args.mixes.split(",")
+        results = bench_mixed.run_mixed(servers, mixed, args.mixed_concurrency, seconds,
+                                        args.rounds, args.client_processes, median_interval,
+                                        mixes)
+        for mix in mixes:
+            bench_mixed.report(results[mix], args.mixed_concurrency, mix)
+    finally:
+        for server in servers.values():
+            server.stop()
+        upstream.stop()
 
 
 def start_times(proxy: Proxy, bare: Proxy | None, rounds: int) -> dict[str, list[float]]:

@@ -49,10 +49,11 @@ class Proxy:
     extra_args: list[str] = field(default_factory=list)
     options: dict[str, str] = field(default_factory=dict)   # --set overrides (once each)
     process: subprocess.Popen | None = None
+    host: str = "127.0.0.1"          # the listening address (two gateways: two addresses)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def confdir(self) -> Path:
@@ -84,7 +85,7 @@ class Proxy:
             **self.options,
         }
         settings = [arg for name, value in options.items() for arg in ("--set", f"{name}={value}")]
-        return [mitmdump_path(), "-s", str(SHIM), "--listen-host", "127.0.0.1",
+        return [mitmdump_path(), "-s", str(SHIM), "--listen-host", self.host,
                 "--listen-port", str(self.port), *settings, *self.extra_args]
 
     def start(self, timeout: float = 30.0) -> "Proxy":
@@ -99,7 +100,8 @@ class Proxy:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"mitmdump exited ({self.process.returncode}):\n{self.output}")
-            if "webpolicy: filtering with policy" in self.output and _listening(self.port):
+            if ("webpolicy: filtering with policy" in self.output
+                    and _listening(self.port, self.host)):
                 return self
             time.sleep(0.05)
         self.stop()
@@ -157,9 +159,9 @@ class CurlResult:
     returncode: int
 
 
-def _listening(port: int) -> bool:
+def _listening(port: int, host: str = "127.0.0.1") -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+        with socket.create_connection((host, port), timeout=0.2):
             return True
     except OSError:
         return False

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import platform
 import re
-import shutil
 import socket
 import subprocess
 import time
@@ -38,11 +37,9 @@ from webpolicy.monitoring.metrics import LOGIN_RESULTS, Metrics
 from webpolicy.policy.model import load_policy
 
 from .conftest import LEARNER_IP, POLICY, STAFF_IP, UNKNOWN_IP
-from .proxy import REPO, Proxy, free_port, htpasswd
+from .prometheus import CONFIG, MONITORING, RULES, Prometheus, tool
+from .proxy import Proxy, free_port, htpasswd
 
-MONITORING = REPO / "monitoring"
-CONFIG = MONITORING / "prometheus.yml"
-RULES = MONITORING / "rules" / "webpolicy.rules.yml"
 RULE_TESTS = MONITORING / "tests" / "webpolicy.rules.test.yml"
 DASHBOARD = MONITORING / "grafana" / "webpolicy-dashboard.json"
 
@@ -55,14 +52,6 @@ LOCAL_CATEGORIES = {"Blocked by local policy", "Allowed by local policy"}
 CIRCUMVENTION_CATEGORIES = {circumvention.Violation(rule, "").category for rule in
                             (circumvention.IP_LITERAL, circumvention.PORT,
                              circumvention.SNI_MISMATCH)}
-
-
-def tool(name: str) -> str:
-    found = shutil.which(name)
-    if not found:
-        pytest.fail(f"{name} not found: install Debian's prometheus package "
-                    "(scripts/install-system-deps.sh does)")
-    return found
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess:
@@ -159,80 +148,6 @@ def test_dashboard_has_the_panels_and_a_datasource_variable():
 
 
 # -- a real Prometheus scraping a real proxy ------------------------------------------------------
-
-class Prometheus:
-    """A Prometheus server on loopback with the shipped config, pointed at one proxy."""
-
-    def __init__(self, directory: Path, target: str):
-        self.directory = directory
-        self.port = free_port()
-        config = yaml.safe_load(CONFIG.read_text())
-        config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s",
-                            "scrape_timeout": "1s"}
-        config["rule_files"] = [str(RULES)]
-        job = next(j for j in config["scrape_configs"] if j["job_name"] == "webpolicy")
-        job["scrape_timeout"] = "1s"
-        job["static_configs"] = [{"targets": [target]}]
-        self.config = directory / "prometheus.yml"
-        self.config.write_text(yaml.safe_dump(config))
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> Prometheus:
-        log = open(self.directory / "prometheus.log", "ab")
-        self.process = subprocess.Popen(
-            [tool("prometheus"), f"--config.file={self.config}",
-             f"--storage.tsdb.path={self.directory / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}"],
-            stdout=log, stderr=subprocess.STDOUT, cwd=self.directory)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"prometheus exited:\n{self.output()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as response:
-                    if response.status == 200:
-                        return self
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"prometheus not ready in 60s:\n{self.output()}")
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def output(self) -> str:
-        return (self.directory / "prometheus.log").read_text(errors="replace")
-
-    def api(self, path: str, **params: str) -> dict:
-        query = urllib.parse.urlencode(params)
-        with urllib.request.urlopen(f"{self.url}/api/v1/{path}?{query}", timeout=10) as response:
-            body = json.load(response)
-        assert body["status"] == "success", body
-        return body["data"]
-
-    def query(self, expr: str) -> dict[tuple, float]:
-        """An instant query: {tuple of sorted label items: value}."""
-        data = self.api("query", query=expr)
-        return {tuple(sorted(r["metric"].items())): float(r["value"][1]) for r in data["result"]}
-
-    def wait_for(self, expr: str, expected, timeout: float = 30.0):
-        """Poll a query until `expected(result)` holds; returns the last result."""
-        deadline = time.monotonic() + timeout
-        while True:
-            result = self.query(expr)
-            if expected(result) or time.monotonic() > deadline:
-                return result
-            time.sleep(0.5)
 
 
 @pytest.fixture

@@ -85,11 +85,13 @@ def _location(parser: argparse.ArgumentParser) -> None:
     """Every command finds the log the same way: the policy's directory, or --log-dir."""
     parser.add_argument("--policy", default="policy.yaml",
                         help="policy.yaml (its logging.directory is read)")
-    parser.add_argument("--log-dir", help="the log directory (instead of reading the policy)")
+    parser.add_argument("--log-dir", action="append",
+                        help="a log directory (instead of reading the policy); give it once per "
+                             "gateway to read several gateways' logs as one")
 
 
-def _context(args) -> tuple[Path, str]:
-    """(log directory, organisation) from --log-dir or the policy."""
+def _context(args) -> tuple[list[Path], str]:
+    """(log directories, organisation) from --log-dir (one per gateway) or the policy."""
     organisation = ""
     try:
         policy = load_policy(Path(args.policy))
@@ -100,7 +102,10 @@ def _context(args) -> tuple[Path, str]:
             raise SystemExit(f"webpolicy {args.command}: cannot read the log directory from "
                              f"{args.policy}:\n{exc}\n(or give --log-dir)") from None
         directory = None
-    return Path(args.log_dir) if args.log_dir else directory, organisation
+    if not args.log_dir:
+        return [directory], organisation
+    # The same directory named twice would show every record twice.
+    return list(dict.fromkeys(Path(d) for d in args.log_dir)), organisation
 
 
 def _filters(args) -> Filters:
@@ -129,15 +134,17 @@ def _filters(args) -> Filters:
 
 def cmd_report(args) -> int:
     """Table (with the sites most tried and totals), CSV, JSON or an HTML page."""
-    directory, organisation = _context(args)
+    directories, organisation = _context(args)
     filters = _filters(args)
-    if not directory.is_dir():
-        print(f"webpolicy report: no log directory {directory} (nothing recorded yet?)",
-              file=sys.stderr)
+    missing = [d for d in directories if not d.is_dir()]
+    if missing:
+        print(f"webpolicy report: no log directory {', '.join(map(str, missing))} (nothing "
+              "recorded yet?)", file=sys.stderr)
         return 1
-    reviews = ReviewStore(directory).load()
+    reviews = _reviews(directories)
     stats = ReadStats()
-    records = select(directory, filters, reviews, stats)
+    records = sorted((r for d in directories for r in select(d, filters, reviews, stats)),
+                     key=lambda r: str(r.get("time", "")))
     if stats.bad_lines:
         print(f"webpolicy report: skipped {stats.bad_lines} unreadable line(s)", file=sys.stderr)
     if args.html:
@@ -175,38 +182,54 @@ def _write_private(path: Path, emit, encoding: str = "utf-8") -> None:
         emit(out)
 
 
+def _reviews(directories: list[Path]) -> dict:
+    """Every gateway's reviews.jsonl as one: a record's reviews sit beside its own log."""
+    merged: dict = {}
+    for directory in directories:
+        for record_id, notes in ReviewStore(directory).load().items():
+            merged.setdefault(record_id, []).extend(notes)
+    return merged
+
+
 def cmd_review(args) -> int:
-    """Record who reviewed which records; a mistyped reference is refused, not recorded."""
-    directory, _ = _context(args)
+    """Record who reviewed which records; a mistyped reference is refused, not recorded.
+    Each review is written beside the log that holds its record."""
+    directories, _ = _context(args)
     wanted = {i.strip().upper() for i in args.ids}
-    found = {r["id"]: r for r in read_records(directory) if r.get("id") in wanted}
-    missing = sorted(wanted - found.keys())
+    found = {d: {r["id"]: r for r in read_records(d) if r.get("id") in wanted}
+             for d in directories}
+    seen = {record_id for records in found.values() for record_id in records}
+    missing = sorted(wanted - seen)
     if missing:
-        print(f"webpolicy review: no record {', '.join(missing)} in {directory} (mistyped, or "
-              "past the retention period?)", file=sys.stderr)
-        if not found:
+        print(f"webpolicy review: no record {', '.join(missing)} in "
+              f"{', '.join(map(str, directories))} (mistyped, or past the retention period?)",
+              file=sys.stderr)
+        if not seen:
             return 1
     by = args.by or os.environ.get("SUDO_USER") or getpass.getuser()
-    count = ReviewStore(directory).add(found.values(), args.note, by)
+    count = sum(ReviewStore(d).add(records.values(), args.note, by)
+                for d, records in found.items() if records)
     print(f"marked {count} record(s) reviewed by {by}")
     return 0 if not missing else 1
 
 
 def cmd_erase(args) -> int:
     """Count first, then ask: erasing is for good, and the count is what the DSL confirms."""
-    directory, _ = _context(args)
+    directories, _ = _context(args)
     ids = tuple(i.strip().upper() for i in (args.id or "").split(",") if i.strip())
     if not (args.user or args.client or ids):
         print("webpolicy erase: say whose records: --user, --client or --id", file=sys.stderr)
         return 2
     person = Person(args.user, args.client, ids)
-    preview, reviews = erase(directory, person, dry_run=True)
-    total = sum(preview.values())
+    where = ", ".join(map(str, directories))
+    previews = [erase(d, person, dry_run=True) for d in directories]
+    total = sum(sum(files.values()) for files, _ in previews)
+    reviews = sum(count for _, count in previews)
     if not total:
-        print(f"no records of {_name(person)} in {directory}")
+        print(f"no records of {_name(person)} in {where}")
         return 0
-    print(f"{total} record(s) of {_name(person)} in {len(preview)} file(s) in {directory}"
-          f"{f', and {reviews} review note(s)' if reviews else ''}")
+    print(f"{total} record(s) of {_name(person)} in {sum(len(f) for f, _ in previews)} file(s) "
+          f"in {where}{f', and {reviews} review note(s)' if reviews else ''}")
     if args.dry_run:
         return 0
     if not args.yes:
@@ -216,8 +239,9 @@ def cmd_erase(args) -> int:
         if input("Erase them for good? [y/N] ").strip().lower() not in ("y", "yes"):
             print("nothing erased")
             return 1
-    removed, reviews = erase(directory, person)
-    print(f"erased {sum(removed.values())} record(s) and {reviews} review note(s)")
+    done = [erase(d, person) for d in directories]
+    print(f"erased {sum(sum(f.values()) for f, _ in done)} record(s) and "
+          f"{sum(count for _, count in done)} review note(s)")
     return 0
 
 

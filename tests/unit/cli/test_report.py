@@ -155,3 +155,63 @@ def test_commands_read_the_log_directory_from_the_policy(tmp_path, capsys, logs)
         "block_page: {organisation: Example College}\n")
     code, out, _ = run_cli(capsys, "report", "--policy", str(tmp_path / "policy.yaml"))
     assert code == 0 and "7 record(s)" in out
+
+
+# -- several gateways ---------------------------------------------------------------------
+
+
+def two_gateways(tmp_path):
+    """Two gateways' log directories (issue #19): the week split between them."""
+    from tests.unit.eventlog import week, write_log
+    records = week()                   # alice's two records land one on each gateway
+    mine = [records[i] for i in (0, 1, 3, 5)]
+    first, second = tmp_path / "gw1", tmp_path / "gw2"
+    first.mkdir()
+    second.mkdir()
+    write_log(first, mine)
+    write_log(second, [r for r in records if r not in mine])
+    return first, second, records
+
+
+def test_report_reads_every_gateways_log_as_one_oldest_first(tmp_path, capsys):
+    first, second, records = two_gateways(tmp_path)
+    code, out, _ = run_cli(capsys, "report", "--json", "--log-dir", str(first),
+                           "--log-dir", str(second))
+    assert code == 0
+    shown = json.loads(out)
+    assert ids_of(shown) == [r["id"] for r in sorted(records, key=lambda r: r["time"])]
+    # Naming one directory twice shows each record once.
+    _, out, _ = run_cli(capsys, "report", "--json", "--log-dir", str(first),
+                        "--log-dir", str(first))
+    assert len(json.loads(out)) == 4
+
+
+def test_report_of_several_gateways_refuses_a_missing_directory(tmp_path, capsys):
+    first, _, _ = two_gateways(tmp_path)
+    code, _, err = run_cli(capsys, "report", "--log-dir", str(first),
+                           "--log-dir", str(tmp_path / "gw3"))
+    assert code == 1 and "gw3" in err
+
+
+def test_review_across_gateways_is_kept_beside_each_records_log(tmp_path, capsys):
+    first, second, records = two_gateways(tmp_path)
+    one, two = records[0]["id"], records[2]["id"]           # on gw1 and gw2
+    code, out, _ = run_cli(capsys, "review", one, two, "--note", "seen", "--by", "dsl",
+                           "--log-dir", str(first), "--log-dir", str(second))
+    assert code == 0 and "marked 2 record(s)" in out
+    assert set(ReviewStore(first).load()) == {one}
+    assert set(ReviewStore(second).load()) == {two}
+    _, out, _ = run_cli(capsys, "report", "--unreviewed", "--json", "--log-dir", str(first),
+                        "--log-dir", str(second))
+    assert {one, two}.isdisjoint(ids_of(json.loads(out)))
+    assert len(json.loads(out)) == len(records) - 2
+
+
+def test_erase_across_gateways_removes_the_person_from_each(tmp_path, capsys):
+    first, second, _ = two_gateways(tmp_path)
+    before = [len(all_records(d, user="alice")) for d in (first, second)]
+    assert before == [1, 1], "alice has a record on each gateway"
+    code, out, _ = run_cli(capsys, "erase", "--user", "alice", "--yes", "--log-dir", str(first),
+                           "--log-dir", str(second))
+    assert code == 0 and f"erased {sum(before)} record(s)" in out
+    assert all_records(first, user="alice") == all_records(second, user="alice") == []
