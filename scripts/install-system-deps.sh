@@ -16,6 +16,8 @@ command -v nft >/dev/null || [ -x /usr/sbin/nft ] || need+=(nftables)
 command -v systemd-analyze >/dev/null || need+=(systemd)  # checks docs/webpolicy.service
 [ -x /usr/sbin/slapd ] || need+=(slapd)          # tests/e2e/test_directory.py runs a real OpenLDAP
 command -v ldapsearch >/dev/null || need+=(ldap-utils)
+# The console's tests and scripts/bench_console.py run a real PostgreSQL (initdb, pg_ctl) too.
+compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || need+=(postgresql)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "missing Debian packages: ${need[*]} (run as root: apt-get install ${need[*]})" >&2

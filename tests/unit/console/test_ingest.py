@@ -5,16 +5,21 @@ from __future__ import annotations
 import json
 import os
 
+from django.db import connection
+
 from webpolicy.console.cases import update_case
 from webpolicy.console.ingest import ingest, is_fault, priority
 from webpolicy.console.models import Case, Event, IngestState, Note
 from webpolicy.safeguarding.logstore import Person, ReviewStore, erase
 
 from . import samples
-from .base import ConsoleTest
+from .base import ConsoleTest, on_postgresql
 
 
 class IngestTest(ConsoleTest):
+    def test_runs_on_the_database_it_names(self):
+        assert connection.vendor == self.database          # sqlite, or a real postgresql
+
     def test_records_are_indexed_once_and_only_new_lines_are_read(self):
         path = samples.write(self.log_dir, samples.record("WP-0000000001"))
         assert ingest(self.log_dir).added == 1
@@ -98,3 +103,6 @@ class IngestTest(ConsoleTest):
                                    category="Filter unavailable", severity=None)
         assert is_fault(fail_open)
         assert not is_fault(samples.record("WP-1")) and not is_fault(samples.flagged("WP-1"))
+
+
+IngestOnPostgreSQL = on_postgresql(IngestTest)

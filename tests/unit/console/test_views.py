@@ -13,7 +13,7 @@ from webpolicy.safeguarding.logstore import ReviewStore
 from webpolicy.safeguarding.report import CSV_COLUMNS
 
 from . import samples
-from .base import ConsoleTest
+from .base import ConsoleTest, on_postgresql
 
 
 def references(response) -> list[str]:
@@ -178,3 +178,6 @@ class PagesTest(ConsoleTest):
         assert response["X-Content-Type-Options"] == "nosniff"
         assert response["Referrer-Policy"] == "same-origin"
         assert self.client.get("/console.css")["Content-Type"].startswith("text/css")
+
+
+PagesOnPostgreSQL = on_postgresql(PagesTest)
