@@ -77,7 +77,22 @@ def priority(record: dict) -> int:
 
 
 def _text(value, limit: int) -> str:
+    if type(value) is str:                   # nearly always: no conversion, a cheap slice
+        return value[:limit]
     return "" if value is None else str(value)[:limit]
+
+
+def _utc(text) -> dt.datetime | None:
+    """The record's time, aware (naive times are UTC, as the proxy writes them)."""
+    if type(text) is str and len(text) == 24 and text[-1] == "Z":   # 2026-12-07T03:55:11.123Z
+        try:
+            return dt.datetime.fromisoformat(text[:-1]).replace(tzinfo=dt.UTC)
+        except ValueError:
+            return None
+    when = record_time({"time": text})
+    if when is not None and when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return when
 
 
 def _without_nul(value):
@@ -94,25 +109,23 @@ def _without_nul(value):
 def event_row(record: dict, text: str, source: str) -> tuple | None:
     """The index row (COLUMNS) for a record whose JSON text is `text`, or None for a record
     without a reference or a time."""
-    when = record_time(record)
-    reference = record.get("id")
-    if when is None or not reference:
+    get = record.get
+    reference = get("id")
+    when = _utc(get("time")) if reference else None
+    if when is None:
         return None
-    if when.tzinfo is None:                  # the proxy writes UTC ("Z"); say so if missing
-        when = when.replace(tzinfo=dt.UTC)
-    watch = record.get("watchlist") or {}
-    if not isinstance(watch, dict):
+    watch = get("watchlist") or {}
+    if type(watch) is not dict:
         watch = {}
-    severity = record.get("severity")
+    severity = get("severity")
     return (
-        _text(reference, 32), when, _text(record.get("user"), 200),
-        _text(record.get("client_ip"), 64), _text(record.get("device"), 200),
-        _text(record.get("profile"), 100), _text(record.get("action"), 32),
-        _text(record.get("list"), 100), _text(record.get("category"), 200),
+        _text(reference, 32), when, _text(get("user"), 200), _text(get("client_ip"), 64),
+        _text(get("device"), 200), _text(get("profile"), 100), _text(get("action"), 32),
+        _text(get("list"), 100), _text(get("category"), 200),
         _text(watch.get("category"), 200), _text(severity, 16),
-        SEVERITY_RANK.get(str(severity), 0), bool(record.get("statutory")), priority(record),
-        is_fault(record), _text(record.get("host"), 300), _text(record.get("url"), 4000),
-        _text(record.get("search_term"), 1000), text, source)
+        SEVERITY_RANK.get(severity, 0) if type(severity) is str else 0,
+        bool(get("statutory")), priority(record), is_fault(record), _text(get("host"), 300),
+        _text(get("url"), 4000), _text(get("search_term"), 1000), text, source)
 
 
 def _rows(data: bytes, source: str, result: IngestResult) -> list[tuple]:
@@ -148,15 +161,14 @@ class _Writer:
         self.table = ops.quote_name(Event._meta.db_table)
         self.columns = ", ".join(ops.quote_name(c) for c in COLUMNS)
         self.postgresql = connection.vendor == "postgresql"
-        self.adapt_time = ops.adapt_datetimefield_value
 
     def insert(self, rows: list[tuple]) -> int:
         if not rows:
             return 0
         if self.postgresql:
             return self._copy(rows)
-        adapt = self.adapt_time
-        rows = [(r[0], adapt(r[1]), *r[2:]) for r in rows]   # SQLite stores times as text
+        # SQLite keeps times as UTC text, the way Django writes them (str() of a naive time)
+        rows = [(r[0], str(r[1].astimezone(dt.UTC).replace(tzinfo=None)), *r[2:]) for r in rows]
         marks = ", ".join(["%s"] * len(COLUMNS))
         with connection.cursor() as cursor:
             cursor.executemany(f"INSERT INTO {self.table} ({self.columns}) VALUES ({marks}) "

@@ -69,9 +69,10 @@ def database_settings(config: ConsoleConfig) -> dict:
         return {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": str(config.database),
-            # the ingest thread of one request and the writes of another share the file
+            # the ingest thread of one request and the writes of another share the file; a
+            # 64 MB page cache keeps the indexes of a million events in memory while ingesting
             "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE",
-                        "init_command": "PRAGMA journal_mode=WAL;"},
+                        "init_command": "PRAGMA journal_mode=WAL; PRAGMA cache_size=-65536;"},
         }
     url = urlsplit(config.database)
     return {
