@@ -164,9 +164,12 @@ def worker(args) -> None:
     from webpolicy.console.models import Event
 
     results: dict = {"parse_s": parse_only(log_dir)}
-    started = time.perf_counter()
+    server = int(os.environ.get("BENCH_SERVER_PID") or 0)
+    started, cpu, server_cpu = time.perf_counter(), time.process_time(), server_seconds(server)
     result = ingest.ingest(log_dir)
     results["ingest_s"] = time.perf_counter() - started
+    results["ingest_cpu_s"] = time.process_time() - cpu
+    results["server_cpu_s"] = server_seconds(server) - server_cpu
     results["added"] = result.added
     results["events"] = Event.objects.count()
 
@@ -210,6 +213,27 @@ def worker(args) -> None:
     print("RESULT " + json.dumps(results), flush=True)
 
 
+def server_seconds(pid: int) -> float:
+    """CPU seconds used so far by a PostgreSQL server: the postmaster, its live backends and
+    the ones that ended (0 for SQLite, which runs in the console's own process)."""
+    if not pid:
+        return 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry) == pid:                   # itself, and its children that ended
+            total += sum(int(f) for f in fields[11:15])
+        elif int(fields[1]) == pid:             # a live backend
+            total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
 # -- the run -----------------------------------------------------------------------------------
 
 def run_backend(backend: str, log_dir: Path, facts: dict, args, work: Path) -> dict | None:
@@ -227,6 +251,7 @@ def run_backend(backend: str, log_dir: Path, facts: dict, args, work: Path) -> d
             return None
         database = server.create_database("console_bench")
         env["BENCH_DB_PASSWORD"] = PASSWORD
+        env["BENCH_SERVER_PID"] = (server.data / "postmaster.pid").read_text().split()[0]
     # the copy of the log each run ingests (the incremental run appends to it)
     copy = work / f"logs-{backend}"
     shutil.copytree(log_dir, copy)
@@ -253,6 +278,11 @@ def report(backend: str, r: dict, count: int) -> None:
           f"{r['added'] / r['ingest_s']:>8,.0f}/s; {per_million:5.1f} s per million "
           f"(target {INGEST_TARGET:.0f} s: ratio {per_million / INGEST_TARGET:.2f}); "
           f"read+parse alone {r['parse_s']:.1f} s (ingest/parse {r['ingest_s'] / r['parse_s']:.1f}x)")
+    cpu = r["ingest_cpu_s"] + r["server_cpu_s"]
+    print(f"ingest CPU    {cpu:7.1f} CPU-s ({r['ingest_cpu_s']:.1f} console"
+          + (f" + {r['server_cpu_s']:.1f} PostgreSQL server" if r["server_cpu_s"] else "")
+          + f"): {cpu * 1e6 / max(1, r['added']):.1f} CPU-s per million, what the ingest would "
+          f"take on one idle core (ratio to target {cpu * 1e6 / max(1, r['added']) / INGEST_TARGET:.2f})")
     print(f"incremental   {r['incremental_added']:>9,} new records on top in "
           f"{r['incremental_s'] * 1000:7.0f} ms (new records must show within 5 s)")
     base = r["pages"]["sign-in page (baseline)"]["median"]

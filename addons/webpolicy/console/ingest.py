@@ -11,8 +11,8 @@ within a second or two of the proxy writing them, and an idle console does no wo
 
 Speed (a first start may find a million records: docs/benchmarks.md): new lines are read in
 chunks of a few megabytes, each chunk parsed once with the standard json module and written
-with one `INSERT ... ON CONFLICT (reference) DO NOTHING` executemany (on PostgreSQL through
-COPY into a temporary table), committed with the file's new offset.  No model instances and no
+with one `INSERT ... ON CONFLICT (reference) DO NOTHING` executemany (on PostgreSQL, COPY),
+committed with the file's new offset; the next chunk is parsed in a second thread meanwhile.  No model instances and no
 query per record; the stored `record` is the log line itself, so nothing is serialised again.
 A re-read (an interrupted ingest, a rewritten file) inserts nothing twice: the reference is
 unique.  Each chunk commits on its own, so case work is never blocked for long by a backlog.
@@ -26,6 +26,7 @@ import logging
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -176,12 +177,21 @@ class _Writer:
             return cursor.rowcount
 
     def _copy(self, rows: list[tuple]) -> int:
-        """PostgreSQL: COPY into a temporary table, then one INSERT ... SELECT."""
+        """PostgreSQL: COPY straight into the table (new records, nearly always); if one is
+        already there (a re-read), COPY into a temporary table and INSERT ... ON CONFLICT."""
+        import psycopg
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:   # a savepoint
+                with cursor.cursor.copy(f"COPY {self.table} ({self.columns}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+            return len(rows)
+        except psycopg.errors.UniqueViolation:
+            pass
         with connection.cursor() as cursor:
             cursor.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS console_event_new ON COMMIT "
                            f"DELETE ROWS AS SELECT {self.columns} FROM {self.table} WITH NO DATA")
-            raw = cursor.cursor                      # psycopg's own cursor, for COPY
-            with raw.copy(f"COPY console_event_new ({self.columns}) FROM STDIN") as copy:
+            with cursor.cursor.copy(f"COPY console_event_new ({self.columns}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
             cursor.execute(f"INSERT INTO {self.table} ({self.columns}) SELECT {self.columns} "
@@ -227,14 +237,29 @@ def _ingest_file(name: str, path: Path, state: IngestState, result: IngestResult
                 state.save()
             return
         offset = start
-        for data in _chunks(handle):         # each chunk with its offset: resumable
+        for rows, length in _parsed(handle, name, result):   # each chunk with its offset
             with transaction.atomic():
-                result.added += writer.insert(_rows(data, name, result))
-                offset += len(data)
+                result.added += writer.insert(rows)
+                offset += length
                 state.offset = offset
                 state.save()
         if state.pk is None:                 # a new, still empty file: remember its inode
             state.save()
+
+
+def _parsed(handle, name: str, result: IngestResult):
+    """(rows, bytes) of each chunk, in order; the next chunk is parsed in a second thread
+    while the caller writes this one.  The database does its part (index upkeep, COPY on the
+    server) without holding Python's lock, so on two cores parsing and writing overlap."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="webpolicy-ingest") as pool:
+        pending = None
+        for data in _chunks(handle):
+            parsing = (pool.submit(_rows, data, name, result), len(data))
+            if pending is not None:
+                yield pending[0].result(), pending[1]
+            pending = parsing
+        if pending is not None:
+            yield pending[0].result(), pending[1]
 
 
 def _chunks(handle):
