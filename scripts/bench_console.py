@@ -158,7 +158,6 @@ def worker(args) -> None:
     configure(config)
     from django.contrib.auth import get_user_model
     from django.test import Client
-
     from webpolicy.console import ingest
     from webpolicy.console.accounts import add_user
     from webpolicy.console.models import Event
@@ -242,7 +241,11 @@ def run_backend(backend: str, log_dir: Path, facts: dict, args, work: Path) -> d
     if backend == "sqlite":
         database = str(work / f"console-{time.monotonic_ns()}.sqlite3")
     else:
-        from tests.unit.console.pgserver import PASSWORD, PostgresServer, PostgresUnavailable
+        from tests.unit.console.pgserver import (
+            PASSWORD,
+            PostgresServer,
+            PostgresUnavailable,
+        )
         try:
             server = PostgresServer(settings={"shared_buffers": "512MB",
                                               "max_wal_size": "4GB"}).start()

@@ -11,7 +11,12 @@ import os
 import sys
 from pathlib import Path
 
-from webpolicy.policy.model import ConsoleSettings, PolicyError, database_url_problem, load_policy
+from webpolicy.policy.model import (
+    ConsoleSettings,
+    PolicyError,
+    database_url_problem,
+    load_policy,
+)
 
 DEFAULT_LISTEN = "127.0.0.1:8081"
 

@@ -10,9 +10,9 @@ import ipaddress
 
 from django import forms
 from django.core.paginator import Paginator
-from django.utils.functional import cached_property
 from django.db.models import Q, QuerySet, Value
 from django.db.models.functions import Lower
+from django.utils.functional import cached_property
 
 from webpolicy.console.models import Case, Event
 from webpolicy.policy.severity import SEVERITY_RANK

@@ -181,10 +181,10 @@ class _Writer:
         already there (a re-read), COPY into a temporary table and INSERT ... ON CONFLICT."""
         import psycopg
         try:
-            with transaction.atomic(), connection.cursor() as cursor:   # a savepoint
-                with cursor.cursor.copy(f"COPY {self.table} ({self.columns}) FROM STDIN") as copy:
-                    for row in rows:
-                        copy.write_row(row)
+            with (transaction.atomic(), connection.cursor() as cursor,   # a savepoint
+                  cursor.cursor.copy(f"COPY {self.table} ({self.columns}) FROM STDIN") as copy):
+                for row in rows:
+                    copy.write_row(row)
             return len(rows)
         except psycopg.errors.UniqueViolation:
             pass
@@ -297,18 +297,18 @@ def _ingest_reviews(directory: Path, result: IngestResult) -> None:
     end = data.rfind(b"\n") + 1
     offset = state.offset + end
     with transaction.atomic():
-        for data in _reviews(data[:end], result):
-            key = review_key(data)
-            event = Event.objects.filter(reference=str(data.get("id", ""))).first()
+        for review in _reviews(data[:end], result):
+            key = review_key(review)
+            event = Event.objects.filter(reference=str(review.get("id", ""))).first()
             if event is None or Note.objects.filter(case__event=event, review_key=key).exists():
                 continue
             case, _ = Case.objects.get_or_create(event=event)
             if case.status != Case.Status.CLOSED:
                 case.status = Case.Status.CLOSED
                 case.save()
-            when = record_time({"time": data.get("time", "")}) or dt.datetime.now(dt.UTC)
-            Note.objects.create(case=case, author=str(data.get("by", "")), time=when,
-                                text=str(data.get("note", "")), source="cli", review_key=key)
+            when = record_time({"time": review.get("time", "")}) or dt.datetime.now(dt.UTC)
+            Note.objects.create(case=case, author=str(review.get("by", "")), time=when,
+                                text=str(review.get("note", "")), source="cli", review_key=key)
             result.reviews += 1
         state.offset = offset
         state.save()

@@ -35,7 +35,6 @@ def _postgresql() -> dict:
     if POSTGRESQL not in _configs:
         from django.core.management import call_command
         from django.db import connections
-
         from webpolicy.console.settings import config_for, database_settings
         try:
             _server = PostgresServer().start()

@@ -7,7 +7,6 @@ import os
 from unittest import mock
 
 from django.db import connection
-
 from webpolicy.console import ingest as ingest_module
 from webpolicy.console.cases import update_case
 from webpolicy.console.ingest import ingest, is_fault, priority
@@ -116,9 +115,9 @@ class IngestTest(ConsoleTest):
             return real_insert(writer, rows)
 
         with (mock.patch.object(ingest_module, "CHUNK", 700),    # about two lines a chunk
-              mock.patch.object(ingest_module._Writer, "insert", failing_third)):
-            with self.assertRaises(OSError):
-                ingest(self.log_dir)
+              mock.patch.object(ingest_module._Writer, "insert", failing_third),
+              self.assertRaises(OSError)):
+            ingest(self.log_dir)
         state = IngestState.objects.get(name=path.name)
         indexed = Event.objects.count()
         assert 0 < indexed < 12 and sum(calls[:2]) == indexed
