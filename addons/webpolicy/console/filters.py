@@ -132,7 +132,9 @@ class CappedPaginator(Paginator):
 
     @cached_property
     def _found(self) -> int:
-        return self.object_list.order_by()[:self.cap + 1].count()
+        # In the page's own order: the database walks the same index as for the page and
+        # stops after cap + 1 matches among the newest, instead of scanning from the oldest.
+        return self.object_list[:self.cap + 1].count()
 
     @cached_property
     def count(self) -> int:

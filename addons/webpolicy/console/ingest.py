@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 CHUNK = 8 << 20                          # bytes of log read, parsed and committed at a time
 BATCH = 500                              # references per DELETE ... IN (...)
 STATUTORY_PRIORITY = 9
+ANALYZE_AFTER = 50_000                   # records added in one ingest: refresh the statistics
 HIGH = SEVERITY_RANK["high"]
 # The index row, in this order (models.Event; `record` is the JSON text of the log line).
 COLUMNS = ("reference", "time", "user", "client_ip", "device", "profile", "action", "list",
@@ -347,6 +348,11 @@ def ingest(directory: Path) -> IngestResult:
         except FileNotFoundError:            # removed by retention while we looked
             continue
     _ingest_reviews(Path(directory), result)
+    if result.added >= ANALYZE_AFTER and connection.vendor == "postgresql":
+        # fresh statistics at once after a backlog, not when autovacuum next looks: the
+        # planner's choice of index for the pages depends on them
+        with connection.cursor() as cursor:
+            cursor.execute(f"ANALYZE {connection.ops.quote_name(Event._meta.db_table)}")
     return result
 
 
