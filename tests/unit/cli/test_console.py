@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 import pytest
-
 from webpolicy.cli.console import _config, database_password
 from webpolicy.policy.model import ConsoleSettings
 
