@@ -23,6 +23,8 @@ command -v gcc >/dev/null || need+=(gcc)
 [ -x /usr/sbin/krb5kdc ] || need+=(krb5-kdc)
 [ -x /usr/sbin/kadmin.local ] || need+=(krb5-admin-server)
 command -v kinit >/dev/null || need+=(krb5-user)
+# The console's tests and scripts/bench_console.py run a real PostgreSQL (initdb, pg_ctl) too.
+compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || need+=(postgresql)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "missing Debian packages: ${need[*]} (run as root: apt-get install ${need[*]})" >&2

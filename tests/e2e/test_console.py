@@ -34,6 +34,8 @@ from selenium.webdriver.support import expected_conditions  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 from ..unit.console import samples  # noqa: E402
+from ..unit.console.pgserver import PostgresServer  # noqa: E402
+from ..unit.helpers import policy_yaml  # noqa: E402
 
 ADDONS = REPO / "addons"
 PASSWORD = "correct horse battery staple"
@@ -50,14 +52,16 @@ def _cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
 class Console:
     """`webpolicy console` on a free loopback port, with its log directory."""
 
-    def __init__(self, home: Path, *options: str, ready: str = "/login/"):
+    def __init__(self, home: Path, *options: str, ready: str = "/login/",
+                 policy: Path | None = None):
         self.home, self.log_dir = home, home / "logs"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.output = open(home / "console.out", "w")
+        where = ["--policy", str(policy)] if policy else ["--log-dir", str(self.log_dir)]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "webpolicy.cli.main", "console", "--log-dir",
-             str(self.log_dir), "--listen", f"127.0.0.1:{self.port}", *options],
+            [sys.executable, "-m", "webpolicy.cli.main", "console", *where,
+             "--listen", f"127.0.0.1:{self.port}", *options],
             stdout=self.output, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ADDONS)})
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -260,4 +264,87 @@ def test_behind_an_https_reverse_proxy(tmp_path):
         other = httpx.get(running.url + "/login/", headers={**via_proxy, "Host": "evil.example"})
         assert other.status_code == 400                       # not an allowed host
     finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+def _until(check, what: str, seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.25)
+
+
+def test_on_postgresql_the_cli_and_the_console_share_one_store(postgres, tmp_path):
+    """policy.yaml's console.database names a real PostgreSQL server, its password in a file
+    the policy names: `users add`, the console, `webpolicy review`, `erase` and retention all
+    reach that database, and no SQLite file is made."""
+    import psycopg
+
+    from ..unit.console.pgserver import PASSWORD
+    url = postgres.create_database("console_e2e")
+    secret = tmp_path / "db-password"
+    secret.write_text(PASSWORD + "\n")
+    secret.chmod(0o600)
+    (tmp_path / "gambling.txt").write_text("gambling.test\n")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(policy_yaml(
+        learner={"block": ["gambling"]}, staff={"block": []}, lists=["gambling"],
+        extra=f"logging: {{directory: logs}}\nconsole: {{database: '{url}', "
+              f"database_password_file: db-password}}\n"))
+    old = samples.record("WP-E2EPG00009", minutes_ago=3 * 24 * 60, user="olga")
+    samples.write(tmp_path / "logs", samples.record("WP-E2EPG00001", minutes_ago=9),
+                  samples.record("WP-E2EPG00002", minutes_ago=8, user="carol"),
+                  samples.flagged("WP-E2EPG00003", minutes_ago=7), old)
+    at = ["--policy", str(policy)]
+    done = _cli("users", "add", "dana", "--role", "dsl", "--password-stdin", *at,
+                stdin=PASSWORD + "\n")
+    assert done.returncode == 0, done.stderr
+    token = _cli("users", "token", "dana", *at).stdout.strip()
+    database = psycopg.connect(url, password=PASSWORD, autocommit=True)
+
+    def count(sql: str, *args) -> int:
+        return database.execute(sql, args).fetchone()[0]
+
+    assert count("SELECT count(*) FROM auth_user WHERE username = 'dana'") == 1
+    running = Console(tmp_path, policy=policy)
+    try:
+        api = httpx.Client(base_url=running.url, headers={"Authorization": f"Bearer {token}"})
+        assert api.get("/api/events").json()["total"] == 4
+        assert count("SELECT count(*) FROM console_event") == 4
+        assert url in (tmp_path / "console.out").read_text()
+        assert not list(tmp_path.glob("*.sqlite3*"))
+
+        # a review on the command line closes the case in the console ...
+        done = _cli("review", "WP-E2EPG00001", "--note", "Spoke to bob", "--by", "mrs.k", *at)
+        assert done.returncode == 0, done.stderr
+        _until(lambda: (api.get("/api/events/WP-E2EPG00001").json().get("case") or {})
+               .get("status") == "closed", "the CLI review did not reach the console")
+        notes = api.get("/api/events/WP-E2EPG00001").json()["case"]["notes"]
+        assert [(n["author"], n["text"]) for n in notes] == [("mrs.k", "Spoke to bob")]
+        # ... and one closed in the console is reviewed for the command line
+        closed = api.post("/api/events/WP-E2EPG00003/review",
+                          json={"status": "closed", "outcome": "no_concern", "note": "PSHE"})
+        assert closed.status_code == 200, closed.text
+        report = _cli("report", "--unreviewed", "--json", *at)
+        assert [r["id"] for r in json.loads(report.stdout)] == ["WP-E2EPG00009", "WP-E2EPG00002"]
+
+        # erasure and retention reach the PostgreSQL database
+        done = _cli("erase", "--user", "carol", "--yes", *at)
+        assert done.returncode == 0, done.stderr
+        _until(lambda: api.get("/api/events/WP-E2EPG00002").status_code == 404,
+               "the erased record is still in the console")
+        (tmp_path / "logs" / f"webpolicy-{old['time'][:10]}.jsonl").unlink()   # retention
+        _until(lambda: api.get("/api/events/WP-E2EPG00009").status_code == 404,
+               "the expired record is still in the console")
+        assert count("SELECT count(*) FROM console_event WHERE \"user\" IN ('carol', 'olga')") == 0
+        assert count("SELECT count(*) FROM console_event") == 2
+    finally:
+        database.close()
         running.stop()

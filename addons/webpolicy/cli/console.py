@@ -7,10 +7,16 @@ when one of these commands runs: the gateway and the other commands never need i
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from webpolicy.policy.model import PolicyError, load_policy
+from webpolicy.policy.model import (
+    ConsoleSettings,
+    PolicyError,
+    database_url_problem,
+    load_policy,
+)
 
 DEFAULT_LISTEN = "127.0.0.1:8081"
 
@@ -62,7 +68,9 @@ def _location(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", default="policy.yaml",
                         help="policy.yaml (its logging.directory is read)")
     parser.add_argument("--log-dir", help="the log directory (instead of reading the policy)")
-    parser.add_argument("--database", help="the console's SQLite file (default: beside the "
+    parser.add_argument("--database", help="the console's SQLite file or a postgresql://USER@"
+                                           "HOST:PORT/NAME URL (default: policy.yaml's "
+                                           "console.database, else an SQLite file beside the "
                                            "log directory)")
 
 
@@ -77,16 +85,48 @@ def _require_django(args) -> None:
 
 
 def _config(args, **options):
-    from webpolicy.console.settings import config_for
+    from webpolicy.console.settings import config_for, is_postgresql
+    settings = ConsoleSettings()
     if args.log_dir:
         directory = Path(args.log_dir)
     else:
         try:
-            directory = load_policy(Path(args.policy)).logging.directory
+            policy = load_policy(Path(args.policy))
         except PolicyError as exc:
             raise SystemExit(f"webpolicy {args.command}: cannot read the log directory from "
                              f"{args.policy}:\n{exc}\n(or give --log-dir)") from None
-    return config_for(directory, Path(args.database) if args.database else None, **options)
+        directory, settings = policy.logging.directory, policy.console
+    database = args.database or settings.database or None
+    password = None
+    if database and is_postgresql(database):
+        problem = database_url_problem(database)
+        if problem:
+            raise SystemExit(f"webpolicy {args.command}: the database URL {problem}")
+        password = database_password(settings, args.command)
+    return config_for(directory, database if database and is_postgresql(database)
+                      else Path(database) if database else None,
+                      database_password=password, **options)
+
+
+def database_password(settings: ConsoleSettings, command: str) -> str | None:
+    """The PostgreSQL password from the file or variable policy.yaml names; None leaves it to
+    libpq (~/.pgpass, PGPASSWORD, or a server that needs none, such as peer on a socket)."""
+    if settings.database_password_file:
+        try:
+            return settings.database_password_file.read_text().strip("\r\n")
+        except OSError as exc:
+            raise SystemExit(f"webpolicy {command}: cannot read the database password from "
+                             f"{settings.database_password_file} (console.database_password_file): "
+                             f"{exc.strerror}; create it (mode 0600) readable by this "
+                             "account") from None
+    if settings.database_password_env:
+        value = os.environ.get(settings.database_password_env)
+        if value is None:
+            raise SystemExit(f"webpolicy {command}: the environment variable "
+                             f"{settings.database_password_env} (console.database_password_env) "
+                             "is not set; set it to the database password")
+        return value
+    return None
 
 
 def cmd_console(args) -> int:

@@ -8,6 +8,14 @@ is re-read whole and the records no longer in it are dropped, with their cases. 
 
 Ingest runs on requests, at most once a second (IngestMiddleware): records reach the inbox
 within a second or two of the proxy writing them, and an idle console does no work.
+
+Speed (a first start may find a million records: docs/benchmarks.md): new lines are read in
+chunks of a few megabytes, each chunk parsed once with the standard json module and written
+with one `INSERT ... ON CONFLICT (reference) DO NOTHING` executemany (on PostgreSQL, COPY),
+committed with the file's new offset; the next chunk is parsed in a second thread meanwhile.  No model instances and no
+query per record; the stored `record` is the log line itself, so nothing is serialised again.
+A re-read (an interrupted ingest, a rewritten file) inserts nothing twice: the reference is
+unique.  Each chunk commits on its own, so case work is never blocked for long by a backlog.
 """
 
 from __future__ import annotations
@@ -18,10 +26,11 @@ import logging
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from webpolicy.console.models import Case, Event, IngestState, Note
 from webpolicy.engine.decision import FILTER_UNAVAILABLE
@@ -29,8 +38,16 @@ from webpolicy.policy.severity import SEVERITY_RANK
 from webpolicy.safeguarding.logstore import REVIEWS_FILE, log_files, record_time
 
 log = logging.getLogger(__name__)
-BATCH = 500
+CHUNK = 8 << 20                          # bytes of log read, parsed and committed at a time
+BATCH = 500                              # references per DELETE ... IN (...)
 STATUTORY_PRIORITY = 9
+ANALYZE_AFTER = 50_000                   # records added in one ingest: refresh the statistics
+HIGH = SEVERITY_RANK["high"]
+# The index row, in this order (models.Event; `record` is the JSON text of the log line).
+COLUMNS = ("reference", "time", "user", "client_ip", "device", "profile", "action", "list",
+           "category", "watch_category", "severity", "severity_rank", "statutory", "priority",
+           "fault", "host", "url", "search_term", "record", "source_file")
+NUL_ESCAPE = b"\\u0000"                 # PostgreSQL's text and jsonb cannot hold U+0000
 
 
 @dataclass
@@ -58,85 +75,204 @@ def priority(record: dict) -> int:
     watch = record.get("watchlist") or {}
     rank = max(SEVERITY_RANK.get(str(record.get("severity")), 0),
                SEVERITY_RANK.get(str(watch.get("severity")), 0))
-    return rank if rank >= SEVERITY_RANK["high"] else 0
+    return rank if rank >= HIGH else 0
 
 
 def _text(value, limit: int) -> str:
+    if type(value) is str:                   # nearly always: no conversion, a cheap slice
+        return value[:limit]
     return "" if value is None else str(value)[:limit]
 
 
-def event_from(record: dict, source: str) -> Event | None:
-    """The index row for a record, or None for a record without a reference or a time."""
-    when = record_time(record)
-    reference = record.get("id")
-    if when is None or not reference:
+def _utc(text) -> dt.datetime | None:
+    """The record's time, aware (naive times are UTC, as the proxy writes them)."""
+    if type(text) is str and len(text) == 24 and text[-1] == "Z":   # 2026-12-07T03:55:11.123Z
+        try:
+            return dt.datetime.fromisoformat(text[:-1]).replace(tzinfo=dt.UTC)
+        except ValueError:
+            return None
+    when = record_time({"time": text})
+    if when is not None and when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return when
+
+
+def _without_nul(value):
+    """The record with U+0000 taken out of every text (a URL or search can carry one)."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
+
+
+def event_row(record: dict, text: str, source: str) -> tuple | None:
+    """The index row (COLUMNS) for a record whose JSON text is `text`, or None for a record
+    without a reference or a time."""
+    get = record.get
+    reference = get("id")
+    when = _utc(get("time")) if reference else None
+    if when is None:
         return None
-    watch = record.get("watchlist") or {}
-    return Event(
-        reference=_text(reference, 32), time=when, user=_text(record.get("user"), 200),
-        client_ip=_text(record.get("client_ip"), 64), device=_text(record.get("device"), 200),
-        profile=_text(record.get("profile"), 100), action=_text(record.get("action"), 32),
-        list=_text(record.get("list"), 100), category=_text(record.get("category"), 200),
-        watch_category=_text(watch.get("category"), 200),
-        severity=_text(record.get("severity"), 16),
-        severity_rank=SEVERITY_RANK.get(str(record.get("severity")), 0),
-        statutory=bool(record.get("statutory")), priority=priority(record),
-        fault=is_fault(record), host=_text(record.get("host"), 300),
-        url=_text(record.get("url"), 4000), search_term=_text(record.get("search_term"), 1000),
-        record=record, source_file=source)
+    watch = get("watchlist") or {}
+    if type(watch) is not dict:
+        watch = {}
+    severity = get("severity")
+    return (
+        _text(reference, 32), when, _text(get("user"), 200), _text(get("client_ip"), 64),
+        _text(get("device"), 200), _text(get("profile"), 100), _text(get("action"), 32),
+        _text(get("list"), 100), _text(get("category"), 200),
+        _text(watch.get("category"), 200), _text(severity, 16),
+        SEVERITY_RANK.get(severity, 0) if type(severity) is str else 0,
+        bool(get("statutory")), priority(record), is_fault(record), _text(get("host"), 300),
+        _text(get("url"), 4000), _text(get("search_term"), 1000), text, source)
 
 
-def _new_lines(path: Path, state: IngestState) -> tuple[list[bytes], int, bool]:
-    """(complete new lines, offset after them, whether the file was rewritten)."""
-    info = os.stat(path)
-    rewritten = bool(state.inode) and (state.inode != info.st_ino or info.st_size < state.offset)
-    start = 0 if rewritten else state.offset
-    if info.st_size == start and not rewritten:
-        return [], start, False
-    with open(path, "rb") as handle:
-        handle.seek(start)
-        data = handle.read()
-    end = data.rfind(b"\n") + 1              # a line still being written waits for next time
-    state.inode = info.st_ino
-    return data[:end].splitlines(), start + end, rewritten
-
-
-def _parse(lines: list[bytes], result: IngestResult) -> list[dict]:
-    records = []
-    for line in lines:
-        if not line.strip():
+def _rows(data: bytes, source: str, result: IngestResult) -> list[tuple]:
+    """Index rows for the complete lines in `data`; damaged lines are counted, not fatal."""
+    rows = []
+    loads = json.loads
+    for line in data.split(b"\n"):
+        if not line or line.isspace():
             continue
         try:
-            record = json.loads(line)
-        except ValueError:
+            record = loads(line)
+            text = line.decode("utf-8")
+        except ValueError:                   # not JSON, or not UTF-8 (UnicodeError)
             result.bad_lines += 1
             continue
-        if isinstance(record, dict):
-            records.append(record)
-        else:
+        if not isinstance(record, dict):
             result.bad_lines += 1
-    return records
+            continue
+        if NUL_ESCAPE in line:
+            record = _without_nul(record)
+            text = json.dumps(record)
+        row = event_row(record, text, source)
+        if row is not None:
+            rows.append(row)
+    return rows
+
+
+class _Writer:
+    """Inserts index rows, skipping references already indexed; returns how many were new."""
+
+    def __init__(self):
+        ops = connection.ops
+        self.table = ops.quote_name(Event._meta.db_table)
+        self.columns = ", ".join(ops.quote_name(c) for c in COLUMNS)
+        self.postgresql = connection.vendor == "postgresql"
+
+    def insert(self, rows: list[tuple]) -> int:
+        if not rows:
+            return 0
+        if self.postgresql:
+            return self._copy(rows)
+        # SQLite keeps times as UTC text, the way Django writes them (str() of a naive time)
+        rows = [(r[0], str(r[1].astimezone(dt.UTC).replace(tzinfo=None)), *r[2:]) for r in rows]
+        marks = ", ".join(["%s"] * len(COLUMNS))
+        with connection.cursor() as cursor:
+            cursor.executemany(f"INSERT INTO {self.table} ({self.columns}) VALUES ({marks}) "
+                               "ON CONFLICT (reference) DO NOTHING", rows)
+            return cursor.rowcount
+
+    def _copy(self, rows: list[tuple]) -> int:
+        """PostgreSQL: COPY straight into the table (new records, nearly always); if one is
+        already there (a re-read), COPY into a temporary table and INSERT ... ON CONFLICT."""
+        import psycopg
+        try:
+            with (transaction.atomic(), connection.cursor() as cursor,   # a savepoint
+                  cursor.cursor.copy(f"COPY {self.table} ({self.columns}) FROM STDIN") as copy):
+                for row in rows:
+                    copy.write_row(row)
+            return len(rows)
+        except psycopg.errors.UniqueViolation:
+            pass
+        with connection.cursor() as cursor:
+            cursor.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS console_event_new ON COMMIT "
+                           f"DELETE ROWS AS SELECT {self.columns} FROM {self.table} WITH NO DATA")
+            with cursor.cursor.copy(f"COPY console_event_new ({self.columns}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            cursor.execute(f"INSERT INTO {self.table} ({self.columns}) SELECT {self.columns} "
+                           "FROM console_event_new ON CONFLICT (reference) DO NOTHING")
+            added = cursor.rowcount
+            cursor.execute("DELETE FROM console_event_new")
+            return added
+
+
+def _delete_events(events, result: IngestResult) -> None:
+    """Drop index rows with their cases and notes: three statements, no model instances."""
+    Note.objects.filter(case__event__in=events).delete()
+    Case.objects.filter(event__in=events).delete()
+    # Event rows now have nothing depending on them: one DELETE, without Django first
+    # loading each row (and its record) to look for cascades.
+    result.removed += events._raw_delete(events.db)
 
 
 def _ingest_file(name: str, path: Path, state: IngestState, result: IngestResult) -> None:
-    lines, offset, rewritten = _new_lines(path, state)
-    if not lines and not rewritten and offset == state.offset:
+    info = os.stat(path)
+    rewritten = bool(state.inode) and (state.inode != info.st_ino or info.st_size < state.offset)
+    start = 0 if rewritten else state.offset
+    if info.st_size == start and not rewritten and state.inode == info.st_ino:
         return
-    records = _parse(lines, result)
-    events = [e for e in (event_from(r, name) for r in records) if e is not None]
-    with transaction.atomic():
+    state.inode = info.st_ino
+    writer = _Writer()
+    with open(path, "rb") as handle:
+        handle.seek(start)
         if rewritten:                        # erased records leave the index with their cases
-            kept = {e.reference for e in events}
-            gone = [pk for pk, ref in Event.objects.filter(source_file=name)
-                    .values_list("pk", "reference") if ref not in kept]
-            for start in range(0, len(gone), BATCH):
-                result.removed += Event.objects.filter(pk__in=gone[start:start + BATCH]).delete()[1].get("console.Event", 0)
-        before = Event.objects.count()
-        for start in range(0, len(events), BATCH):
-            Event.objects.bulk_create(events[start:start + BATCH], ignore_conflicts=True)
-        result.added += Event.objects.count() - before
-        state.offset = offset
-        state.save()
+            with transaction.atomic():       # all at once: never half an erasure
+                kept: set[str] = set()
+                offset = start
+                for data in _chunks(handle):
+                    rows = _rows(data, name, result)
+                    kept.update(r[0] for r in rows)
+                    result.added += writer.insert(rows)
+                    offset += len(data)
+                gone = [pk for pk, ref in Event.objects.filter(source_file=name)
+                        .values_list("pk", "reference") if ref not in kept]
+                for first in range(0, len(gone), BATCH):
+                    _delete_events(Event.objects.filter(pk__in=gone[first:first + BATCH]), result)
+                state.offset = offset
+                state.save()
+            return
+        offset = start
+        for rows, length in _parsed(handle, name, result):   # each chunk with its offset
+            with transaction.atomic():
+                result.added += writer.insert(rows)
+                offset += length
+                state.offset = offset
+                state.save()
+        if state.pk is None:                 # a new, still empty file: remember its inode
+            state.save()
+
+
+def _parsed(handle, name: str, result: IngestResult):
+    """(rows, bytes) of each chunk, in order; the next chunk is parsed in a second thread
+    while the caller writes this one.  The database does its part (index upkeep, COPY on the
+    server) without holding Python's lock, so on two cores parsing and writing overlap."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="webpolicy-ingest") as pool:
+        pending = None
+        for data in _chunks(handle):
+            parsing = (pool.submit(_rows, data, name, result), len(data))
+            if pending is not None:
+                yield pending[0].result(), pending[1]
+            pending = parsing
+        if pending is not None:
+            yield pending[0].result(), pending[1]
+
+
+def _chunks(handle):
+    """Complete lines, a few megabytes at a time; a line still being written is left for
+    next time (its bytes are not counted in the offset)."""
+    carry = b""
+    while chunk := handle.read(CHUNK):
+        data = carry + chunk
+        end = data.rfind(b"\n") + 1
+        carry = data[end:]
+        if end:
+            yield data[:end]
 
 
 def review_key(data: dict) -> str:
@@ -150,23 +286,50 @@ def _ingest_reviews(directory: Path, result: IngestResult) -> None:
     if not path.exists():
         return
     state, _ = IngestState.objects.get_or_create(name=REVIEWS_FILE)
-    lines, offset, _ = _new_lines(path, state)
+    info = os.stat(path)
+    if (state.inode and state.inode != info.st_ino) or info.st_size < state.offset:
+        state.offset = 0                     # rewritten (erasure): keys keep it idempotent
+    if info.st_size == state.offset:
+        return
+    state.inode = info.st_ino
+    with open(path, "rb") as handle:
+        handle.seek(state.offset)
+        data = handle.read()
+    end = data.rfind(b"\n") + 1
+    offset = state.offset + end
     with transaction.atomic():
-        for data in _parse(lines, result):
-            key = review_key(data)
-            event = Event.objects.filter(reference=str(data.get("id", ""))).first()
+        for review in _reviews(data[:end], result):
+            key = review_key(review)
+            event = Event.objects.filter(reference=str(review.get("id", ""))).first()
             if event is None or Note.objects.filter(case__event=event, review_key=key).exists():
                 continue
             case, _ = Case.objects.get_or_create(event=event)
             if case.status != Case.Status.CLOSED:
                 case.status = Case.Status.CLOSED
                 case.save()
-            when = record_time({"time": data.get("time", "")}) or dt.datetime.now(dt.UTC)
-            Note.objects.create(case=case, author=str(data.get("by", "")), time=when,
-                                text=str(data.get("note", "")), source="cli", review_key=key)
+            when = record_time({"time": review.get("time", "")}) or dt.datetime.now(dt.UTC)
+            Note.objects.create(case=case, author=str(review.get("by", "")), time=when,
+                                text=str(review.get("note", "")), source="cli", review_key=key)
             result.reviews += 1
         state.offset = offset
         state.save()
+
+
+def _reviews(data: bytes, result: IngestResult) -> list[dict]:
+    found = []
+    for line in data.splitlines():
+        if not line.strip():
+            continue
+        try:
+            review = json.loads(line)
+        except ValueError:
+            result.bad_lines += 1
+            continue
+        if isinstance(review, dict):
+            found.append(review)
+        else:
+            result.bad_lines += 1
+    return found
 
 
 def ingest(directory: Path) -> IngestResult:
@@ -176,14 +339,20 @@ def ingest(directory: Path) -> IngestResult:
     states = {state.name: state for state in IngestState.objects.all()}   # one query, not 90
     gone = [name for name in states if name not in present and name != REVIEWS_FILE]
     if gone:                                 # by name, so the index on source_file is used
-        result.removed += Event.objects.filter(source_file__in=gone).delete()[1].get("console.Event", 0)
-        IngestState.objects.filter(name__in=gone).delete()
+        with transaction.atomic():
+            _delete_events(Event.objects.filter(source_file__in=gone), result)
+            IngestState.objects.filter(name__in=gone).delete()
     for name, path in present.items():
         try:
             _ingest_file(name, path, states.get(name) or IngestState(name=name), result)
         except FileNotFoundError:            # removed by retention while we looked
             continue
     _ingest_reviews(Path(directory), result)
+    if result.added >= ANALYZE_AFTER and connection.vendor == "postgresql":
+        # fresh statistics at once after a backlog, not when autovacuum next looks: the
+        # planner's choice of index for the pages depends on them
+        with connection.cursor() as cursor:
+            cursor.execute(f"ANALYZE {connection.ops.quote_name(Event._meta.db_table)}")
     return result
 
 

@@ -8,7 +8,7 @@ client address.
 
 from __future__ import annotations
 
-from webpolicy.console.settings import ConsoleConfig, configure
+from webpolicy.console.settings import ConsoleConfig, configure, shown_database
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -32,5 +32,5 @@ def serve(config: ConsoleConfig, host: str, port: int, trusted_proxy: str | None
     from webpolicy.console.ingest import ingest
     result = ingest(config.log_dir)         # a first start indexes the backlog before serving
     print(f"webpolicy console: http://{host}:{port}/ (log {config.log_dir}, {result.added} new "
-          f"record(s) indexed; database {config.database})", flush=True)
+          f"record(s) indexed; database {shown_database(config.database)})", flush=True)
     waitress.serve(get_wsgi_application(), **options)

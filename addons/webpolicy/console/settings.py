@@ -2,7 +2,9 @@
 
 The console has one deployment shape (beside the gateway, reading its log), so its settings
 are computed: the log directory from policy.yaml, the SQLite database and the secret key
-beside that directory.  The secret key is generated on first start into a 0600 file that is
+beside that directory, or the centre's PostgreSQL server when policy.yaml's
+`console.database` names one (the same code runs on both; its password comes from a file or
+an environment variable named in the policy, never from policy.yaml itself).  The secret key is generated on first start into a 0600 file that is
 never part of the repository; sessions, CSRF tokens and API token digests depend on it.
 """
 
@@ -13,6 +15,7 @@ import os
 import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from django.core.management.utils import get_random_secret_key
 from django.utils.csp import CSP
@@ -27,8 +30,9 @@ class ConsoleConfig:
     """Where the console's state lives and how it is published."""
 
     log_dir: Path
-    database: Path
+    database: Path | str                # an SQLite file, or a postgresql:// URL
     secret_file: Path
+    database_password: str | None = field(default=None, repr=False)
     allowed_hosts: list[str] = field(default_factory=lambda: ["127.0.0.1", "localhost"])
     https: bool = False                 # behind a TLS-terminating reverse proxy
     trusted_origins: list[str] = field(default_factory=list)
@@ -36,14 +40,54 @@ class ConsoleConfig:
     lockout_minutes: int = 15
 
 
-def config_for(log_dir: Path, database: Path | None = None, **options) -> ConsoleConfig:
+def config_for(log_dir: Path, database: Path | str | None = None, **options) -> ConsoleConfig:
     """Defaults beside the log directory: `logs/` -> `webpolicy-console.sqlite3` and
     `webpolicy-console.secret` in the directory holding `logs/`, outside the log directory
-    so that the proxy's retention never touches them."""
+    so that the proxy's retention never touches them.  `database` may instead be a
+    postgresql:// URL (the secret key stays beside the log directory either way)."""
     log_dir = Path(log_dir).resolve()
     home = log_dir.parent
-    return ConsoleConfig(log_dir=log_dir, database=Path(database or home / DATABASE_FILE),
+    if not (isinstance(database, str) and is_postgresql(database)):
+        database = Path(database or home / DATABASE_FILE)
+    return ConsoleConfig(log_dir=log_dir, database=database,
                          secret_file=home / SECRET_FILE, **options)
+
+
+def is_postgresql(database: Path | str) -> bool:
+    return isinstance(database, str) and database.startswith(("postgresql://", "postgres://"))
+
+
+def shown_database(database: Path | str) -> str:
+    """The database for messages: a file, or the URL (which never holds a password)."""
+    return str(database)
+
+
+def database_settings(config: ConsoleConfig) -> dict:
+    """Django's DATABASES["default"]: SQLite, or PostgreSQL through psycopg 3."""
+    if not is_postgresql(config.database):
+        config.database.parent.mkdir(parents=True, exist_ok=True)
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": str(config.database),
+            # the ingest thread of one request and the writes of another share the file; a
+            # 64 MB page cache keeps the indexes of a million events in memory while ingesting
+            "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE",
+                        "init_command": "PRAGMA journal_mode=WAL; PRAGMA cache_size=-65536;"},
+        }
+    url = urlsplit(config.database)
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": unquote(url.path.lstrip("/")),
+        "USER": unquote(url.username or ""),
+        "PASSWORD": config.database_password or "",   # else libpq's ~/.pgpass or PGPASSWORD
+        "HOST": unquote(url.hostname or ""),          # empty: the local socket
+        "PORT": str(url.port or ""),
+        # libpq's own parameters (sslmode, sslrootcert, connect_timeout ...) as written
+        "OPTIONS": dict(parse_qsl(url.query)),
+        # one connection per server thread, kept between requests and checked before reuse
+        "CONN_MAX_AGE": 300,
+        "CONN_HEALTH_CHECKS": True,
+    }
 
 
 def secret_key(path: Path) -> str:
@@ -74,7 +118,6 @@ def time_zone() -> str:
 
 def django_settings(config: ConsoleConfig) -> dict:
     """Everything Django needs, as keyword arguments for settings.configure()."""
-    config.database.parent.mkdir(parents=True, exist_ok=True)
     return {
         "DEBUG": False,
         "SECRET_KEY": secret_key(config.secret_file),
@@ -111,13 +154,7 @@ def django_settings(config: ConsoleConfig) -> dict:
                 "django.contrib.auth.context_processors.auth",
             ]},
         }],
-        "DATABASES": {"default": {
-            "ENGINE": "django.db.backends.sqlite3",
-            "NAME": str(config.database),
-            # the ingest thread of one request and the writes of another share the file
-            "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE",
-                        "init_command": "PRAGMA journal_mode=WAL;"},
-        }},
+        "DATABASES": {"default": database_settings(config)},
         "DEFAULT_AUTO_FIELD": "django.db.models.BigAutoField",
         "USE_TZ": True,
         "TIME_ZONE": time_zone(),
@@ -195,6 +232,7 @@ def configure(config: ConsoleConfig, migrate: bool = True) -> None:
     if migrate:
         from django.core.management import call_command
         call_command("migrate", verbosity=0, interactive=False)
-        os.chmod(config.database, 0o600)     # learners' records: as private as the log
+        if not is_postgresql(config.database):
+            os.chmod(config.database, 0o600)  # learners' records: as private as the log
         from webpolicy.console.roles import ensure_roles
         ensure_roles()

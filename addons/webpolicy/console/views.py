@@ -21,7 +21,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from webpolicy.console.audit import record_access
 from webpolicy.console.cases import CaseError, update_case
-from webpolicy.console.filters import EventFilter, inbox_order
+from webpolicy.console.filters import CappedPaginator, EventFilter, inbox_order
 from webpolicy.console.models import AccessLog, Case, Event
 from webpolicy.console.roles import DSL, can_see, sees_safeguarding, shown_record, visible_events
 from webpolicy.console.settings import PACKAGE
@@ -54,7 +54,7 @@ def inbox(request: HttpRequest) -> HttpResponse:
         if not form.is_bound:
             form = EventFilter({"status": "open"})
             form.is_valid()
-        page = Paginator(inbox_order(form.apply(events, "open")), PAGE_SIZE).get_page(
+        page = CappedPaginator(inbox_order(form.apply(events, "open")), PAGE_SIZE).get_page(
             request.GET.get("page"))
         if form.cleaned_data.get("user") or form.cleaned_data.get("client"):
             # filtered to one person, the inbox is that person's timeline
@@ -139,7 +139,7 @@ def person(request: HttpRequest) -> HttpResponse:
     if not (user or client) or not form.is_valid():
         raise Http404("say whose timeline: ?user=NAME or ?client=ADDRESS")
     events = form.apply(visible_events(request.user)).select_related("case").order_by("-time")
-    page = Paginator(events, PAGE_SIZE).get_page(request.GET.get("page"))
+    page = CappedPaginator(events, PAGE_SIZE).get_page(request.GET.get("page"))
     record_access(request.user, "person", f"user {user}" if user else f"client {client}",
                   page.paginator.count)
     return render(request, "console/person.html", {

@@ -266,6 +266,41 @@ class AlertSettings:
 
 
 @dataclass(frozen=True)
+class ConsoleSettings:
+    """`console:`: where DSLs open the console, and where it keeps its index and case work.
+    `database` empty means the default SQLite file beside the log directory; a
+    postgresql:// URL names a centre's PostgreSQL server (user, host, port, database; no
+    password: that comes from `database_password_file` or `database_password_env`, or from
+    libpq's own ~/.pgpass)."""
+    url: str = ""                         # alerts link to each event there
+    database: str = ""                    # "" | an SQLite file | postgresql://user@host:port/name
+    database_password_file: Path | None = None
+    database_password_env: str = ""
+
+    @property
+    def postgresql(self) -> bool:
+        return self.database.startswith(POSTGRES_SCHEMES)
+
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def database_url_problem(url: str) -> str | None:
+    """What is wrong with a postgresql:// URL for the console, or None."""
+    parts = urlsplit(url)
+    if parts.password is not None:
+        return ("has a password: never put it in policy.yaml; name a file with "
+                "console.database_password_file or a variable with console.database_password_env")
+    if not parts.path.strip("/"):
+        return "names no database: write postgresql://USER@HOST:PORT/DATABASE"
+    try:
+        parts.port
+    except ValueError:
+        return "has a port that is not a number"
+    return None
+
+
+@dataclass(frozen=True)
 class TlsSettings:
     """`tls:` (issue #19).  `selective` passes through, uninspected, a TLS connection on which
     nothing needs the content (engine/selective.py says when); `all` intercepts every one.
@@ -300,6 +335,7 @@ class Policy:
     alerts: AlertSettings = AlertSettings()
     tls: TlsSettings = TlsSettings()
     downloads: DownloadSettings = DownloadSettings()
+    console: ConsoleSettings = ConsoleSettings()
     warnings: tuple[Problem, ...] = ()
 
     def files(self) -> list[Path]:
@@ -354,6 +390,7 @@ class _PolicyBuilder:
         profiles = self._profiles(top.get("profiles"), lists)
         users, networks, devices, groups = self._clients(top.get("clients"), profiles)
         default_profile = self._default_profile(top.get("default_profile"), profiles)
+        console = self._console(top.get("console"))
         policy = Policy(
             path=self.path,
             version=r.string(top.get("version"), "version", "") or "",
@@ -372,9 +409,10 @@ class _PolicyBuilder:
             logging=self._logging(top.get("logging")),
             metrics=self._metrics(top.get("metrics")),
             watchlist=self._watchlist(top.get("watchlist")),
-            alerts=self._alerts(top.get("alerts"), self._console_url(top.get("console"))),
+            alerts=self._alerts(top.get("alerts"), console.url),
             tls=self._tls(top.get("tls")),
             downloads=downloads,
+            console=console,
             warnings=(),
         )
         if not policy.version:
@@ -885,16 +923,41 @@ class _PolicyBuilder:
                 terms=terms, sources=sources)
         return specs
 
-    def _console_url(self, node: yaml.Node | None) -> str:
-        """Where DSLs open the safeguarding console (`webpolicy console`), for links in
-        alerts: an http(s) URL, as the DSLs' browsers reach it."""
-        keys = self.r.mapping(node, "console", ("url",))
+    def _console(self, node: yaml.Node | None) -> ConsoleSettings:
+        """The safeguarding console (`webpolicy console`): `url`, where DSLs open it (links
+        in alerts: an http(s) URL, as the DSLs' browsers reach it); `database`, where it keeps
+        its index and cases (default: an SQLite file beside the log directory)."""
+        keys = self.r.mapping(node, "console", ("url", "database", "database_password_file",
+                                                "database_password_env"))
         url = self.r.string(keys.get("url"), "console.url", "") or ""
         if url and not re.match(r"https?://[^/\s]+", url):
             self.r.error(keys.get("url"), f"console.url: '{url}' is not an http(s) address such "
                                           "as https://console.college.internal")
-            return ""
-        return url
+            url = ""
+        database = (self.r.string(keys.get("database"), "console.database", "") or "").strip()
+        if database.startswith(POSTGRES_SCHEMES):
+            problem = database_url_problem(database)
+            if problem:
+                self.r.error(keys.get("database"), f"console.database: the URL {problem}")
+                database = ""
+        elif "://" in database:
+            self.r.error(keys.get("database"), f"console.database: '{database}' is neither a "
+                         "postgresql:// URL nor an SQLite file")
+            database = ""
+        elif database:
+            database = str(self._file(database))
+        password_env = self.r.string(keys.get("database_password_env"),
+                                     "console.database_password_env", "") or ""
+        password_file = self._optional_file(keys.get("database_password_file"),
+                                            "console.database_password_file")
+        if (password_env or password_file) and not database.startswith(POSTGRES_SCHEMES):
+            self.r.error(keys.get("database_password_env") or keys.get("database_password_file"),
+                         "console: a database password is only for a postgresql:// database")
+        if password_env and password_file:
+            self.r.error(keys.get("database_password_env"), "console: give "
+                         "database_password_file or database_password_env, not both")
+        return ConsoleSettings(url=url, database=database, database_password_file=password_file,
+                               database_password_env=password_env)
 
     def _alerts(self, node: yaml.Node | None, console_url: str = "") -> AlertSettings:
         r = self.r

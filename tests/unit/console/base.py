@@ -1,4 +1,5 @@
-"""A Django TestCase with its own log directory, and users in each role."""
+"""A Django TestCase with its own log directory, and users in each role, on SQLite or (its
+`on_postgresql` twin) on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -13,13 +14,25 @@ from webpolicy.console import ingest
 from webpolicy.console.accounts import add_user
 from webpolicy.console.roles import ensure_roles
 
-from . import samples
+from . import databases, samples
 
 PASSWORD = "correct horse battery staple"
 
 
 class ConsoleTest(TestCase):
     """Each test: an empty log directory, the roles, a `dsl` and an `it` account."""
+
+    database = databases.SQLITE
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        databases.use(cls.database)
+        super().setUpClass()
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        super().tearDownClass()
+        databases.use(databases.SQLITE)
 
     def setUp(self) -> None:
         self.log_dir = Path(tempfile.mkdtemp(prefix="wp-log-"))
@@ -41,3 +54,11 @@ class ConsoleTest(TestCase):
 
     def sign_in(self, user) -> None:
         self.client.force_login(user)
+
+
+def on_postgresql(test_class: type[ConsoleTest]) -> type[ConsoleTest]:
+    """The same tests on PostgreSQL: `IngestOnPostgreSQL = on_postgresql(IngestTest)`."""
+    name = test_class.__name__.removesuffix("Test") + "OnPostgreSQL"
+    return type(name, (test_class,), {"database": databases.POSTGRESQL,
+                                      "__module__": test_class.__module__,
+                                      "__qualname__": name, "__doc__": test_class.__doc__})

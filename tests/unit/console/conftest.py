@@ -1,6 +1,7 @@
 """Django for the console's unit tests: configured once per test process, on a temporary
 SQLite file, with Django's test environment (the test client's host, and a fast password
-hasher: PBKDF2's cost is for real passwords, not for tests).  Without the webpolicy[console]
+hasher: PBKDF2's cost is for real passwords, not for tests).  Test classes made with
+base.on_postgresql() switch to a real PostgreSQL server (databases.py), one per session.  Without the webpolicy[console]
 extra (no Django) the console's tests are not collected."""
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import importlib.util
 import shutil
 import tempfile
 from pathlib import Path
+
+from . import databases
 
 
 def _configure() -> None:
@@ -31,6 +34,12 @@ def _configure() -> None:
     django.setup()
     setup_test_environment()
     call_command("migrate", verbosity=0, interactive=False)
+    databases.remember_sqlite()
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """One PostgreSQL server per session (started by the first test that needs it)."""
+    databases.stop()
 
 
 if importlib.util.find_spec("django") is None:

@@ -22,7 +22,7 @@ from webpolicy.console.accounts import (
 from webpolicy.console.settings import config_for, secret_key
 
 from ..helpers import ADDONS
-from .base import PASSWORD, ConsoleTest
+from .base import PASSWORD, ConsoleTest, on_postgresql
 
 
 def sign_in(client: Client, name: str, password: str):
@@ -83,6 +83,9 @@ class AccountsTest(ConsoleTest):
         set_password("dana", "another long passphrase")
         assert self.client.get("/").status_code == 302            # the old session is gone
         assert sign_in(Client(), "dana", "another long passphrase").status_code == 302
+
+
+AccountsOnPostgreSQL = on_postgresql(AccountsTest)
 
 
 def test_secret_key_is_generated_once_private(tmp_path):

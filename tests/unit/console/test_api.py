@@ -10,7 +10,7 @@ from webpolicy.console.tokens import digest
 from webpolicy.safeguarding.logstore import ReviewStore
 
 from . import samples
-from .base import ConsoleTest
+from .base import ConsoleTest, on_postgresql
 
 
 class ApiTest(ConsoleTest):
@@ -93,3 +93,6 @@ class ApiTest(ConsoleTest):
     def test_a_disabled_user_token_stops_working(self):
         disable_user("dana")
         assert self.get("/api/events", self.dsl_token).status_code == 401
+
+
+ApiOnPostgreSQL = on_postgresql(ApiTest)

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import json
 import os
+from unittest import mock
 
+from django.db import connection
+from webpolicy.console import ingest as ingest_module
 from webpolicy.console.cases import update_case
 from webpolicy.console.ingest import ingest, is_fault, priority
 from webpolicy.console.models import Case, Event, IngestState, Note
 from webpolicy.safeguarding.logstore import Person, ReviewStore, erase
 
 from . import samples
-from .base import ConsoleTest
+from .base import ConsoleTest, on_postgresql
 
 
 class IngestTest(ConsoleTest):
+    def test_runs_on_the_database_it_names(self):
+        assert connection.vendor == self.database          # sqlite, or a real postgresql
+
     def test_records_are_indexed_once_and_only_new_lines_are_read(self):
         path = samples.write(self.log_dir, samples.record("WP-0000000001"))
         assert ingest(self.log_dir).added == 1
@@ -88,6 +94,51 @@ class IngestTest(ConsoleTest):
         ingest(self.log_dir)
         assert Note.objects.filter(case__event=event).count() == 1
 
+    def test_re_reading_a_file_adds_nothing_twice(self):
+        path = samples.write(self.log_dir, *(samples.record(f"WP-00000000{n:02}") for n in range(30)))
+        assert ingest(self.log_dir).added == 30
+        IngestState.objects.filter(name=path.name).update(offset=0)   # as after a crash
+        assert ingest(self.log_dir).added == 0
+        assert Event.objects.count() == 30
+
+    def test_chunks_split_mid_line_and_an_interrupted_ingest_resumes_from_its_offset(self):
+        records = [samples.record(f"WP-00000000{n:02}") for n in range(12)]
+        path = samples.write(self.log_dir, *records)
+        size = path.stat().st_size
+        calls = []
+        real_insert = ingest_module._Writer.insert
+
+        def failing_third(writer, rows):         # the process dies during the third chunk
+            calls.append(len(rows))
+            if len(calls) == 3:
+                raise OSError("killed")
+            return real_insert(writer, rows)
+
+        with (mock.patch.object(ingest_module, "CHUNK", 700),    # about two lines a chunk
+              mock.patch.object(ingest_module._Writer, "insert", failing_third),
+              self.assertRaises(OSError)):
+            ingest(self.log_dir)
+        state = IngestState.objects.get(name=path.name)
+        indexed = Event.objects.count()
+        assert 0 < indexed < 12 and sum(calls[:2]) == indexed
+        assert 0 < state.offset < size
+        with open(path, "rb") as handle:                       # the offset is a line's end
+            assert handle.read(state.offset).endswith(b"\n")
+        with mock.patch.object(ingest_module, "CHUNK", 700):
+            assert ingest(self.log_dir).added == 12 - indexed
+        assert sorted(Event.objects.values_list("reference", flat=True)) == [
+            r["id"] for r in records]
+        assert IngestState.objects.get(name=path.name).offset == size
+
+    def test_a_nul_character_in_a_search_is_indexed_without_it(self):
+        """PostgreSQL's text and jsonb cannot hold U+0000; a search for "%00" must not stop
+        the ingest of everything after it."""
+        samples.write(self.log_dir, samples.record("WP-0000000001", search_term="self\x00harm"),
+                      samples.record("WP-0000000002"))
+        assert ingest(self.log_dir).added == 2
+        event = Event.objects.get(reference="WP-0000000001")
+        assert event.search_term == "selfharm" and event.record["search_term"] == "selfharm"
+
     def test_classification(self):
         assert priority(samples.statutory("WP-1")) == 9
         assert priority(samples.flagged("WP-1")) == 3          # high watchlist term
@@ -98,3 +149,6 @@ class IngestTest(ConsoleTest):
                                    category="Filter unavailable", severity=None)
         assert is_fault(fail_open)
         assert not is_fault(samples.record("WP-1")) and not is_fault(samples.flagged("WP-1"))
+
+
+IngestOnPostgreSQL = on_postgresql(IngestTest)

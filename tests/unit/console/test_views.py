@@ -5,15 +5,17 @@ from __future__ import annotations
 import csv
 import io
 import re
+from unittest import mock
 
 from django.test import Client
 
+from webpolicy.console.filters import CappedPaginator
 from webpolicy.console.models import AccessLog, Case
 from webpolicy.safeguarding.logstore import ReviewStore
 from webpolicy.safeguarding.report import CSV_COLUMNS
 
 from . import samples
-from .base import ConsoleTest
+from .base import ConsoleTest, on_postgresql
 
 
 def references(response) -> list[str]:
@@ -60,6 +62,17 @@ class PagesTest(ConsoleTest):
                  "profile=staff": ["WP-0000000005"]}
         for query, expected in cases.items():
             assert references(self.client.get(f"/?{query}")) == expected, query
+
+    def test_a_long_list_counts_to_a_cap_and_says_more(self):
+        """Counting stops at CappedPaginator.cap, so a page costs the same at a million."""
+        self.sign_in(self.dsl)
+        with mock.patch.object(CappedPaginator, "cap", 3):
+            page = self.client.get("/").content.decode()
+            assert "More than 3 events" in page and len(references_in(page)) == 3   # pages reach the cap
+            page = self.client.get("/person/?user=Bob").content.decode()   # any case
+            assert "More than 3 events" in page
+            page = self.client.get("/?severity=high").content.decode()
+            assert "2 event(s)" in page and "More than" not in page
 
     def test_a_mistyped_filter_says_so(self):
         self.sign_in(self.dsl)
@@ -178,3 +191,6 @@ class PagesTest(ConsoleTest):
         assert response["X-Content-Type-Options"] == "nosniff"
         assert response["Referrer-Policy"] == "same-origin"
         assert self.client.get("/console.css")["Content-Type"].startswith("text/css")
+
+
+PagesOnPostgreSQL = on_postgresql(PagesTest)

@@ -383,3 +383,30 @@ def test_the_shipped_policys_commented_ut1_and_downloads_examples_are_valid(tmp_
     assert source.ut1_categories == ("dating",) and source.refresh == 24 * 3600
     assert source.proxy == "http://proxy.college.example:3128"
     assert policy.downloads.parallel == 4
+
+
+def test_console_database_sqlite_by_default_postgresql_by_url(tmp_path):
+    assert load_policy(write(tmp_path, GOOD)).console.database == ""     # SQLite beside the log
+    policy = load_policy(write(tmp_path, GOOD + "console: {database: state/console.sqlite3}\n"))
+    assert policy.console.database == str(tmp_path / "state" / "console.sqlite3")
+    assert not policy.console.postgresql
+    url = "postgresql://webpolicy@db.test:5432/console?sslmode=verify-full"
+    policy = load_policy(write(tmp_path, GOOD + f"console: {{database: '{url}', "
+                               "database_password_file: db.password}\n"))
+    assert policy.console.postgresql and policy.console.database == url
+    assert policy.console.database_password_file == tmp_path / "db.password"
+
+
+@pytest.mark.parametrize(("console", "message"), [
+    ("{database: 'postgresql://webpolicy:hunter2@db.test/console'}",
+     "has a password: never put it in policy.yaml"),
+    ("{database: 'postgresql://webpolicy@db.test'}", "names no database"),
+    ("{database: 'mysql://webpolicy@db.test/console'}", "is neither a postgresql:// URL"),
+    ("{database_password_env: DB_PASSWORD}", "only for a postgresql:// database"),
+    ("{database: 'postgresql://w@db.test/c', database_password_env: X, "
+     "database_password_file: f}", "not both"),
+])
+def test_console_database_mistakes_are_named(tmp_path, console, message):
+    found = problems(tmp_path, GOOD + f"console: {console}\n")
+    assert any(message in p for p in found), found
+    assert not any("hunter2" in p for p in found)         # the password is not repeated
