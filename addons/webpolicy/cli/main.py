@@ -85,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
                     "(--listen-host, --listen-port, --mode, --set confdir=..., --proxyauth ...) "
                     "are passed to mitmdump unchanged.")
     run.add_argument("--policy", default=DEFAULT_POLICY)
-    run.add_argument("--workers", type=_worker_count, default=os.cpu_count() or 1, metavar="N",
+    run.add_argument("--workers", type=_worker_count, default=_cpus(), metavar="N",
                      help="mitmdump processes sharing the listening address (SO_REUSEPORT), "
                           "supervised by this one; 1 runs one mitmdump in this process, as "
                           "before (default: the number of CPUs, here %(default)s)")
@@ -220,6 +220,14 @@ def _user_with_groups(engine, args: argparse.Namespace):
     return found
 
 
+def _cpus() -> int:
+    """The CPUs this process may run on (a container's cpuset, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def _worker_count(text: str) -> int:
     try:
         value = int(text)
@@ -262,7 +270,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if problem:
         print(f"webpolicy run: {problem}", file=sys.stderr)
         return 2
-    from webpolicy.cli import supervisor   # here: only a supervisor needs it
+    from webpolicy.cli import supervisor  # here: only a supervisor needs it
     # Each worker is mitmdump run by proxy/worker.py, which makes it listen with SO_REUSEPORT.
     worker = [sys.executable, "-m", "webpolicy.proxy.worker", *command[1:]]
     return supervisor.run(worker, args.workers, loaded, _metrics_option(args.extra))

@@ -43,11 +43,11 @@ from webpolicy.lists.remote import UPDATED, PolicySources, Refresher
 from webpolicy.monitoring.metrics import Metrics
 from webpolicy.policy import history
 from webpolicy.policy.model import PolicyError
+from webpolicy.proxy import reuseport
 from webpolicy.proxy.chokepoint import Chokepoint
 from webpolicy.proxy.connections import ConnectionFilter
 from webpolicy.proxy.failsafe import failsafe, refuse
 from webpolicy.proxy.gate import DEFAULT_OWN_NETWORKS, Gate, parse_networks
-from webpolicy.proxy import reuseport
 from webpolicy.proxy.reloader import Reloader
 from webpolicy.proxy.requests import RequestFilter
 from webpolicy.proxy.signin import SignIn

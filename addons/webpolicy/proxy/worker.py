@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     except reuseport.ReusePortError as exc:
         print(f"webpolicy worker: {exc}", file=sys.stderr)
         return 1
-    from mitmproxy.tools.main import mitmdump   # after install(): nothing has bound yet
+    from mitmproxy.tools.main import mitmdump  # after install(): nothing has bound yet
     return mitmdump(sys.argv[1:] if argv is None else argv) or 0
 
 
