@@ -2,14 +2,16 @@
 """Benchmark `webpolicy run --workers N` against one worker, measured in the same run.
 
     scripts/bench_workers.py                  # N = the CPUs here, 10 s runs, 3 rounds
-    scripts/bench_workers.py --workers 4 --seconds 5 --rounds 5 --tls
+    scripts/bench_workers.py --workers 4 --seconds 5 --rounds 5
 
 Two gateways run side by side on the shipped policy.yaml and blocklists (bench_proxy.py's
 "shipped" configuration): `webpolicy run --workers 1` (one mitmdump, as before) and
 `webpolicy run --workers N` (a supervisor and N mitmdump workers sharing the listening port
 through SO_REUSEPORT).  Each is driven in turn, rounds interleaved, by the same wrk request
 set as bench_proxy.py (keep-alive, varied host names, 4% domain and 2% URL blocks) through
-mitmdump's reverse-proxy mode to a local nginx.  Reported per concurrency: requests/s, p99,
+mitmdump's reverse-proxy mode to a local nginx, over plain HTTP only (the benchmark's
+reverse:https listener serves HTTP/3 on UDP too, which workers cannot share; a gateway in
+explicit or transparent mode listens on TCP only).  Reported per concurrency: requests/s, p99,
 and CPU per request (user + system of the supervisor and every worker, from /proc), and the
 ratios N workers / 1 worker.  The issue's target is throughput >= 0.9 x N of one worker and
 CPU per request <= 1.1 x one worker's, which needs cores to spare for wrk and nginx too: on a
@@ -61,7 +63,12 @@ class Gateway(Proxy):
     def command(self) -> list[str]:
         mitmdump = super().command()
         webpolicy = str(Path(mitmdump_path()).parent / "webpolicy")
+        # Plain HTTP only: reverse:https also listens on UDP (HTTP/3), which workers cannot
+        # share (`webpolicy run` refuses it with more than one).
         options = mitmdump[1:]
+        https = options.index(f"reverse:https://127.0.0.1:{self.upstream.https_port}"
+                              f"@{self.https_port}")
+        del options[https - 1:https + 1]
         shim = options.index("-s")
         del options[shim:shim + 2]                       # `run` gives its own entry script
         policy = options.index(f"webpolicy_policy={self.policy_path}")
@@ -139,7 +146,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians")
     parser.add_argument("--concurrency", default="16,64", help="wrk connections, comma-separated")
-    parser.add_argument("--tls", action="store_true", help="also over TLS (intercepted)")
     parser.add_argument("--workdir", type=Path,
                         default=Path(tempfile.gettempdir()) / "webpolicy-bench")
     args = parser.parse_args(argv)
@@ -180,15 +186,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(gateways: dict[int, Gateway], args, lua: Path, requests: Path) -> dict:
-    schemes = ["http", "https"] if args.tls else ["http"]
+    schemes = ["http"]
     results: dict[tuple, list[dict]] = {}
     threads = args.workers
     for round_number in range(args.rounds):
         for scheme in schemes:
             for connections in [int(c) for c in args.concurrency.split(",")]:
                 for count, gateway in gateways.items():
-                    port = gateway.http_port if scheme == "http" else gateway.https_port
-                    result = measure(gateway, f"{scheme}://127.0.0.1:{port}", connections,
+                    result = measure(gateway, f"{scheme}://127.0.0.1:{gateway.http_port}",
+                                     connections,
                                      args.seconds, lua, requests, threads)
                     results.setdefault((scheme, connections, count), []).append(result)
                     say(f"round {round_number + 1} {scheme} c{connections} {count} worker(s): "

@@ -278,10 +278,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _workers_problem(extra: list[str]) -> str | None:
     """Options that cannot work with several workers, said before any starts."""
+    modes = []
     for flag, value in zip(extra, extra[1:] + [""]):
         if flag in ("--listen-port", "-p") and value == "0":
             return ("--workers needs a fixed --listen-port: with port 0 every worker would "
                     "listen on a different one")
+        if flag in ("--mode", "-m"):
+            modes.append(value)
+    if modes:
+        from webpolicy.proxy.reuseport import unshareable_modes   # mitmproxy: only here
+        udp = unshareable_modes(modes)
+        if udp:
+            return (f"--mode {' '.join(udp)} listens on UDP too, which the workers cannot "
+                    "share: run it with --workers 1")
     return None
 
 

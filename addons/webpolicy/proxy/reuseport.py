@@ -14,9 +14,9 @@ mitmproxy 12 binds its TCP listeners with `asyncio.start_server(handler, host, p
 `reuse_port`.  install(), called by worker.py before mitmproxy starts, gives that one module an asyncio whose start_server adds
 reuse_port=True, nothing else changes; it checks first that mitmproxy still binds that way
 and raises ReusePortError if not, and verify() checks, once the servers are up, that every
-listening socket really has the option (a worker refuses to run otherwise).  UDP-based modes
-(dns, wireguard, quic) bind in mitmproxy_rs, which has no such option: a second worker then
-fails to bind, loudly, and those modes need --workers 1.
+listening socket really has the option (a worker refuses to run otherwise).  UDP listeners
+(modes dns and wireguard, and the HTTP/3 side of reverse:https) bind in mitmproxy_rs, which
+has no such option: `webpolicy run` refuses them with more than one worker (unshareable_modes).
 """
 
 from __future__ import annotations
@@ -77,6 +77,21 @@ def install() -> None:
             f"`{_BIND_CALL}`: webpolicy's worker mode must be updated for this mitmproxy "
             "version; run with --workers 1 meanwhile")
     mode_servers.asyncio = _ReusePortAsyncio()
+
+
+def unshareable_modes(modes: list[str]) -> list[str]:
+    """The `--mode` specs among `modes` that listen on UDP too (dns, wireguard, and
+    reverse:https for HTTP/3, among others): a UDP listener cannot be shared by the workers,
+    so a second worker would fail to bind it."""
+    found = []
+    for spec in modes:
+        try:
+            protocol = mode_servers.mode_specs.ProxyMode.parse(spec).transport_protocol
+        except ValueError:
+            continue                  # mitmdump says what is wrong with it
+        if protocol != "tcp":
+            found.append(spec)
+    return found
 
 
 def listening_sockets(proxyserver) -> list[socket.socket]:

@@ -190,9 +190,12 @@ def test_workers_must_be_a_positive_number(text, capsys):
     assert "is not a number of workers" in capsys.readouterr().err
 
 
-def test_workers_refuse_an_ephemeral_listen_port():
+def test_workers_refuse_an_ephemeral_listen_port_and_udp_listeners():
     assert "fixed --listen-port" in cli._workers_problem(["--listen-port", "0"])
     assert cli._workers_problem(["--listen-port", "3128", "--set", "x=0"]) is None
+    assert cli._workers_problem(["--mode", "regular", "--mode", "transparent@8081"]) is None
+    problem = cli._workers_problem(["--mode", "regular", "--mode", "dns@5353"])
+    assert "--mode dns@5353 listens on UDP" in problem and "--workers 1" in problem
 
 
 def test_the_metrics_option_reaches_the_supervisor():

@@ -95,3 +95,10 @@ def test_verify_finds_a_socket_without_the_option():
 def test_worker_number(monkeypatch, value, number):
     monkeypatch.setenv(reuseport.WORKER_ENV, value)
     assert reuseport.worker_number() == number
+
+
+def test_modes_with_a_udp_listener_are_found():
+    modes = ["regular", "transparent", "socks5", "reverse:http://127.0.0.1:8080@9000",
+             "reverse:https://example.test", "dns", "wireguard"]
+    assert reuseport.unshareable_modes(modes) == ["reverse:https://example.test", "dns",
+                                                  "wireguard"]
