@@ -78,7 +78,7 @@ class WebPolicy:
         self.chokepoint = Chokepoint(self.gate)
         self.circumvention = Circumvention(self.gate)
         self.safesearch = SafeSearch(self.gate)
-        self.signin = SignIn(self.gate)
+        self.signin = SignIn(self.gate, reuseport.worker_count())
 
     # -- lifecycle ------------------------------------------------------------------------
 

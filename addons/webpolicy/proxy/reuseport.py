@@ -45,6 +45,12 @@ def worker_number() -> int | None:
     return int(text) if text.isdigit() else None
 
 
+def worker_count() -> int:
+    """How many workers the gateway runs (1 outside worker mode)."""
+    text = os.environ.get(WORKERS_ENV, "")
+    return int(text) if text.isdigit() and worker_number() is not None else 1
+
+
 class _ReusePortAsyncio(types.ModuleType):
     """asyncio as mode_servers sees it: the same module but for start_server."""
 

@@ -161,3 +161,13 @@ def test_without_a_directory_nothing_is_asked(tmp_path):
         LISTS)
     f = flow(host="news.example")
     assert addon.requestheaders(f) is None and f.response is None
+
+
+@pytest.mark.parametrize("workers, limit", [(1, 10), (2, 5), (3, 4), (16, 1)])
+def test_workers_share_the_failed_login_limit(monkeypatch, workers, limit):
+    """With `webpolicy run --workers N` each worker allows its share of the failures, so an
+    address's connections, spread over the workers, get about one limit in all."""
+    if workers > 1:
+        monkeypatch.setenv("WEBPOLICY_WORKER", "0")
+        monkeypatch.setenv("WEBPOLICY_WORKERS", str(workers))
+    assert WebPolicy().signin.throttle.limit == limit
