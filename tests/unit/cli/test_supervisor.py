@@ -202,3 +202,42 @@ def test_the_metrics_option_reaches_the_supervisor():
     assert cli._metrics_option(["--set", "webpolicy_metrics=false"]) is False
     assert cli._metrics_option(["--set", "webpolicy_metrics=true"]) is True
     assert cli._metrics_option([]) is True
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_endpoint_follows_the_policy_file_and_keeps_its_place_on_a_broken_edit(tmp_path):
+    from prometheus_client import CollectorRegistry
+
+    from tests.unit.helpers import policy_yaml, write_policy
+    from webpolicy.monitoring.metrics import Endpoint
+    from webpolicy.policy.model import load_policy
+
+    def policy_text(port: int) -> str:
+        return policy_yaml(learner={"block": ["gambling"]}, staff={"block": []},
+                           lists=["gambling"], extra=f'metrics: {{listen: "127.0.0.1:{port}"}}\n')
+
+    first, second = _free_port(), _free_port()
+    path = write_policy(tmp_path, policy_text(first), {"gambling.txt": "bet.test\n"})
+    follower = sup.MetricsFollower(load_policy(path), Endpoint(CollectorRegistry()), True)
+    try:
+        follower.apply()
+        assert follower.endpoint.address == ("127.0.0.1", first)
+        path.write_text(policy_text(second) + "\n# edited\n")
+        follower.check()
+        assert follower.endpoint.address == ("127.0.0.1", second)
+        path.write_text("profiles: [not, a, policy\n")
+        follower.check(forced=True)                                # as on SIGHUP
+        assert follower.endpoint.address == ("127.0.0.1", second)
+    finally:
+        follower.endpoint.stop()
+    off = sup.MetricsFollower(load_policy(write_policy(tmp_path / "off", policy_text(first),
+                                                       {"gambling.txt": "bet.test\n"})),
+                              Endpoint(CollectorRegistry()), False)
+    off.apply()
+    assert off.endpoint.address is None
