@@ -166,7 +166,7 @@ class WorkersProxy(Proxy):
         return [webpolicy, "run", "--policy", str(self.policy_path), "--workers",
                 str(self.workers), *self.mitmdump_options(policy=False)]
 
-    def start(self, timeout: float = 60.0) -> "WorkersProxy":
+    def start(self, timeout: float = 60.0) -> WorkersProxy:
         super().start(timeout)
         deadline = time.monotonic() + timeout
         while self.output.count("webpolicy: filtering with policy") < self.workers:
