@@ -9,12 +9,32 @@ mitmdump, with the arguments it was given.  The add-on checks the sockets once t
 
 from __future__ import annotations
 
+import ctypes
+import os
+import signal
 import sys
 
 from webpolicy.proxy import reuseport
 
 
+PR_SET_PDEATHSIG = 1            # linux/prctl.h
+
+
+def follow_supervisor() -> None:
+    """Be sent SIGTERM if the supervisor dies (even by SIGKILL): a worker left behind would
+    go on holding a share of the port, unsupervised.  Linux only; elsewhere a no-op."""
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:        # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def main(argv: list[str] | None = None) -> int:
+    follow_supervisor()
     try:
         reuseport.install()
     except reuseport.ReusePortError as exc:
