@@ -10,7 +10,8 @@ This process, the supervisor, is in no request path.  It
     that dies GIVE_UP_AFTER times in a row without serving STABLE_SECONDS stops the gateway
     (exit 1: a broken option or policy is not retried for ever);
   * forwards SIGHUP (reload) to every worker, and on SIGTERM or SIGINT stops them all and
-    exits (a worker still running after STOP_TIMEOUT is killed);
+    exits (a worker still running after STOP_TIMEOUT is killed; should this process die
+    without doing so, the kernel tells each worker to stop: proxy/worker.py);
   * serves the one Prometheus endpoint (monitoring/workers.py), where policy.yaml's
     metrics.listen says, following the policy file as the workers do.
 What else is shared and how (lists, the log, alerts): docs/architecture.md, "Workers".
