@@ -40,7 +40,7 @@ def _worker(directory: str, requests: int, reload_fails: bool, ready, stop) -> N
     metrics.event(decide(engine, canonical_url("http://gambling.test/"), profile="learner"))
     if reload_fails:
         metrics.reload_failed()
-    ready.put(os.getpid())
+    ready.put((reload_fails, os.getpid()))
     stop.wait(30)
 
 
@@ -70,7 +70,8 @@ def test_one_scrape_sums_every_worker(tmp_path, shared_dir):
         workers.append(context.Process(target=_worker,
                                        args=(str(directory), requests, fails, ready, stop)))
         workers[-1].start()
-    pids = [ready.get(timeout=60) for _ in workers]
+    started = dict(ready.get(timeout=60) for _ in workers)     # reload failed? -> pid
+    pids = [started[False], started[True]]
     states = [WorkerState(n, pid, 0) for n, pid in enumerate(pids)]
     sources = load_policy(tmp_path / "w0" / "policy.yaml").remote_sources()
     registry = gateway_registry(shared_dir, lambda: states, lambda: sources)
