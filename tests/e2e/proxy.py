@@ -17,8 +17,11 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[2]
 SHIM = REPO / "addons" / "webpolicy_addon.py"
@@ -73,10 +76,13 @@ class Proxy:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def command(self) -> list[str]:
+        return [mitmdump_path(), "-s", str(SHIM), *self.mitmdump_options()]
+
+    def mitmdump_options(self, policy: bool = True) -> list[str]:
         # mitmproxy ignores an option given twice with --set, so each is given once.
         options = {
             "confdir": str(self.confdir),
-            "webpolicy_policy": str(self.policy_path),
+            **({"webpolicy_policy": str(self.policy_path)} if policy else {}),
             "webpolicy_reload_interval": "0.3",
             "ssl_verify_upstream_trusted_ca": str(self.sites_ca),
             # The test sites stand for the internet on 127.0.1.x (sites.py): only the rest of
@@ -85,8 +91,8 @@ class Proxy:
             **self.options,
         }
         settings = [arg for name, value in options.items() for arg in ("--set", f"{name}={value}")]
-        return [mitmdump_path(), "-s", str(SHIM), "--listen-host", self.host,
-                "--listen-port", str(self.port), *settings, *self.extra_args]
+        return ["--listen-host", self.host, "--listen-port", str(self.port), *settings,
+                *self.extra_args]
 
     def start(self, timeout: float = 30.0) -> "Proxy":
         self.confdir.mkdir(parents=True, exist_ok=True)
@@ -149,6 +155,38 @@ class Proxy:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
         body, _, status = done.stdout.rpartition("\n--webpolicy-status:")
         return CurlResult(int(status or 0), body, done.stderr, done.returncode)
+
+
+@dataclass
+class WorkersProxy(Proxy):
+    """The gateway as `webpolicy run --workers N` starts it: a supervisor and N mitmdump
+    workers sharing the listening port (cli/supervisor.py), with the same options as Proxy."""
+
+    workers: int = 2
+
+    def command(self) -> list[str]:
+        webpolicy = str(Path(mitmdump_path()).parent / "webpolicy")
+        return [webpolicy, "run", "--policy", str(self.policy_path), "--workers",
+                str(self.workers), *self.mitmdump_options(policy=False)]
+
+    def start(self, timeout: float = 60.0) -> WorkersProxy:
+        super().start(timeout)
+        deadline = time.monotonic() + timeout
+        while self.output.count("webpolicy: filtering with policy") < self.workers:
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                self.stop()
+                raise RuntimeError(f"the workers did not all start:\n{self.output}")
+            time.sleep(0.05)
+        return self
+
+    def metrics(self) -> dict[tuple[str, frozenset], float]:
+        """One scrape of the supervisor's endpoint: (sample name, labels) -> value."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
+                                    timeout=5) as response:
+            text = response.read().decode()
+        return {(sample.name, frozenset(sample.labels.items())): sample.value
+                for family in text_string_to_metric_families(text)
+                for sample in family.samples}
 
 
 @dataclass

@@ -17,10 +17,12 @@ these tests fail, not skip, without them.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import re
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -34,6 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from webpolicy.engine import circumvention
 from webpolicy.monitoring.metrics import LOGIN_RESULTS, Metrics
+from webpolicy.monitoring.workers import WorkerState, gateway_registry
 from webpolicy.policy.model import load_policy
 
 from .conftest import LEARNER_IP, POLICY, STAFF_IP, UNKNOWN_IP
@@ -95,9 +98,14 @@ def test_every_alert_rule_has_a_firing_and_a_quiet_unit_test():
 # -- rules and dashboard name only real metrics ---------------------------------------------------
 
 def exported_series_names() -> set[str]:
-    """Every series name the gateway can export, from its registry."""
+    """Every series name the gateway can export, from its registry, and, run as workers, from
+    the supervisor's (monitoring/workers.py)."""
     names = set()
-    for family in Metrics().registry.collect():
+    with tempfile.TemporaryDirectory() as empty:
+        supervisor = gateway_registry(Path(empty), lambda: [WorkerState(0, os.getpid(), 0)],
+                                      lambda: [])
+        families = [*Metrics().registry.collect(), *supervisor.collect()]
+    for family in families:
         suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"],
                     "info": ["_info"]}.get(family.type, [""])
         names.update(family.name + suffix for suffix in suffixes)

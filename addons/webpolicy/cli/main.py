@@ -85,6 +85,10 @@ def _parser() -> argparse.ArgumentParser:
                     "(--listen-host, --listen-port, --mode, --set confdir=..., --proxyauth ...) "
                     "are passed to mitmdump unchanged.")
     run.add_argument("--policy", default=DEFAULT_POLICY)
+    run.add_argument("--workers", type=_worker_count, default=_cpus(), metavar="N",
+                     help="mitmdump processes sharing the listening address (SO_REUSEPORT), "
+                          "supervised by this one; 1 runs one mitmdump in this process, as "
+                          "before (default: the number of CPUs, here %(default)s)")
     run.set_defaults(handler=cmd_run)
     report_cli.add_commands(commands)      # report, review, erase: the safeguarding log
     policy_cli.add_commands(commands)      # apply, history, export: changing the live policy
@@ -217,8 +221,27 @@ def _user_with_groups(engine, args: argparse.Namespace):
     return found
 
 
+def _cpus() -> int:
+    """The CPUs this process may run on (a container's cpuset, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _worker_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of workers (1 or more)")
+    return value
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    """Validate first (a clear error beats a proxy that exits), then become mitmdump."""
+    """Validate first (a clear error beats a proxy that exits), then become mitmdump, or,
+    with more than one worker, supervise that many (cli/supervisor.py)."""
     policy = Path(args.policy).resolve()
     try:
         loaded = load_policy(policy)
@@ -241,8 +264,43 @@ def cmd_run(args: argparse.Namespace) -> int:
         # The safeguarding log is where such records belong.
         command += ["--set", "flow_detail=0"]
     command += args.extra
-    os.execv(mitmdump, command)
-    return 0  # not reached
+    if args.workers == 1:
+        os.execv(mitmdump, command)
+        return 0  # not reached
+    problem = _workers_problem(args.extra)
+    if problem:
+        print(f"webpolicy run: {problem}", file=sys.stderr)
+        return 2
+    from webpolicy.cli import supervisor  # here: only a supervisor needs it
+    # Each worker is mitmdump run by proxy/worker.py, which makes it listen with SO_REUSEPORT.
+    worker = [sys.executable, "-m", "webpolicy.proxy.worker", *command[1:]]
+    return supervisor.run(worker, args.workers, loaded, _metrics_option(args.extra))
+
+
+def _workers_problem(extra: list[str]) -> str | None:
+    """Options that cannot work with several workers, said before any starts."""
+    modes = []
+    for flag, value in zip(extra, extra[1:] + [""]):
+        if flag in ("--listen-port", "-p") and value == "0":
+            return ("--workers needs a fixed --listen-port: with port 0 every worker would "
+                    "listen on a different one")
+        if flag in ("--mode", "-m"):
+            modes.append(value)
+    if modes:
+        from webpolicy.proxy.reuseport import unshareable_modes   # mitmproxy: only here
+        udp = unshareable_modes(modes)
+        if udp:
+            return (f"--mode {' '.join(udp)} listens on UDP too, which the workers cannot "
+                    "share: run it with --workers 1")
+    return None
+
+
+def _metrics_option(extra: list[str]) -> bool:
+    """`--set webpolicy_metrics=false` (for mitmdump) switches the supervisor's endpoint off."""
+    for flag, value in zip(extra, extra[1:] + [""]):
+        if flag == "--set" and value.startswith("webpolicy_metrics="):
+            return value.split("=", 1)[1].lower() not in ("false", "0", "no", "off")
+    return True
 
 
 if __name__ == "__main__":

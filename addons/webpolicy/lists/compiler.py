@@ -77,6 +77,7 @@ OTHER_WEIGHT = 2.0              # a byte of the other lists costs ~2x one of a c
 NUMPY_BYTES = 4_000_000         # importing numpy (~0.2 s) costs what parsing ~4 MB does
 URL_CHUNK = 500                 # URL entries handed over per chunk (see CompiledLists.url_chunks)
 _KEY = re.compile(r"[0-9a-f]{32}")
+COMPILED, REUSED = "compiled", "reused"     # what the worker did, printed before the key
 _CODE = ("compiler.py", "formats.py", "canonical.py", "domainindex.py")   # beside this file
 # For the worker: numpy's BLAS starts no threads (the worker forks; it never multiplies).
 _WORKER_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
@@ -621,8 +622,13 @@ class ListCache:
         if done.returncode != 0:
             detail = (done.stderr.strip().splitlines() or ["no message"])[-1]
             raise CompileError(f"the list compiler failed (exit {done.returncode}): {detail}")
-        log.info("webpolicy: lists compiled in %.1f s", time.monotonic() - started)
-        printed = done.stdout.split()[-1:]
+        words = done.stdout.split()
+        if REUSED in words:
+            log.info("webpolicy: lists already compiled by another process; mapped in %.1f s",
+                     time.monotonic() - started)
+        else:
+            log.info("webpolicy: lists compiled in %.1f s", time.monotonic() - started)
+        printed = words[-1:]
         return printed[0] if printed and _KEY.fullmatch(printed[0]) else key
 
 
@@ -701,7 +707,9 @@ def main(argv: list[str] | None = None) -> int:
     key = cache_key(jobs)
     gc.disable()                 # millions of untracked strings: collections find nothing
     compiled = _worker(args.cache_dir, key, jobs)
-    print(key, flush=True)
+    # Whether this process compiled, or found the set another one (a worker of the same
+    # gateway) had written while it waited for the lock; the key comes last.
+    print(REUSED if compiled is None else COMPILED, key, flush=True)
     if compiled is not None:
         os._exit(0)              # the caller goes on at once; no freeing of the lists first
     return 0

@@ -24,6 +24,7 @@ import json
 import os
 import pwd
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -98,6 +99,13 @@ def record(policy: Path, event: str, by: str, how: str, *, version: str = "",
         text = policy.read_bytes() if text is None else text
     except OSError as exc:
         raise HistoryError(f"{policy}: cannot read: {exc.strerror or exc}") from None
+    with _one_at_a_time(policy.parent):
+        return _record(policy, event, by, how, version, lists, problems, text)
+
+
+def _record(policy: Path, event: str, by: str, how: str, version: str,
+            lists: Mapping[str, list[int | None]] | None, problems: list[str] | None,
+            text: bytes) -> Change | None:
     sha = digest(text)
     last = _last_accepted(policy)
     if event != "refused" and last is not None and digest(last) == sha:
@@ -153,6 +161,24 @@ def _diff(before: bytes | None, after: bytes, name: str) -> str:
     if len(lines) > MAX_DIFF_LINES:
         lines = lines[:MAX_DIFF_LINES] + [f"... {len(lines) - MAX_DIFF_LINES} more lines\n"]
     return "".join(lines)
+
+
+@contextmanager
+def _one_at_a_time(directory: Path) -> Iterator[None]:
+    """The workers of `webpolicy run --workers N` each record the same start or reload at the
+    same moment: the check for "already recorded" and the append are made one step, under an
+    exclusive flock on the policy's directory (no lock file to create), so it is recorded once.
+    A directory that cannot be opened is no reason not to record."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _append(path: Path, change: Change) -> None:

@@ -24,8 +24,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 import threading
+import time
 from collections.abc import Awaitable
 from pathlib import Path
 
@@ -41,6 +43,7 @@ from webpolicy.lists.remote import UPDATED, PolicySources, Refresher
 from webpolicy.monitoring.metrics import Metrics
 from webpolicy.policy import history
 from webpolicy.policy.model import PolicyError
+from webpolicy.proxy import reuseport
 from webpolicy.proxy.chokepoint import Chokepoint
 from webpolicy.proxy.connections import ConnectionFilter
 from webpolicy.proxy.failsafe import failsafe, refuse
@@ -52,6 +55,8 @@ from webpolicy.proxy.stages.circumvention import Circumvention
 from webpolicy.proxy.stages.safesearch import SafeSearch
 from webpolicy.proxy.upstream import EarlyUpstream
 from webpolicy.safeguarding.alerts import Alerter
+from webpolicy.safeguarding.alertstate import FILE_NAME as ALERT_STATE_FILE
+from webpolicy.safeguarding.alertstate import SharedState
 from webpolicy.safeguarding.logwriter import LogDirectoryError, LogWriter, preflight
 
 log = logging.getLogger("webpolicy")
@@ -59,7 +64,10 @@ log = logging.getLogger("webpolicy")
 
 class WebPolicy:
     def __init__(self) -> None:
-        self.metrics = Metrics()
+        # One of `webpolicy run --workers N`'s workers (cli/supervisor.py), or None: then
+        # metrics are shared through files the supervisor serves, and so is alert state.
+        self.worker = reuseport.worker_number()
+        self.metrics = Metrics(shared=self.worker is not None)
         self.gate = Gate(self.metrics)
         self.reloader: Reloader | None = None
         self.refresher: Refresher | None = None     # downloads URL list sources when due
@@ -70,7 +78,7 @@ class WebPolicy:
         self.chokepoint = Chokepoint(self.gate)
         self.circumvention = Circumvention(self.gate)
         self.safesearch = SafeSearch(self.gate)
-        self.signin = SignIn(self.gate)
+        self.signin = SignIn(self.gate, reuseport.worker_count())
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -153,6 +161,8 @@ class WebPolicy:
         engine = self.gate.engine
         if engine is None:
             return
+        if self.worker is not None and not self._listening_shared():
+            return
         self.early_upstream.install(ctx.master.addons)
         self._loop = asyncio.get_running_loop()
         try:
@@ -174,16 +184,42 @@ class WebPolicy:
         if getattr(self, "_sighup_held", False):
             log.info("webpolicy: a SIGHUP came during start-up: reloading now")
             self.reloader.request()
-        # A replaced last good copy is a changed list file: the reloader picks it up.
-        self.refresher = Refresher(PolicySources(Path(ctx.options.webpolicy_policy)),
-                                   self._sources_refreshed).start()
-        self.gate.alerter = Alerter(engine.policy.alerts, self._count_alert,
-                                    engine.policy.block_page.organisation).start()
+        # A replaced last good copy is a changed list file: the reloader picks it up (every
+        # worker's does; only worker 0 downloads).
+        if not self.worker:
+            self.refresher = Refresher(PolicySources(Path(ctx.options.webpolicy_policy)),
+                                       self._sources_refreshed).start()
+        self.gate.alerter = self._alerter(engine)
         # What is alive now (mitmproxy, the add-ons, the first policy) lives as long as the
         # process: out of the cyclic GC's reach, a full collection, which every request in
         # flight waits out, takes a few ms instead of ~40 (a reload used to trigger one).
         gc.freeze()
-        log.info("webpolicy: filtering with policy %s", engine.version)
+        worker = "" if self.worker is None else f" (worker {self.worker}, pid {os.getpid()})"
+        log.info("webpolicy: filtering with policy %s%s", engine.version, worker)
+
+    def _listening_shared(self) -> bool:
+        """A worker must listen with SO_REUSEPORT (reuseport.py): checked here, once
+        mitmproxy's servers are up; a worker that does not is stopped (the supervisor says
+        why), not left to take no connections or all of them."""
+        try:
+            count = reuseport.verify(ctx.master.addons.get("proxyserver"))
+        except reuseport.ReusePortError as exc:
+            log.error("webpolicy: %s", exc)
+            ctx.master.shutdown()
+            return False
+        log.info("webpolicy: worker %d shares %d listening socket(s) (SO_REUSEPORT)",
+                 self.worker, count)
+        return True
+
+    def _alerter(self, engine: Engine) -> Alerter:
+        """The alert thread; with workers, its repeat counts and suppressions are shared
+        through the log directory (alertstate.py), in wall-clock time."""
+        policy = engine.policy
+        if self.worker is None:
+            return Alerter(policy.alerts, self._count_alert, policy.block_page.organisation).start()
+        state = SharedState(Path(policy.logging.directory) / ALERT_STATE_FILE)
+        return Alerter(policy.alerts, self._count_alert, policy.block_page.organisation,
+                       clock=time.time, state=state).start()
 
     def done(self) -> None:
         self.early_upstream.uninstall()            # never raises: the rest must stop too
@@ -209,7 +245,10 @@ class WebPolicy:
         watched = set(engine.policy.files()) if engine else set()
         if reloader and any(o.result == UPDATED and not watched.issuperset(o.source.copies())
                             for o in outcomes):
-            reloader.request()
+            if self.worker is not None:
+                os.kill(os.getppid(), signal.SIGHUP)   # the supervisor reloads every worker
+            else:
+                reloader.request()
 
     def _sighup(self) -> None:
         log.info("webpolicy: SIGHUP, reloading the policy")
@@ -260,6 +299,8 @@ class WebPolicy:
     def _serve_metrics(self, engine: Engine) -> None:
         """Start, move or stop the metrics endpoint as the policy and options say."""
         settings = engine.policy.metrics
+        if self.worker is not None:
+            return                     # the supervisor serves every worker's metrics
         if ctx.options.webpolicy_metrics and settings.enabled:
             self.metrics.serve(settings.host, settings.port)
         else:

@@ -27,6 +27,7 @@ import asyncio
 import binascii
 import concurrent.futures
 import logging
+import math
 import time
 from collections.abc import Awaitable
 
@@ -58,12 +59,15 @@ _UNAVAILABLE = (b"The web filter cannot check sign-ins right now (the college di
 
 
 class SignIn:
-    def __init__(self, gate: Gate) -> None:
+    def __init__(self, gate: Gate, workers: int = 1) -> None:
         self.gate = gate
         self._settings: DirectorySettings | None = None
         self._directory: Directory | Htpasswd | None = None
         self.cache: LoginCache[SignedInUser] = LoginCache(0)
-        self.throttle = Throttle()
+        # The throttle is per process.  With `webpolicy run --workers N` the kernel spreads an
+        # address's connections over the workers, so each allows its share of the failures:
+        # together about the one limit a single process allows, not N times it.
+        self.throttle = Throttle(limit=max(1, math.ceil(Throttle().limit / workers)))
         self._tunnels: dict[str, SignedInUser] = {}      # client connection id -> CONNECT's user
         self._pool = concurrent.futures.ThreadPoolExecutor(WORKERS, "webpolicy-directory")
         self._warned = -WARN_EVERY

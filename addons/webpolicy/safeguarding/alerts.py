@@ -28,7 +28,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from email.message import EmailMessage
@@ -36,6 +35,7 @@ from urllib.parse import quote
 
 from webpolicy.policy.model import AlertSettings, EmailSettings, WebhookSettings
 from webpolicy.policy.severity import SEVERITY_RANK
+from webpolicy.safeguarding.alertstate import MemoryState, RepeatState
 from webpolicy.safeguarding.confidential import shareable
 from webpolicy.safeguarding.safetext import clean_record, clean_text, conform, display
 
@@ -98,13 +98,15 @@ class Alert:
 
 
 class AlertRules:
-    """Which records raise an alert and which are suppressed; state for one worker thread."""
+    """Which records raise an alert and which are suppressed.  What it remembers is in
+    `state` (alertstate.py): this process's memory, or the database the workers share, whose
+    times are wall-clock (pass clock=time.time with it)."""
 
-    def __init__(self, settings: AlertSettings, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, settings: AlertSettings, clock: Callable[[], float] = time.monotonic,
+                 state: RepeatState | None = None):
         self.settings = settings
         self.clock = clock
-        self._blocks: dict[str, deque[float]] = {}
-        self._last_sent: dict[tuple[str, str], float] = {}
+        self.state = state or MemoryState()
 
     @property
     def window(self) -> float:
@@ -118,13 +120,9 @@ class AlertRules:
         candidates = self._candidates(record, who, now)
         suppressed = []
         for alert in candidates:
-            key = (who, alert.category)
-            last = self._last_sent.get(key)
-            if last is not None and now - last < self.window:
+            if not self.state.claim(who, alert.category, now, self.window):
                 suppressed.append(alert)
                 continue
-            self._last_sent[key] = now
-            self._forget_old(now)
             return self._linked(alert), suppressed
         return None, suppressed
 
@@ -148,21 +146,10 @@ class AlertRules:
         if watch and SEVERITY_RANK.get(watch.get("severity", ""), 0) >= SEVERITY_RANK["high"]:
             found.append(Alert("watchlist", watch.get("category") or category, who, record))
         if record.get("action") in BLOCK_ACTIONS:
-            times = self._blocks.setdefault(who, deque())
-            times.append(now)
-            while times and now - times[0] > self.window:
-                times.popleft()
-            if len(times) >= self.settings.repeat_count:
-                found.append(Alert("repeat", REPEAT_CATEGORY, who, record, len(times)))
-                times.clear()
+            attempts = self.state.block(who, now, self.window, self.settings.repeat_count)
+            if attempts:
+                found.append(Alert("repeat", REPEAT_CATEGORY, who, record, attempts))
         return found
-
-    def _forget_old(self, now: float) -> None:
-        """Keep the state bounded: drop windows that have passed."""
-        if len(self._last_sent) > 10000:
-            self._last_sent = {k: t for k, t in self._last_sent.items() if now - t < self.window}
-        if len(self._blocks) > 10000:
-            self._blocks = {k: q for k, q in self._blocks.items() if q and now - q[-1] < self.window}
 
 
 def who_of(record: dict) -> str:
@@ -333,13 +320,14 @@ class Alerter:
     def __init__(self, settings: AlertSettings, count: Counter | None = None,
                  organisation: str = "", context: ssl.SSLContext | None = None,
                  retry_delays: tuple[float, ...] = RETRY_DELAYS,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 state: RepeatState | None = None):
         self.settings = settings
         self.organisation = organisation
         self.context = context
         self.retry_delays = retry_delays
         self.clock = clock
-        self.rules = AlertRules(settings, clock)
+        self.rules = AlertRules(settings, clock, state)
         self._count = count or (lambda channel, result: None)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._pending: list[_Delivery] = []
@@ -380,6 +368,9 @@ class Alerter:
         self._queue.put((_STOP, self.clock() + timeout))
         self._thread.join(timeout + SEND_TIMEOUT)
         self._thread = None
+        close_state = getattr(self.rules.state, "close", None)
+        if close_state is not None:
+            close_state()
 
     # -- worker thread --------------------------------------------------------------------
 

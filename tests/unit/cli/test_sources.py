@@ -173,7 +173,7 @@ def test_run_downloads_missing_copies_before_it_becomes_mitmdump(policy, server,
     started = []
     monkeypatch.setattr(cli_main.os, "execv", lambda path, argv: started.append(argv))
     monkeypatch.setattr(cli_main.shutil, "which", lambda *a, **k: "/usr/bin/mitmdump")
-    code, _, err = run(capsys, "run", "--policy", str(policy))
+    code, _, err = run(capsys, "run", "--policy", str(policy), "--workers", "1")
     assert code == 0 and started and started[0][0] == "/usr/bin/mitmdump"
     assert "webpolicy run: lists.phishing: " in err and "updated: 50 entries" in err
     assert "webpolicy run: lists.malware: " in err and "failed: HTTP 500" in err

@@ -556,3 +556,22 @@ def test_a_category_missing_an_expected_file_is_not_split_between_two_processes(
     compiled = compiler.compile_in_two([job])
     assert compiled.lists["adult"].status.failed_sources == [str(category)]
     assert "urls" in compiled.lists["adult"].messages[0]
+
+
+def test_workers_starting_together_compile_once(lists, cache, caplog):
+    """The workers of `webpolicy run --workers N` start at once, each asking for the same
+    lists: one compiles, the others wait for its lock and map what it wrote."""
+    import threading
+    caplog.set_level(logging.INFO, logger="webpolicy.lists.compiler")
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(cache.compile(jobs_for(lists))))
+               for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert len(results) == 3
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("lists compiled in" in m for m in messages) == 1, messages
+    assert sum("already compiled by another process" in m for m in messages) == 2, messages
+    assert len(list(cache.directory.glob("*.wpidx"))) == 1

@@ -93,3 +93,27 @@ def test_entries_are_one_json_object_per_line(policy):
     (line,) = history.history_path(policy).read_text().splitlines()
     assert set(json.loads(line)) == {"time", "event", "by", "how", "policy", "sha256", "version",
                                      "diff", "lists", "problems"}
+
+
+def _record_many(path: str, versions: int, barrier) -> None:
+    """One worker of `webpolicy run --workers N`: records each version the moment the others
+    do, as workers reloading the same edit do."""
+    policy = Path(path)
+    for n in range(versions):
+        barrier.wait(30)
+        history.record(policy, "accepted", "admin", "reload", version=str(n),
+                       text=f"version: '{n}'\n".encode())
+
+
+def test_workers_recording_the_same_change_at_once_record_it_once(policy):
+    import multiprocessing
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(3)
+    workers = [context.Process(target=_record_many, args=(str(policy), 20, barrier))
+               for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    assert [change.version for change in entries(policy)] == [str(n) for n in range(20)]

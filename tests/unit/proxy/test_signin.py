@@ -187,3 +187,13 @@ def test_an_htpasswd_file_goes_through_the_same_cache(tmp_path, monkeypatch):
     wrong = flow(host="news.example", login="pat:wrong")
     run(addon.requestheaders, wrong)
     assert wrong.response.status_code == 407
+
+
+@pytest.mark.parametrize("workers, limit", [(1, 10), (2, 5), (3, 4), (16, 1)])
+def test_workers_share_the_failed_login_limit(monkeypatch, workers, limit):
+    """With `webpolicy run --workers N` each worker allows its share of the failures, so an
+    address's connections, spread over the workers, get about one limit in all."""
+    if workers > 1:
+        monkeypatch.setenv("WEBPOLICY_WORKER", "0")
+        monkeypatch.setenv("WEBPOLICY_WORKERS", str(workers))
+    assert WebPolicy().signin.throttle.limit == limit

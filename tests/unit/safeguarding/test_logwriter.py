@@ -4,6 +4,7 @@ counted and never raised, a drain on SIGTERM, and erase-safe appends."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import os
 import signal
@@ -200,3 +201,44 @@ def test_sigterm_drains_the_queue(tmp_path):
     assert process.wait(30) == 0
     files = log_files(tmp_path)
     assert sum(len(lines(path)) for _, path in files) == 20000
+
+
+def _worker_writes(directory: str, worker: int, count: int, start) -> None:
+    """One worker of `webpolicy run --workers N`: its own LogWriter on the shared directory,
+    records with new references, long enough (~6 KB) that an unlocked or split write would
+    show as a torn line; a durable record every 50, as statutory blocks are."""
+    from webpolicy.safeguarding.events import new_event_id
+    log = LogWriter(Path(directory), 30)
+    start.wait()
+    for n in range(count):
+        item = {"id": new_event_id(), "worker": worker, "n": n, "user_agent": "x" * 6000}
+        if n % 50 == 0:
+            log.submit_durable(item)
+        else:
+            log.write(item)
+        if n % 100 == 0:
+            time.sleep(0.01)                     # several flushes, interleaved with the other's
+    log.close()
+
+
+def test_two_workers_write_one_log_without_torn_lines_or_shared_references(tmp_path):
+    import multiprocessing
+    context = multiprocessing.get_context("spawn")
+    start = context.Event()
+    count = 1500
+    workers = [context.Process(target=_worker_writes, args=(str(tmp_path), w, count, start))
+               for w in range(2)]
+    for worker in workers:
+        worker.start()
+    start.set()
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    (path,) = tmp_path.glob("webpolicy-*.jsonl")
+    records = lines(path)                        # every line is whole JSON, or this raises
+    assert len(records) == 2 * count
+    for worker in range(2):
+        assert sorted(r["n"] for r in records if r["worker"] == worker) == list(range(count))
+    assert len({r["id"] for r in records}) == 2 * count
+    interleaved = sum(1 for a, b in itertools.pairwise(records) if a["worker"] != b["worker"])
+    assert interleaved > 1, "the two writers never wrote at the same time: the test proves nothing"
