@@ -82,11 +82,31 @@ def _config(args, **options):
         directory = Path(args.log_dir)
     else:
         try:
-            directory = load_policy(Path(args.policy)).logging.directory
+            logging = load_policy(Path(args.policy)).logging
         except PolicyError as exc:
             raise SystemExit(f"webpolicy {args.command}: cannot read the log directory from "
                              f"{args.policy}:\n{exc}\n(or give --log-dir)") from None
+        directory = logging.directory
+        options.setdefault("retention_days", logging.retention_days)
     return config_for(directory, Path(args.database) if args.database else None, **options)
+
+
+def sync_console(log_dir: Path, database: Path | None = None) -> str | None:
+    """After `webpolicy erase`: bring the console's database (if there is one) in line with
+    the rewritten log now, rather than when the console next reads it.  Returns what was
+    done, or None when there is no console database."""
+    try:
+        from webpolicy.console.settings import config_for, configure
+    except ImportError:                      # no console installed: no console database
+        return None
+    config = config_for(log_dir, database)
+    if not config.database.exists():
+        return None
+    configure(config)
+    from webpolicy.console.ingest import ingest
+    result = ingest(config.log_dir)
+    return (f"console database {config.database}: {result.removed} record(s) removed with "
+            "their cases, notes and review requests")
 
 
 def cmd_console(args) -> int:

@@ -70,7 +70,8 @@ def add_commands(commands) -> None:
     erase_cmd = commands.add_parser(
         "erase", help="erase one person's records (data-protection requests)",
         description="Remove every record of a user or client address from the daily log files "
-                    "(each file is rewritten atomically, 0600) and their review notes.  Export "
+                    "(each file is rewritten atomically, 0600) and their review notes, and from the "
+                    "console's database if there is one.  Export "
                     "them first if the request asks for a copy: webpolicy report --user X --json")
     _location(erase_cmd)
     erase_cmd.add_argument("--user")
@@ -78,6 +79,8 @@ def add_commands(commands) -> None:
     erase_cmd.add_argument("--id", help="comma-separated references")
     erase_cmd.add_argument("--dry-run", action="store_true", help="only count what would go")
     erase_cmd.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    erase_cmd.add_argument("--database", help="the console's SQLite file, if not the default "
+                                              "beside the log directory (it is updated too)")
     erase_cmd.set_defaults(handler=cmd_erase)
 
 
@@ -218,6 +221,10 @@ def cmd_erase(args) -> int:
             return 1
     removed, reviews = erase(directory, person)
     print(f"erased {sum(removed.values())} record(s) and {reviews} review note(s)")
+    from webpolicy.cli.console import sync_console
+    done = sync_console(directory, Path(args.database) if args.database else None)
+    if done:
+        print(done)
     return 0
 
 

@@ -34,6 +34,7 @@ class ConsoleConfig:
     trusted_origins: list[str] = field(default_factory=list)
     login_failure_limit: int = 5
     lockout_minutes: int = 15
+    retention_days: int | None = None   # logging.retention_days: the index expires as the log
 
 
 def config_for(log_dir: Path, database: Path | None = None, **options) -> ConsoleConfig:
@@ -178,6 +179,7 @@ def django_settings(config: ConsoleConfig) -> dict:
         "LOGGING": {"version": 1, "disable_existing_loggers": False,
                     "loggers": {"axes": {"level": "WARNING"}}},
         "WEBPOLICY_LOG_DIR": str(config.log_dir),
+        "WEBPOLICY_RETENTION_DAYS": config.retention_days,
     }
 
 
