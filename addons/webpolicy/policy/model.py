@@ -165,6 +165,7 @@ class BlockPageSettings:
     contact: str = "your IT or safeguarding team"
     review_url: str = ""
     timezone: str = "Europe/London"       # the time on the page, as learners read clocks
+    review_requests: bool = True          # a form on the page: "ask for a review" (not statutory)
 
 
 @dataclass(frozen=True)
@@ -644,7 +645,7 @@ class _PolicyBuilder:
 
     def _block_page(self, node: yaml.Node | None) -> BlockPageSettings:
         keys = self.r.mapping(node, "block_page", ("organisation", "contact", "review_url",
-                                                   "timezone"))
+                                                   "timezone", "review_requests"))
         default = BlockPageSettings()
         return BlockPageSettings(
             organisation=self.r.string(keys.get("organisation"), "block_page.organisation",
@@ -652,6 +653,8 @@ class _PolicyBuilder:
             contact=self.r.string(keys.get("contact"), "block_page.contact", default.contact),
             review_url=self.r.string(keys.get("review_url"), "block_page.review_url", ""),
             timezone=self._timezone(keys.get("timezone"), default.timezone),
+            review_requests=self.r.boolean(keys.get("review_requests"),
+                                           "block_page.review_requests", True),
         )
 
     def _timezone(self, node: yaml.Node | None, default: str) -> str:
