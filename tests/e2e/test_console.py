@@ -98,8 +98,8 @@ def console(tmp_path_factory):
     running.stop()
 
 
-@pytest.fixture
-def browser(tmp_path):
+def make_driver(tmp_path: Path, *extra: str):
+    """Headless Chromium under Selenium (extra: more Chromium switches, e.g. a proxy)."""
     for tool in ("chromium", "chromedriver"):
         if not shutil.which(tool):
             pytest.fail(f"{tool} not found: run scripts/install-system-deps.sh (as root)")
@@ -108,7 +108,7 @@ def browser(tmp_path):
     for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update",
                 "--disable-sync", "--disable-extensions", "--window-size=1200,760",
-                f"--user-data-dir={tmp_path / 'profile'}"):
+                f"--user-data-dir={tmp_path / 'profile'}", *extra):
         options.add_argument(arg)
     options.add_experimental_option("prefs", {
         "download.default_directory": str(tmp_path / "downloads"),
@@ -117,6 +117,12 @@ def browser(tmp_path):
     driver = webdriver.Chrome(options=options, service=service)
     driver.implicitly_wait(5)
     driver.downloads = tmp_path / "downloads"
+    return driver
+
+
+@pytest.fixture
+def browser(tmp_path):
+    driver = make_driver(tmp_path)
     yield driver
     driver.quit()
 
