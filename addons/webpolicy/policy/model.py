@@ -27,6 +27,7 @@ LIST_FORMATS = ("auto", "domains", "hosts", "wildcard", "adblock", "ut1", "urls"
 ACTIONS = ("block", "log")
 YOUTUBE_MODES = ("strict", "moderate", "off")
 WEBHOOK_FORMATS = ("json", "slack", "teams")
+DIGEST_PERIODS = ("day", "week")
 TLS_INSPECT = ("all", "selective")
 # A host name as written in tls.fronting (a suffix: every name under it counts too).
 _HOST_NAME = re.compile(r"(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9-]{1,63}")
@@ -212,12 +213,21 @@ class EmailSettings:
 
 
 @dataclass(frozen=True)
+class DigestSettings:
+    """`console.digest`: counts mailed to DSLs by `webpolicy console digest` (a timer runs
+    it), through alerts.email's SMTP server."""
+    period: str = "week"                  # day | week: what the command sends by default
+    to: tuple[str, ...] = ()              # default: alerts.email.to
+
+
+@dataclass(frozen=True)
 class AlertSettings:
     repeat_count: int = 5
     repeat_minutes: int = 10
     webhook: WebhookSettings | None = None
     email: EmailSettings | None = None
     console_url: str = ""                 # console.url: alerts link to the event there
+    digest: DigestSettings | None = None  # console.digest (mailed with `email`'s server)
 
 
 @dataclass(frozen=True)
@@ -325,7 +335,7 @@ class _PolicyBuilder:
             logging=self._logging(top.get("logging")),
             metrics=self._metrics(top.get("metrics")),
             watchlist=self._watchlist(top.get("watchlist")),
-            alerts=self._alerts(top.get("alerts"), self._console_url(top.get("console"))),
+            alerts=self._alerts(top.get("alerts"), *self._console(top.get("console"))),
             tls=self._tls(top.get("tls")),
             warnings=(),
         )
@@ -707,18 +717,29 @@ class _PolicyBuilder:
                 terms=terms, sources=sources)
         return specs
 
-    def _console_url(self, node: yaml.Node | None) -> str:
+    def _console(self, node: yaml.Node | None
+                 ) -> tuple[str, DigestSettings | None, yaml.Node | None]:
         """Where DSLs open the safeguarding console (`webpolicy console`), for links in
-        alerts: an http(s) URL, as the DSLs' browsers reach it."""
-        keys = self.r.mapping(node, "console", ("url",))
+        alerts: an http(s) URL, as the DSLs' browsers reach it; and the digest's settings
+        (with their node, for the checks that need alerts.email)."""
+        keys = self.r.mapping(node, "console", ("url", "digest"))
         url = self.r.string(keys.get("url"), "console.url", "") or ""
         if url and not re.match(r"https?://[^/\s]+", url):
             self.r.error(keys.get("url"), f"console.url: '{url}' is not an http(s) address such "
                                           "as https://console.college.internal")
-            return ""
-        return url
+            url = ""
+        digest = None
+        if keys.get("digest") is not None:
+            found = self.r.mapping(keys["digest"], "console.digest", ("period", "to"))
+            digest = DigestSettings(
+                period=self.r.choice(found.get("period"), "console.digest.period",
+                                     DIGEST_PERIODS, "week"),
+                to=tuple(t for t, _ in self.r.strings(found.get("to"), "console.digest.to")))
+        return url, digest, keys.get("digest")
 
-    def _alerts(self, node: yaml.Node | None, console_url: str = "") -> AlertSettings:
+    def _alerts(self, node: yaml.Node | None, console_url: str = "",
+                digest: DigestSettings | None = None,
+                digest_node: yaml.Node | None = None) -> AlertSettings:
         r = self.r
         keys = r.mapping(node, "alerts", ("repeat", "webhook", "email"))
         repeat = r.mapping(keys.get("repeat"), "alerts.repeat", ("count", "minutes"))
@@ -741,10 +762,16 @@ class _PolicyBuilder:
                 password_env=r.string(mail.get("password_env"), "alerts.email.password_env", "") or "",
                 sender=r.string(mail.get("from"), "alerts.email.from", "") or "",
                 to=tuple(t for t, _ in r.strings(mail.get("to"), "alerts.email.to")))
+        if digest is not None and email is None:
+            r.error(digest_node, "console.digest: digests are sent through the SMTP server of "
+                                 "alerts.email; configure alerts.email (host, from, to)")
+        elif digest is not None and not console_url:
+            r.error(digest_node, "console.digest: the digest links to the console; set "
+                                 "console.url (e.g. https://console.college.internal)")
         return AlertSettings(
             repeat_count=r.integer(repeat.get("count"), "alerts.repeat.count", 5, 1, 10000),
             repeat_minutes=r.integer(repeat.get("minutes"), "alerts.repeat.minutes", 10, 1, 1440),
-            webhook=webhook, email=email, console_url=console_url)
+            webhook=webhook, email=email, console_url=console_url, digest=digest)
 
     def _tls(self, node: yaml.Node | None) -> TlsSettings:
         r = self.r

@@ -1,9 +1,11 @@
-"""`webpolicy erase` reaches the console's database, in real processes (each command
-configures Django for itself, as on a gateway)."""
+"""The console's commands in real processes (each configures Django for itself, as on a
+gateway): `webpolicy erase` reaches the console's database; `webpolicy console digest` mails
+a real SMTP server on loopback (aiosmtpd, as the alert tests use)."""
 
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests.unit.console import samples
+from tests.unit.helpers import policy_yaml, write_policy
+from tests.unit.safeguarding.test_alerts import Mailbox, free_port
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("django") is None,
                                 reason="the console extra (Django) is not installed")
@@ -59,3 +63,55 @@ def test_erase_without_a_console_database_says_nothing_of_one(tmp_path):
                            "--log-dir", str(logs)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "console database" not in done.stdout
     assert not (tmp_path / "webpolicy-console.sqlite3").exists()
+
+
+def _digest_policy(tmp_path: Path, port: int, digest: str) -> Path:
+    extra = ("logging: {directory: logs}\n"
+             "block_page: {organisation: Example College}\n"
+             f"alerts: {{email: {{host: 127.0.0.1, port: {port}, starttls: false, "
+             "from: filter@college.test, to: [alerts@college.test]}}\n"
+             f"console: {{url: 'https://console.college.test', {digest}}}\n")
+    return write_policy(tmp_path, policy_yaml(learner={"block": ["gambling"]},
+                                              staff={"block": []}, lists=["gambling"],
+                                              extra=extra), {"gambling.txt": "bet.test\n"})
+
+
+def test_the_digest_command_mails_counts_to_the_dsls(tmp_path):
+    from aiosmtpd.controller import Controller
+
+    mailbox, port = Mailbox(), free_port()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        policy = _digest_policy(tmp_path, port, "digest: {period: week, to: [dsl@college.test]}")
+        samples.write(tmp_path / "logs", samples.statutory("WP-0000000001"),
+                      samples.flagged("WP-0000000002", user="carol"))
+        done = subprocess.run([BIN / "webpolicy", "console", "digest", "--period", "day",
+                               "--policy", str(policy)],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert "sent the daily digest to 1 recipient(s)" in done.stdout
+        ((rcpts, message, _),) = mailbox.messages
+        assert rcpts == ["dsl@college.test"]
+        assert message["Subject"] == "Daily safeguarding digest: Example College"
+        body = message.get_payload(decode=True).decode()
+        assert re.search(r"Statutory \(CTIRU, IWF\) blocks\s+1\s+https://console", body)
+        assert re.search(r"Flagged searches\s+1\s", body)
+        assert "carol" not in body and "bob" not in body and "self harm" not in body
+    finally:
+        controller.stop()
+
+
+def test_no_digest_without_its_settings_and_a_clear_error_when_smtp_fails(tmp_path):
+    port = free_port()                                        # nothing listens there
+    policy = write_policy(tmp_path, policy_yaml(learner={"block": ["gambling"]},
+                                                staff={"block": []}, lists=["gambling"],
+                                                extra="logging: {directory: logs}\n"),
+                          {"gambling.txt": "bet.test\n"})
+    done = subprocess.run([BIN / "webpolicy", "console", "digest", "--policy", str(policy)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "no console.digest" in done.stderr
+    policy = _digest_policy(tmp_path, port, "digest: {}")
+    done = subprocess.run([BIN / "webpolicy", "console", "digest", "--policy", str(policy)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "not sent" in done.stderr
