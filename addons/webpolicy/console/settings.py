@@ -40,11 +40,12 @@ class ConsoleConfig:
 def config_for(log_dir: Path, database: Path | None = None, **options) -> ConsoleConfig:
     """Defaults beside the log directory: `logs/` -> `webpolicy-console.sqlite3` and
     `webpolicy-console.secret` in the directory holding `logs/`, outside the log directory
-    so that the proxy's retention never touches them."""
+    so that the proxy's retention never touches them.  A database given elsewhere (the
+    systemd layout: /var/lib/webpolicy-console/) has the secret key beside it."""
     log_dir = Path(log_dir).resolve()
-    home = log_dir.parent
-    return ConsoleConfig(log_dir=log_dir, database=Path(database or home / DATABASE_FILE),
-                         secret_file=home / SECRET_FILE, **options)
+    database = Path(database or log_dir.parent / DATABASE_FILE)
+    return ConsoleConfig(log_dir=log_dir, database=database,
+                         secret_file=database.parent / SECRET_FILE, **options)
 
 
 def secret_key(path: Path) -> str:
