@@ -32,13 +32,13 @@ from webpolicy.proxy import blockpage
 from webpolicy.proxy.flows import client_ip, make_response, request_hosts
 from webpolicy.safeguarding.alerts import Alerter
 from webpolicy.safeguarding.events import RequestFacts, event_action, make_record, new_event_id
-from webpolicy.safeguarding.reviewrequests import ReviewTokens, Ticket
 from webpolicy.safeguarding.logwriter import (
     DURABLE_TIMEOUT,
     LogWriteError,
     LogWriter,
     must_be_durable,
 )
+from webpolicy.safeguarding.reviewrequests import ReviewTokens, Ticket
 
 log = logging.getLogger("webpolicy")
 

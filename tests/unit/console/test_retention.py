@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 from django.test import TransactionTestCase
-
 from webpolicy.console import retention
 from webpolicy.console.cases import update_case
 from webpolicy.console.ingest import ingest, reset_throttle

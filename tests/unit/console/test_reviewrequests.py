@@ -7,7 +7,6 @@ import re
 
 from django.contrib.auth import get_user_model
 from django.test import Client
-
 from webpolicy.console.models import AccessLog, ReviewAnswer
 
 from . import samples

@@ -245,7 +245,7 @@ def test_statutory_and_fault_pages_offer_no_form(decision):
 def test_no_form_when_the_policy_turns_it_off_or_without_a_token():
     off = BlockPageSettings(review_requests=False)
     assert not blockpage.offers_review(CATEGORY, off)
-    for settings, token in ((off, "t"), (SETTINGS, None)):
+    for page_settings, token in ((off, "t"), (SETTINGS, None)):
         page = blockpage.render(CATEGORY, "WP-7K3M9Q2XTB", "https://bet.test/", "bet.test",
-                                settings, BROWSER_ACCEPT, WHEN, review_token=token)
+                                page_settings, BROWSER_ACCEPT, WHEN, review_token=token)
         assert _form(page) is None

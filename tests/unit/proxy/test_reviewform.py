@@ -10,13 +10,15 @@ import urllib.parse
 
 from mitmproxy import http
 from mitmproxy.test import tutils
-
-from tests.unit.proxy.test_addon import LEARNER_IP, addon, records, request  # noqa: F401
 from webpolicy.proxy import reviewform
 from webpolicy.proxy.blockpage import REVIEW_PATH
 from webpolicy.safeguarding.reviewrequests import REASON_LIMIT, ReviewTokens
 
+from tests.unit.proxy import test_addon
+from tests.unit.proxy.test_addon import LEARNER_IP, records, request
+
 BROWSER = "text/html,application/xhtml+xml,*/*;q=0.8"
+addon = test_addon.addon                 # the add-on as mitmdump loads it (a fixture)
 
 
 def blocked_page(addon, host="adult.example", client=LEARNER_IP) -> tuple[str, str]:

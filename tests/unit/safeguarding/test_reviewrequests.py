@@ -8,8 +8,6 @@ import json
 
 import jsonschema
 import pytest
-
-from tests.unit.helpers import ADDONS
 from webpolicy.safeguarding.reviewrequests import (
     REASON_LIMIT,
     TOKEN_SECONDS,
@@ -19,6 +17,8 @@ from webpolicy.safeguarding.reviewrequests import (
     clean_reason,
     request_record,
 )
+
+from tests.unit.helpers import ADDONS
 
 SCHEMA = json.loads((ADDONS / "webpolicy/safeguarding/event-record.schema.json").read_text())
 NOW = 1_800_000_000.0
@@ -48,7 +48,7 @@ def test_garbage_is_refused_with_the_one_error(bad):
 
 def test_a_changed_payload_with_the_old_mac_is_refused():
     tokens = ReviewTokens(clock=lambda: NOW)
-    payload, mac = tokens.issue(TICKET).split(".")
+    _, mac = tokens.issue(TICKET).split(".")
     other = tokens.issue(dataclasses.replace(TICKET, host="other.example"))
     assert tokens.ticket(other, "10.10.4.17").host == "other.example"
     with pytest.raises(ReviewRequestError):
