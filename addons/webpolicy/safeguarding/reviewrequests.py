@@ -29,7 +29,7 @@ import json
 import secrets
 import time
 import unicodedata
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 
 from webpolicy.safeguarding.events import SCHEMA_VERSION
 from webpolicy.safeguarding.safetext import clean_text
@@ -61,6 +61,9 @@ class Ticket:
     issued: float             # time.time() when the page was made
 
 
+_FIELDS = tuple(field.name for field in fields(Ticket))
+
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
@@ -77,10 +80,13 @@ class ReviewTokens:
         self._clock = clock
 
     def _mac(self, payload: bytes) -> str:
-        return _b64(hmac.new(self._key, payload, hashlib.sha256).digest())
+        return _b64(hmac.digest(self._key, payload, hashlib.sha256))
 
     def issue(self, ticket: Ticket) -> str:
-        payload = _b64(json.dumps(asdict(ticket), separators=(",", ":")).encode())
+        """Runs on the event loop for every HTML block page: a few microseconds (the fields
+        as a JSON list, not a dict: dataclasses.asdict alone cost more than the rest)."""
+        values = [getattr(ticket, name) for name in _FIELDS]
+        payload = _b64(json.dumps(values, separators=(",", ":")).encode())
         return f"{payload}.{self._mac(payload.encode())}"
 
     def ticket(self, token: str, client_ip: str) -> Ticket:
@@ -90,7 +96,10 @@ class ReviewTokens:
                 mac.encode(), self._mac(payload.encode()).encode()):
             raise ReviewRequestError("the form was not made by this gateway")
         try:
-            ticket = Ticket(**json.loads(_unb64(payload)))
+            values = json.loads(_unb64(payload))
+            if not isinstance(values, list) or len(values) != len(_FIELDS):
+                raise ValueError("not a ticket")
+            ticket = Ticket(*values)
         except (ValueError, TypeError, binascii.Error) as exc:
             raise ReviewRequestError("the form was not made by this gateway") from exc
         if ticket.client_ip != client_ip:
