@@ -11,7 +11,7 @@ import urllib.parse
 import pytest
 
 from .conftest import UNKNOWN_IP
-from .test_console import PASSWORD, Console, _cli, make_driver, sign_in
+from .test_console import PASSWORD, Console, _cli, make_driver, screenshot, sign_in
 
 pytestmark = pytest.mark.e2e
 
@@ -65,6 +65,7 @@ def test_a_learner_asks_and_it_sees_the_request_in_the_console(make_proxy, sites
             row = driver.find_element(By.ID, f"request-{asked['id']}")
             assert "www.gambling.test" in row.text and "Gambling" in row.text
             assert reference in row.text and "risk" in row.text
+            screenshot(driver, "review-requests")
             row.find_element(By.NAME, "note").send_keys("Will check the site")
             row.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
             driver.get(console.url + "/review-requests/?show=all")
