@@ -76,10 +76,11 @@ class ReviewForm:
             _page(flow, 405, "Nothing to see here",
                   "This address takes the form on a block page.")
             return True
-        length = request.headers.get("content-length", "")
-        if not length.isdigit() or int(length) > BODY_LIMIT:
-            _page(flow, 413, "The request could not be sent",
-                  "The form was too long. Go back, shorten your reason and try again.")
+        length = request.headers.get("content-length")
+        # HTTP/2 may send a body without Content-Length: its size is checked in `answer`.
+        if (length is None and not request.is_http2) or \
+                (length is not None and (not length.isdigit() or int(length) > BODY_LIMIT)):
+            _too_long(flow)
             return True
         request.stream = False
         flow.metadata[FORM] = True
@@ -92,8 +93,15 @@ class ReviewForm:
             return None
         client = client_ip(flow)
         body = flow.request.get_content(strict=False) or b""
-        fields = urllib.parse.parse_qs(body[:BODY_LIMIT].decode("utf-8", "replace"),
-                                       max_num_fields=4)
+        if len(body) > BODY_LIMIT:
+            _too_long(flow)
+            return None
+        try:
+            fields = urllib.parse.parse_qs(body.decode("utf-8", "replace"), max_num_fields=4)
+        except ValueError:                      # more fields than the form has
+            _page(flow, 400, "The request could not be sent",
+                  "The form was not the block page's. Go back, reload it and try again.")
+            return None
         try:
             ticket = self.gate.review_tokens.ticket((fields.get("token") or [""])[0], client)
         except ReviewRequestError as exc:
@@ -151,6 +159,11 @@ def _sent(flow: http.HTTPFlow, host: str, reference: str, again: bool = False) -
           f"{first} Staff will look at {escape(host)} (reference "
           f"<strong>{escape(reference)}</strong>). The site stays blocked unless they decide "
           "to change the filter; you do not need to ask again.", html=True)
+
+
+def _too_long(flow: http.HTTPFlow) -> None:
+    _page(flow, 413, "The request could not be sent",
+          "The form was too long. Go back, shorten your reason and try again.")
 
 
 def _unrecorded(flow: http.HTTPFlow) -> None:

@@ -120,3 +120,25 @@ def test_anything_but_a_small_post_is_answered_at_once(addon, tmp_path):
     allowed = request("www.example.org", REVIEW_PATH)
     addon.requestheaders(allowed)
     assert allowed.response.status_code == 405
+
+
+def test_http2_without_content_length_and_odd_bodies(addon, tmp_path):
+    _, token = blocked_page(addon)
+
+    def h2_post(body: bytes):
+        req = tutils.treq(method=b"POST", host="adult.example", port=443,
+                          path=REVIEW_PATH.encode(), scheme=b"https", content=body,
+                          http_version=b"HTTP/2.0",
+                          headers=http.Headers([(b"host", b"adult.example")]))
+        flow = request("adult.example")
+        flow.request = req
+        assert addon.requestheaders(flow) is None and flow.response is None
+        waiting = addon.request(flow)
+        if waiting is not None:
+            asyncio.run(waiting)
+        return flow.response.status_code
+
+    assert h2_post(b"token=" + token.encode() + b"&reason=" + b"x" * reviewform.BODY_LIMIT) == 413
+    assert h2_post(b"a=1&b=2&c=3&d=4&e=5&token=" + token.encode()) == 400
+    assert h2_post(b"token=" + urllib.parse.quote(token).encode()) == 200
+    assert len([r for r in records(tmp_path) if r["action"] == "review_requested"]) == 1
