@@ -6,7 +6,6 @@ and groups (one group nested in another).  Started and stopped by the test; `sto
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess

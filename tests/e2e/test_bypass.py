@@ -125,7 +125,7 @@ def test_ignore_and_tcp_hosts_cannot_carry_a_blocked_host(make_proxy, sites, opt
 
 def test_socks5_raw_bytes_to_blocked_host_never_contacted(make_proxy, sites):
     socks_port = free_port()
-    proxy = make_proxy(extra_args=["--mode", "regular", "--mode", f"socks5@{socks_port}"])
+    make_proxy(extra_args=["--mode", "regular", "--mode", f"socks5@{socks_port}"])
     before = sites.log.contacted("www.gambling.test")
     host = b"www.gambling.test"
     with socket.create_connection(("127.0.0.1", socks_port), timeout=2,

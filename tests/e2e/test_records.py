@@ -62,7 +62,7 @@ def test_a_blocked_request_with_a_non_utf8_user_agent_is_recorded(proxy):
     assert "cannot write the safeguarding log" not in proxy.output
 
 
-def test_a_statutory_alert_carries_the_host_and_list_never_the_url(guarded, webhook):
+def test_a_statutory_alert_carries_the_host_and_list_never_the_url(guarded, webhook):  # noqa: F811 - pytest fixtures
     head = raw_request(guarded, "http://ctiru-host.test/terror/page?id=7", "ctiru-host.test",
                        LATIN1_UA, STAFF_IP)
     assert head.startswith(b"HTTP/1.1 451"), head

@@ -48,9 +48,10 @@ def offers_review(decision: Decision, settings: BlockPageSettings) -> bool:
 
 
 def render(decision: Decision, event_id: str, url: str, host: str, settings: BlockPageSettings,
-           accept: str = "", when: dt.datetime | None = None,
+           accept: str = "", when: dt.datetime | None = None, credit: str = "",
            review_token: str | None = None) -> BlockPage:
-    """HTML for browsers (Accept names text/html), plain text for everything else.  The
+    """HTML for browsers (Accept names text/html), plain text for everything else.  `credit`:
+    the attribution the blocking list's licence asks for (UT1's CC BY-SA 4.0), if any.  The
     review form is on the HTML page when `review_token` is given and offers_review()."""
     when = when or dt.datetime.now(dt.UTC)
     kind = _kind(decision)
@@ -63,11 +64,12 @@ def render(decision: Decision, event_id: str, url: str, host: str, settings: Blo
                                                  if form else [])
     if "text/html" in accept:
         parts = _html_parts(kind, decision.category or "", decision.policy_version, settings,
-                            form)
+                            credit, form)
         if parts is not None:
             body = parts[0] + "".join(value + part for value, part in zip(values, parts[1:]))
             return BlockPage(status, "text/html; charset=utf-8", body.encode())
-    facts = {**_static_facts(kind, decision.category or "", decision.policy_version, settings),
+    facts = {**_static_facts(kind, decision.category or "", decision.policy_version, settings,
+                             credit),
              "address": shown, "reference": event_id, "time": _time(when, settings.timezone)}
     if "text/html" in accept:
         if form:
@@ -83,7 +85,7 @@ def _kind(decision: Decision) -> str:
 
 
 def _static_facts(kind: str, category: str, version: str,
-                  settings: BlockPageSettings) -> dict[str, str]:
+                  settings: BlockPageSettings, credit: str = "") -> dict[str, str]:
     """Everything on the page but the address, the reference and the time."""
     if kind == "unavailable":
         title = "The web filter is unavailable"
@@ -98,7 +100,8 @@ def _static_facts(kind: str, category: str, version: str,
         reason = f"It is in a category that is blocked for you: {category}."
     return {"kind": kind, "title": title, "reason": reason,
             "organisation": settings.organisation, "contact": settings.contact,
-            "review_url": settings.review_url, "policy": version}
+            "review_url": settings.review_url, "policy": version,
+            "credit": credit if kind == "blocked" else ""}
 
 
 _HOLE = "\x00"
@@ -108,12 +111,12 @@ _MONTHS = ("January", "February", "March", "April", "May", "June", "July", "Augu
 
 @lru_cache(maxsize=512)
 def _html_parts(kind: str, category: str, version: str, settings: BlockPageSettings,
-                form: bool = False) -> tuple[str, ...] | None:
+                credit: str = "", form: bool = False) -> tuple[str, ...] | None:
     """The HTML page cut around its address, reference, time (and the form's token):
     rendering and escaping the rest for every block cost more than the block's decision and
     record together.  None if a setting holds the character the cuts are made at (the page
     is then rendered whole)."""
-    static = _static_facts(kind, category, version, settings)
+    static = _static_facts(kind, category, version, settings, credit)
     if any(_HOLE in value for value in static.values()):
         return None
     holes = {"address": _HOLE, "reference": _HOLE, "time": _HOLE}
@@ -144,7 +147,10 @@ def _text(f: dict[str, str]) -> str:
              "and quote the reference."]
     if f["review_url"]:
         lines.append(f"Ask for a review: {f['review_url']}")
-    lines += ["", f"{f['organisation']} web filter, policy {f['policy']}", ""]
+    lines += ["", f"{f['organisation']} web filter, policy {f['policy']}"]
+    if f.get("credit"):
+        lines.append(f["credit"])
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -191,6 +197,7 @@ def _html(f: dict[str, str]) -> str:
               if f["review_url"].startswith(("https://", "http://")) else "")
     if "token" in f:                 # the hole stays a hole; a real token is escaped here
         review += _review_form(f["token"] if f["token"] == _HOLE else e["token"])
+    credit = f'<br><span id="credit">{e["credit"]}</span>' if f.get("credit") else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -207,6 +214,6 @@ def _html(f: dict[str, str]) -> str:
 </dl>
 <div class="help"><p>If you need this page for your work or studies, contact
 {e["contact"]} and quote the reference above.</p>{review}</div>
-<footer>{e["organisation"]} web filter &middot; policy {e["policy"]}</footer>
+<footer>{e["organisation"]} web filter &middot; policy {e["policy"]}{credit}</footer>
 </main></body></html>
 """

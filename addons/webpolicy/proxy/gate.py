@@ -25,6 +25,7 @@ from webpolicy.engine import circumvention
 from webpolicy.engine.decision import NO_POLICY, Decision, decide, unavailable
 from webpolicy.engine.engine import Engine, is_selftest_host
 from webpolicy.engine.watchlist import WatchHit
+from webpolicy.lists import ut1
 from webpolicy.lists.canonical import CanonicalURL, canonical_host, from_parts
 from webpolicy.monitoring.metrics import Metrics
 from webpolicy.policy.model import BlockPageSettings, Profile
@@ -229,7 +230,7 @@ class Gate:
             token = self.review_token(flow, decision, event_id, url.host if url else host)
         page = blockpage.render(decision, event_id, str(url) if url else host,
                                 url.host if url else host, settings or _DEFAULT_PAGE,
-                                accept, review_token=token)
+                                accept, credit=self._credit(decision), review_token=token)
         flow.request.stream = False        # a streamed body must not reach the upstream
         flow.response = make_response(page.status, page.body, [
             (b"content-type", page.content_type.encode()),
@@ -246,6 +247,13 @@ class Gate:
             event_id, client, self.user(flow), (engine.device(client) if engine else "") or None,
             decision.profile, decision.profile_reason, host, decision.list, decision.category,
             decision.policy_version, time.time()))
+
+    def _credit(self, decision: Decision) -> str:
+        """UT1's attribution (CC BY-SA 4.0) when the blocking list is downloaded from UT1."""
+        spec = self.engine.policy.lists.get(decision.list or "") if self.engine else None
+        if spec is not None and any(source.is_ut1 for source in spec.remote):
+            return ut1.BLOCK_PAGE_CREDIT
+        return ""
 
     def refuse_request(self, flow: http.HTTPFlow, decision: Decision) -> None:
         """Record a stage's decision and answer with the block page (or, for a profile with

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import random
 from urllib.parse import unquote
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings

@@ -249,3 +249,19 @@ def test_no_form_when_the_policy_turns_it_off_or_without_a_token():
         page = blockpage.render(CATEGORY, "WP-7K3M9Q2XTB", "https://bet.test/", "bet.test",
                                 page_settings, BROWSER_ACCEPT, WHEN, review_token=token)
         assert _form(page) is None
+
+
+def test_a_list_from_ut1_is_credited_on_the_page_as_its_licence_asks():
+    from webpolicy.lists.ut1 import BLOCK_PAGE_CREDIT
+    for accept in (BROWSER_ACCEPT, ""):
+        page = blockpage.render(CATEGORY, "WP-7K3M9Q2XTB", "https://bet.test/", "bet.test",
+                                SETTINGS, accept, WHEN, credit=BLOCK_PAGE_CREDIT).body.decode()
+        assert "Category list: UT1 blacklists (Université Toulouse 1 Capitole), CC BY-SA 4.0" \
+            in page
+    parsed = Parsed(blockpage.render(CATEGORY, "WP-1", "https://bet.test/", "bet.test", SETTINGS,
+                                     BROWSER_ACCEPT, WHEN, credit=BLOCK_PAGE_CREDIT).body.decode())
+    assert parsed.by_id["credit"].startswith("Category list: UT1")
+    assert "UT1" not in render().body.decode(), "no credit for a list of the centre's own"
+    statutory = blockpage.render(STATUTORY, "WP-1", "https://evil.test/", "evil.test", SETTINGS,
+                                 BROWSER_ACCEPT, WHEN, credit=BLOCK_PAGE_CREDIT).body.decode()
+    assert "UT1" not in statutory, "only a category block names a category list"
