@@ -165,7 +165,10 @@ def test_a_dsl_finds_closes_and_exports(console, browser):
     Select(browser.find_element(By.ID, "id_status")).select_by_value("closed")
     Select(browser.find_element(By.ID, "id_outcome")).select_by_value("no_concern")
     browser.find_element(By.ID, "id_note").send_keys("Research for a PSHE lesson; tutor told")
-    browser.find_element(By.ID, "save-case").click()
+    save = browser.find_element(By.ID, "save-case")
+    save.click()
+    # The answer replaces the page: read the status from the new one, not the old one's.
+    WebDriverWait(browser, 15).until(expected_conditions.staleness_of(save))
     assert browser.find_element(By.ID, "case-status").text == "Closed"
     assert browser.find_element(By.ID, "case-outcome").text == "No concern"
     assert "Research for a PSHE lesson" in browser.find_element(By.ID, "notes").text
