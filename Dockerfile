@@ -14,6 +14,16 @@
 # for Prometheus to reach it from outside the container, `metrics: {listen: 0.0.0.0:9464}`.
 # Extra arguments go to mitmdump: `docker run ... webpolicy --listen-port 3128 --proxyauth @/etc/webpolicy/htpasswd`.
 # Reload the policy without a restart: `docker kill --signal HUP webpolicy`.
+#
+# The safeguarding console, a second container from the same image on the same volumes (its
+# database and key in the state volume), on loopback for an HTTPS reverse proxy on the host:
+#   docker run -d --name webpolicy-console --network host \
+#     -v /srv/webpolicy/etc:/etc/webpolicy:ro -v webpolicy-ca:/var/lib/webpolicy \
+#     -v /srv/webpolicy/logs:/var/log/webpolicy --entrypoint webpolicy webpolicy \
+#     console --policy /etc/webpolicy/policy.yaml \
+#     --database /var/lib/webpolicy/console/webpolicy-console.sqlite3 --listen 127.0.0.1:8081
+#   docker exec -it webpolicy-console webpolicy users add NAME --role dsl \
+#     --policy /etc/webpolicy/policy.yaml --database /var/lib/webpolicy/console/webpolicy-console.sqlite3
 # See docs/deployment.md.
 
 FROM python:3.12-slim AS build
@@ -33,9 +43,14 @@ ENV PYTHONUNBUFFERED=1 \
     WEBPOLICY_SOURCES_DIR=/var/lib/webpolicy/sources
 # (last good copies of URL list sources: /etc/webpolicy is mounted read-only)
 
-# The wheel's dependencies (mitmproxy 12, ...) come from its metadata (pyproject.toml).
+# The wheel's dependencies (mitmproxy 12, ...) come from its metadata (pyproject.toml), with
+# the console extra (Django, django-axes, waitress): the same image runs the safeguarding
+# console as a second container (see the top of this file).
 COPY --from=build /wheels/ /tmp/wheels/
-RUN pip install --no-cache-dir /tmp/wheels/*.whl \
+# (The wheel with its extra as a one-line requirements file: its dependencies are ranged in
+# pyproject.toml, and no name is taken from PyPI unpinned beyond them.)
+RUN printf '%s[console]\n' /tmp/wheels/webpolicy-*.whl > /tmp/wheels/requirements.txt \
+ && pip install --no-cache-dir --requirement /tmp/wheels/requirements.txt \
  && rm -rf /tmp/wheels \
  && groupadd --system --gid 10001 webpolicy \
  && useradd --system --uid 10001 --gid webpolicy --home-dir /var/lib/webpolicy \

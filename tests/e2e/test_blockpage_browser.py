@@ -24,6 +24,7 @@ pytestmark = pytest.mark.e2e
 
 ARTIFACTS = REPO / "test-artifacts"
 REVIEW_URL = "https://helpdesk.example/review"      # block_page.review_url of the test policy
+REVIEW_PATH = "/.webpolicy/review-request"          # the gateway's own (proxy/reviewform.py)
 DESKTOP, PHONE = "1280,900", "390,844"
 
 
@@ -103,13 +104,19 @@ class Page(HTMLParser):
         return re.sub(r"\s+", " ", " ".join(self._words))
 
 
-def assert_self_contained(page: Page) -> None:
+def assert_self_contained(page: Page, review_form: bool) -> None:
     """Nothing on the page makes the browser fetch anything: the proxy may block it, and the
     page must not leak the visit to a third party.  The one link is the configured review URL
-    (a navigation the learner chooses, not a resource)."""
+    and the one form (`review_form`) posts to the gateway's own review path on the same site
+    (navigations the learner chooses, not resources)."""
+    forms = [attributes for tag, attributes in page.tags if tag == "form"]
+    assert forms == ([{"method": "post", "action": REVIEW_PATH, "class": "ask"}]
+                     if review_form else []), forms
     for tag, attributes in page.tags:
+        if tag == "form":
+            continue
         assert tag not in ("script", "img", "iframe", "object", "embed", "video", "audio",
-                           "source", "frame", "form"), f"<{tag}> on the block page"
+                           "source", "frame"), f"<{tag}> on the block page"
         for name in ("src", "srcset", "poster", "data", "background", "action", "formaction"):
             assert name not in attributes, f"<{tag} {name}=...> on the block page"
         assert not any(name.startswith("on") for name in attributes), f"event handler on <{tag}>"
@@ -177,7 +184,7 @@ def test_block_page_in_chromium(browser_proxy, sites, tmp_path):
     reference = page.by_id["reference"].strip()
     assert re.fullmatch(r"WP-[0-9A-Z]{10}", reference)
     assert "E2E Test College" in page.text and "the test helpdesk" in page.text
-    assert_self_contained(page)
+    assert_self_contained(page, review_form=True)
 
     records = browser_proxy.records(1, lambda r: r["id"] == reference)
     assert len(records) == 1, "the reference on the page must find the log record"
@@ -218,7 +225,7 @@ def test_statutory_block_page_in_chromium_shows_host_only(browser_proxy, sites, 
     assert page.by_id["address"] == "ctiru-host.test"
     assert "/terror" not in dom, "a statutory block page must not repeat the illegal address"
     assert "Terrorist content (CTIRU)" in page.text
-    assert_self_contained(page)
+    assert_self_contained(page, review_form=False)      # nobody can unblock it: no form
     records = browser_proxy.records(1, lambda r: r["id"] == page.by_id["reference"].strip())
     assert records and records[0]["statutory"] is True
     assert sites.log.contacted("ctiru-host.test") == before

@@ -102,8 +102,8 @@ def console(tmp_path_factory):
     running.stop()
 
 
-@pytest.fixture
-def browser(tmp_path):
+def make_driver(tmp_path: Path, *extra: str):
+    """Headless Chromium under Selenium (extra: more Chromium switches, e.g. a proxy)."""
     for tool in ("chromium", "chromedriver"):
         if not shutil.which(tool):
             pytest.fail(f"{tool} not found: run scripts/install-system-deps.sh (as root)")
@@ -112,7 +112,7 @@ def browser(tmp_path):
     for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update",
                 "--disable-sync", "--disable-extensions", "--window-size=1200,760",
-                f"--user-data-dir={tmp_path / 'profile'}"):
+                f"--user-data-dir={tmp_path / 'profile'}", *extra):
         options.add_argument(arg)
     options.add_experimental_option("prefs", {
         "download.default_directory": str(tmp_path / "downloads"),
@@ -121,6 +121,12 @@ def browser(tmp_path):
     driver = webdriver.Chrome(options=options, service=service)
     driver.implicitly_wait(5)
     driver.downloads = tmp_path / "downloads"
+    return driver
+
+
+@pytest.fixture
+def browser(tmp_path):
+    driver = make_driver(tmp_path)
     yield driver
     driver.quit()
 
@@ -163,7 +169,10 @@ def test_a_dsl_finds_closes_and_exports(console, browser):
     Select(browser.find_element(By.ID, "id_status")).select_by_value("closed")
     Select(browser.find_element(By.ID, "id_outcome")).select_by_value("no_concern")
     browser.find_element(By.ID, "id_note").send_keys("Research for a PSHE lesson; tutor told")
-    browser.find_element(By.ID, "save-case").click()
+    save = browser.find_element(By.ID, "save-case")
+    save.click()
+    # The answer replaces the page: read the status from the new one, not the old one's.
+    WebDriverWait(browser, 15).until(expected_conditions.staleness_of(save))
     assert browser.find_element(By.ID, "case-status").text == "Closed"
     assert browser.find_element(By.ID, "case-outcome").text == "No concern"
     assert "Research for a PSHE lesson" in browser.find_element(By.ID, "notes").text

@@ -24,30 +24,61 @@ def _systemd_analyze() -> str:
     return found
 
 
+# The gateway, the console, and the digest's service and timer (the timer's service must sit
+# beside it for verify).
+UNITS = ("webpolicy.service", "webpolicy-console.service", "webpolicy-digest.service",
+         "webpolicy-digest.timer")
+SERVICES = [name for name in UNITS if name.endswith(".service")]
+
+
+def _here(tmp_path: Path, name: str) -> Path:
+    """The units in tmp_path with ExecStart pointing at this checkout's webpolicy (verify
+    checks that the programs exist); the path of `name`."""
+    venv_webpolicy = Path(sys.executable).parent / "webpolicy"
+    for unit in UNITS:
+        text = (DOCS / unit).read_text().replace("/opt/webpolicy/.venv/bin/webpolicy",
+                                                 str(venv_webpolicy))
+        (tmp_path / unit).write_text(text)
+    return tmp_path / name
+
+
 @pytest.fixture
 def unit_here(tmp_path: Path) -> Path:
-    """The unit with its ExecStart pointing at this checkout's webpolicy (verify checks that
-    the programs exist)."""
-    venv_webpolicy = Path(sys.executable).parent / "webpolicy"
-    text = UNIT.read_text().replace("/opt/webpolicy/.venv/bin/webpolicy", str(venv_webpolicy))
-    path = tmp_path / "webpolicy.service"
-    path.write_text(text)
-    return path
+    return _here(tmp_path, UNIT.name)
 
 
-def test_unit_file_verifies_cleanly(unit_here):
-    done = subprocess.run([_systemd_analyze(), "verify", str(unit_here)], capture_output=True,
-                          text=True, timeout=60, cwd=unit_here.parent)
+@pytest.mark.parametrize("name", UNITS)
+def test_unit_file_verifies_cleanly(tmp_path, name):
+    path = _here(tmp_path, name)
+    done = subprocess.run([_systemd_analyze(), "verify", str(path)], capture_output=True,
+                          text=True, timeout=60, cwd=path.parent)
     # verify exits 0 on unknown keys too, printing a warning: any output is a failure.
     assert done.returncode == 0 and done.stderr.strip() == "", done.stderr
 
 
-def test_unit_file_is_hardened(unit_here):
-    done = subprocess.run([_systemd_analyze(), "security", "--offline=yes", str(unit_here)],
-                          capture_output=True, text=True, timeout=60, cwd=unit_here.parent)
+@pytest.mark.parametrize("name", SERVICES)
+def test_unit_file_is_hardened(tmp_path, name):
+    path = _here(tmp_path, name)
+    done = subprocess.run([_systemd_analyze(), "security", "--offline=yes", str(path)],
+                          capture_output=True, text=True, timeout=60, cwd=path.parent)
     match = re.search(r"Overall exposure level for \S+: ([\d.]+)", done.stdout + done.stderr)
     assert match, done.stdout + done.stderr
     assert float(match.group(1)) <= 2.0, done.stdout
+
+
+def test_the_console_service_runs_beside_the_gateway_and_reaches_the_same_database():
+    """The console, the digest and the documented `users add` use one database, in the
+    console's own state directory, and the log of webpolicy.service."""
+    text = (DOCS / "webpolicy-console.service").read_text().replace("\\\n", " ")
+    digest = (DOCS / "webpolicy-digest.service").read_text().replace("\\\n", " ")
+    database = "--database /var/lib/webpolicy-console/webpolicy-console.sqlite3"
+    for unit in (text, digest):
+        (start,) = [line for line in unit.splitlines() if line.startswith("ExecStart=")]
+        assert "--policy /etc/webpolicy/policy.yaml" in start and database in start
+        assert "User=webpolicy" in unit and "LogsDirectory=webpolicy" in unit
+    assert "--listen 127.0.0.1:8081" in text          # loopback: published through HTTPS
+    assert " console digest " in digest and "EnvironmentFile=-/etc/webpolicy/smtp.env" in digest
+    assert "OnCalendar=Mon *-*-* 07:30:00" in (DOCS / "webpolicy-digest.timer").read_text()
 
 
 def _unit_values(key: str) -> list[str]:

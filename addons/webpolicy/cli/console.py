@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import smtplib
 import sys
 from pathlib import Path
 
@@ -41,6 +42,18 @@ def add_commands(commands) -> None:
     console.add_argument("--origin", action="append", default=[], metavar="URL",
                          help="the public origin, e.g. https://dsl.college.example (repeatable)")
     console.set_defaults(handler=cmd_console)
+    subcommands = console.add_subparsers(dest="console_command", metavar="ACTION")
+    digest = subcommands.add_parser(
+        "digest", help="mail the DSLs' digest (counts and links, no names); for a timer",
+        description="Count what the period brought (and what still waits) and mail it to "
+                    "console.digest.to through alerts.email's SMTP server.  Run it from a "
+                    "timer: docs/webpolicy-digest.timer.")
+    digest.add_argument("--period", choices=("day", "week"),
+                        help="the last day or week (default: console.digest.period)")
+    digest.add_argument("--dry-run", action="store_true",
+                        help="print the e-mail instead of sending it")
+    _location(digest)
+    digest.set_defaults(handler=cmd_digest)
 
     users = commands.add_parser("users", help="console accounts: add, password, list, disable, token")
     actions = users.add_subparsers(dest="users_command", metavar="ACTION", required=True)
@@ -96,6 +109,7 @@ def _config(args, **options):
             raise SystemExit(f"webpolicy {args.command}: cannot read the log directory from "
                              f"{args.policy}:\n{exc}\n(or give --log-dir)") from None
         directory, settings = policy.logging.directory, policy.console
+        options.setdefault("retention_days", policy.logging.retention_days)
     database = args.database or settings.database or None
     password = None
     if database and is_postgresql(database):
@@ -129,6 +143,32 @@ def database_password(settings: ConsoleSettings, command: str) -> str | None:
     return None
 
 
+def sync_console(log_dir: Path, database: str | None = None,
+                 settings: ConsoleSettings | None = None) -> str | None:
+    """After `webpolicy erase`: bring the console's database (if there is one) in line with
+    the rewritten log now, rather than when the console next reads it.  `database` is
+    --database or the policy's console.database (a file or a postgresql:// URL).  Returns
+    what was done, or None when there is no console database."""
+    try:
+        from webpolicy.console.settings import config_for, configure, is_postgresql
+    except ImportError:                      # no console installed: no console database
+        return None
+    settings = settings or ConsoleSettings()
+    database = database or settings.database or None
+    if database and is_postgresql(database):
+        config = config_for(log_dir, database,
+                            database_password=database_password(settings, "erase"))
+    else:
+        config = config_for(log_dir, Path(database) if database else None)
+        if not config.database.exists():
+            return None
+    configure(config)
+    from webpolicy.console.ingest import ingest
+    result = ingest(config.log_dir)
+    return (f"console database {config.database}: {result.removed} record(s) removed with "
+            "their cases, notes and review requests")
+
+
 def cmd_console(args) -> int:
     _require_django(args)
     from webpolicy.console.server import parse_listen, serve
@@ -140,6 +180,45 @@ def cmd_console(args) -> int:
     hosts = list(dict.fromkeys([host, "127.0.0.1", "localhost", *args.allowed_host]))
     config = _config(args, allowed_hosts=hosts, https=args.https, trusted_origins=args.origin)
     serve(config, host, port, trusted_proxy=args.trusted_proxy if args.https else None)
+    return 0
+
+
+def cmd_digest(args) -> int:
+    """Exit 0 when sent, 1 when the SMTP server failed, 2 when the policy says no digest."""
+    _require_django(args)
+    try:
+        policy = load_policy(Path(args.policy))
+    except PolicyError as exc:
+        print(f"webpolicy console digest: {args.policy}:\n{exc}", file=sys.stderr)
+        return 2
+    alerts = policy.alerts
+    if alerts.digest is None or alerts.email is None:
+        print(f"webpolicy console digest: {args.policy} has no console.digest (and "
+              "alerts.email, whose SMTP server sends it): see README, 'Digests'",
+              file=sys.stderr)
+        return 2
+    from webpolicy.console.settings import configure
+    config = _config(args)
+    configure(config)
+    from webpolicy.console import digest
+    from webpolicy.console.ingest import ingest
+    from webpolicy.safeguarding.alerts import PermanentError, send_email
+
+    ingest(config.log_dir)
+    to = alerts.digest.to or alerts.email.to
+    found = digest.gather(args.period or alerts.digest.period)
+    email = digest.message(found, alerts.console_url, policy.block_page.organisation,
+                           alerts.email.sender, to)
+    if args.dry_run:
+        print(email.as_string())
+        return 0
+    try:
+        send_email(alerts.email, email)
+    except (PermanentError, OSError, smtplib.SMTPException) as exc:
+        print(f"webpolicy console digest: not sent: {exc}", file=sys.stderr)
+        return 1
+    digest.record_sent(found, len(to))
+    print(f"sent the {digest.ADJECTIVE[found.period].lower()} digest to {len(to)} recipient(s)")
     return 0
 
 

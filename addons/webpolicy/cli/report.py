@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from webpolicy.policy.model import PolicyError, load_policy
+from webpolicy.policy.model import ConsoleSettings, PolicyError, load_policy
 from webpolicy.policy.severity import SEVERITY_RANK
 from webpolicy.safeguarding.htmlreport import write_html
 from webpolicy.safeguarding.logstore import Person, ReadStats, ReviewStore, erase, read_records
@@ -70,7 +70,8 @@ def add_commands(commands) -> None:
     erase_cmd = commands.add_parser(
         "erase", help="erase one person's records (data-protection requests)",
         description="Remove every record of a user or client address from the daily log files "
-                    "(each file is rewritten atomically, 0600) and their review notes.  Export "
+                    "(each file is rewritten atomically, 0600) and their review notes, and from the "
+                    "console's database if there is one.  Export "
                     "them first if the request asks for a copy: webpolicy report --user X --json")
     _location(erase_cmd)
     erase_cmd.add_argument("--user")
@@ -78,6 +79,10 @@ def add_commands(commands) -> None:
     erase_cmd.add_argument("--id", help="comma-separated references")
     erase_cmd.add_argument("--dry-run", action="store_true", help="only count what would go")
     erase_cmd.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    erase_cmd.add_argument("--database", help="the console's SQLite file or postgresql:// URL, "
+                                              "if not the policy's console.database or the "
+                                              "default beside the log directory (it is updated "
+                                              "too)")
     erase_cmd.set_defaults(handler=cmd_erase)
 
 
@@ -242,7 +247,21 @@ def cmd_erase(args) -> int:
     done = [erase(d, person) for d in directories]
     print(f"erased {sum(sum(f.values()) for f, _ in done)} record(s) and "
           f"{sum(count for _, count in done)} review note(s)")
+    from webpolicy.cli.console import sync_console
+    settings = _console_settings(args)
+    for directory in directories:
+        synced = sync_console(directory, args.database, settings)
+        if synced:
+            print(synced)
     return 0
+
+
+def _console_settings(args) -> ConsoleSettings | None:
+    """The policy's console settings (its database), when the policy can be read."""
+    try:
+        return load_policy(Path(args.policy)).console
+    except PolicyError:
+        return None
 
 
 def _name(person: Person) -> str:

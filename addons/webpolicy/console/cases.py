@@ -1,8 +1,9 @@
 """Case work on an event, shared by the event page and the API.
 
 Closing a case is also a review in `reviews.jsonl`, so `webpolicy report --unreviewed` and
-the console agree on what is done; the line's key is kept on the note so ingest does not
-import it back as a second note.
+the console agree on what is done; reopening a closed case appends a `reopened` line there,
+so the record is unreviewed again for the CLI too.  The line's key is kept on the note so
+ingest does not import it back as a second note.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def update_case(event: Event, by: str, status: str | None = None, outcome: str |
         raise CaseError(f"unknown outcome '{outcome}' (choose from {', '.join(Case.Outcome.values)})")
     case = Case.objects.filter(event=event).first() or Case(event=event)
     closing = status == Case.Status.CLOSED and case.status != Case.Status.CLOSED
+    reopening = bool(status) and status != Case.Status.CLOSED and case.status == Case.Status.CLOSED
     if (status or case.status) == Case.Status.CLOSED and not (outcome or case.outcome):
         raise CaseError("say the outcome when closing a case")
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
@@ -47,6 +49,13 @@ def update_case(event: Event, by: str, status: str | None = None, outcome: str |
             review = {"time": now.isoformat().replace("+00:00", "Z"), "by": by, "note": text}
             key = review_key(review)
             ReviewStore(Path(settings.WEBPOLICY_LOG_DIR)).add([event.record], text, by, now=now)
+        elif reopening:
+            text = f"Reopened ({Case.Status(case.status).label})" + (f": {note}" if note else "")
+            review = {"time": now.isoformat().replace("+00:00", "Z"), "by": by, "note": text}
+            key = review_key(review)
+            ReviewStore(Path(settings.WEBPOLICY_LOG_DIR)).add([event.record], text, by, now=now,
+                                                              reopened=True)
+            note = text
         if note or closing:
             Note.objects.create(case=case, author=by, time=now, text=note or "Closed",
                                 review_key=key)

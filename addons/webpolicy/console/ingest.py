@@ -279,9 +279,17 @@ def review_key(data: dict) -> str:
     return f"{data.get('time', '')}|{data.get('by', '')}|{data.get('note', '')}"[:600]
 
 
+def _status_after(data: dict, case: Case) -> str:
+    """A review closes the case; a `reopened` line reopens a closed one (logstore.py)."""
+    if data.get("reopened") is True:
+        return Case.Status.IN_PROGRESS if case.status == Case.Status.CLOSED else case.status
+    return Case.Status.CLOSED
+
+
 def _ingest_reviews(directory: Path, result: IngestResult) -> None:
-    """reviews.jsonl lines (`webpolicy review`) become notes on closed cases; lines the
-    console wrote itself are recognised by their key and not imported twice."""
+    """reviews.jsonl lines (`webpolicy review`) become notes on closed cases (a `reopened`
+    line reopens it); lines the console wrote itself are recognised by their key and not
+    imported twice."""
     path = directory / REVIEWS_FILE
     if not path.exists():
         return
@@ -304,8 +312,9 @@ def _ingest_reviews(directory: Path, result: IngestResult) -> None:
             if event is None or Note.objects.filter(case__event=event, review_key=key).exists():
                 continue
             case, _ = Case.objects.get_or_create(event=event)
-            if case.status != Case.Status.CLOSED:
-                case.status = Case.Status.CLOSED
+            wanted = _status_after(review, case)
+            if case.status != wanted:
+                case.status = wanted
                 case.save()
             when = record_time({"time": review.get("time", "")}) or dt.datetime.now(dt.UTC)
             Note.objects.create(case=case, author=str(review.get("by", "")), time=when,

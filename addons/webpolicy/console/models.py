@@ -71,6 +71,14 @@ class Event(models.Model):
         return ACTION_WORDS.get(self.action, self.action)
 
     @property
+    def answer_or_none(self) -> ReviewAnswer | None:
+        """A review request's answer, or None while it waits."""
+        try:
+            return self.answer
+        except ReviewAnswer.DoesNotExist:
+            return None
+
+    @property
     def case_or_none(self) -> Case | None:
         """The case, or None before anyone acted on the event (templates cannot catch)."""
         try:
@@ -117,6 +125,28 @@ class Note(models.Model):
 
     class Meta:
         ordering = ["time", "id"]
+
+
+class ReviewAnswer(models.Model):
+    """IT's or a DSL's answer to a learner's review request (a `review_requested` event).
+
+    An answer is a record of what a person decided, nothing more: approving "for review"
+    never changes the policy or unblocks anything (the policy is changed deliberately, with
+    `webpolicy apply`, by whoever the centre allows)."""
+
+    class Decision(models.TextChoices):
+        APPROVED = "approved", "Approved for review"
+        DECLINED = "declined", "Declined"
+
+    request = models.OneToOneField(Event, on_delete=models.CASCADE, related_name="answer")
+    decision = models.CharField(max_length=16, choices=Decision.choices)
+    note = models.TextField(blank=True)
+    author = models.CharField(max_length=150)
+    time = models.DateTimeField()
+
+    class Meta:
+        permissions = [("answer_reviewrequests",
+                        "See learners' review requests and answer them")]
 
 
 class IngestState(models.Model):

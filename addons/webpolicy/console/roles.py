@@ -1,8 +1,8 @@
 """Roles as Django groups with permissions, and what each role may see.
 
 Two roles: `dsl` (Designated Safeguarding Leads: every event, cases, exports, the access log)
-and `it` (technical staff: filter faults only, never a learner's safeguarding event or
-search).  Every page and API call asks `visible_events()` or `can_see()`, so the rule lives
+and `it` (technical staff: filter faults and learners' review requests, never a learner's
+safeguarding event or search).  Every page and API call asks `visible_events()` or `can_see()`, so the rule lives
 in one place.
 """
 
@@ -17,8 +17,9 @@ DSL = "dsl"
 IT = "it"
 ROLES = (DSL, IT)
 ROLE_PERMISSIONS = {
-    DSL: ("view_safeguarding", "view_faults", "export_events", "view_accesslog", "change_case"),
-    IT: ("view_faults",),
+    DSL: ("view_safeguarding", "view_faults", "export_events", "view_accesslog", "change_case",
+          "answer_reviewrequests"),
+    IT: ("view_faults", "answer_reviewrequests"),
 }
 # What a user without view_safeguarding never sees, even on a fault.
 PRIVATE_FIELDS = ("search_term", "watchlist")

@@ -38,19 +38,23 @@ class ConsoleConfig:
     trusted_origins: list[str] = field(default_factory=list)
     login_failure_limit: int = 5
     lockout_minutes: int = 15
+    retention_days: int | None = None   # logging.retention_days: the index expires as the log
 
 
 def config_for(log_dir: Path, database: Path | str | None = None, **options) -> ConsoleConfig:
     """Defaults beside the log directory: `logs/` -> `webpolicy-console.sqlite3` and
     `webpolicy-console.secret` in the directory holding `logs/`, outside the log directory
-    so that the proxy's retention never touches them.  `database` may instead be a
-    postgresql:// URL (the secret key stays beside the log directory either way)."""
+    so that the proxy's retention never touches them.  A database file given elsewhere (the
+    systemd layout: /var/lib/webpolicy-console/) has the secret key beside it; with a
+    postgresql:// URL the key stays beside the log directory."""
     log_dir = Path(log_dir).resolve()
     home = log_dir.parent
-    if not (isinstance(database, str) and is_postgresql(database)):
-        database = Path(database or home / DATABASE_FILE)
+    if isinstance(database, str) and is_postgresql(database):
+        return ConsoleConfig(log_dir=log_dir, database=database,
+                             secret_file=home / SECRET_FILE, **options)
+    database = Path(database or home / DATABASE_FILE)
     return ConsoleConfig(log_dir=log_dir, database=database,
-                         secret_file=home / SECRET_FILE, **options)
+                         secret_file=database.parent / SECRET_FILE, **options)
 
 
 def is_postgresql(database: Path | str) -> bool:
@@ -215,6 +219,7 @@ def django_settings(config: ConsoleConfig) -> dict:
         "LOGGING": {"version": 1, "disable_existing_loggers": False,
                     "loggers": {"axes": {"level": "WARNING"}}},
         "WEBPOLICY_LOG_DIR": str(config.log_dir),
+        "WEBPOLICY_RETENTION_DAYS": config.retention_days,
     }
 
 

@@ -3,7 +3,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from webpolicy.console import api, views
+from webpolicy.console import api, reviewrequests, views
 
 urlpatterns = [
     path("", views.inbox, name="inbox"),
@@ -14,6 +14,9 @@ urlpatterns = [
     path("person/", views.person, name="person"),
     path("export.csv", views.export_csv, name="export"),
     path("access-log/", views.access_log, name="access_log"),
+    path("review-requests/", reviewrequests.review_requests, name="review_requests"),
+    path("review-requests/<str:reference>/answer", reviewrequests.answer,
+         name="answer_review_request"),
     path("console.css", views.stylesheet, name="stylesheet"),
     path("api/events", api.events, name="api_events"),
     path("api/events/<str:reference>", api.event, name="api_event"),

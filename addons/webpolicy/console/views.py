@@ -23,10 +23,12 @@ from webpolicy.console.audit import record_access
 from webpolicy.console.cases import CaseError, update_case
 from webpolicy.console.filters import CappedPaginator, EventFilter, inbox_order
 from webpolicy.console.models import AccessLog, Case, Event
+from webpolicy.console.reviewrequests import requests_for
 from webpolicy.console.roles import DSL, can_see, sees_safeguarding, shown_record, visible_events
 from webpolicy.console.settings import PACKAGE
 from webpolicy.safeguarding.logstore import Review
 from webpolicy.safeguarding.report import write_csv
+from webpolicy.safeguarding.reviewrequests import REVIEW_REQUESTED
 
 PAGE_SIZE = 50
 
@@ -54,8 +56,10 @@ def inbox(request: HttpRequest) -> HttpResponse:
         if not form.is_bound:
             form = EventFilter({"status": "open"})
             form.is_valid()
-        page = CappedPaginator(inbox_order(form.apply(events, "open")), PAGE_SIZE).get_page(
-            request.GET.get("page"))
+        events = form.apply(events, "open")
+        if not form.cleaned_data.get("action"):   # review requests have their own page
+            events = events.exclude(action=REVIEW_REQUESTED)
+        page = CappedPaginator(inbox_order(events), PAGE_SIZE).get_page(request.GET.get("page"))
         if form.cleaned_data.get("user") or form.cleaned_data.get("client"):
             # filtered to one person, the inbox is that person's timeline
             record_access(request.user, "person", form.describe(), page.paginator.count)
@@ -111,6 +115,7 @@ def event_page(request: HttpRequest, reference: str) -> HttpResponse:
     return render(request, "console/event.html", {
         "event": event, "case": case, "notes": case.notes.all() if case else [],
         "record": _fields(shown_record(request.user, event)), "form": form,
+        "requests": requests_for(event.reference),
         "can_edit": request.user.has_perm("console.change_case"),
         "safeguarding": sees_safeguarding(request.user)})
 

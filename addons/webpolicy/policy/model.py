@@ -28,6 +28,7 @@ LIST_FORMATS = ("auto", "domains", "hosts", "wildcard", "adblock", "ut1", "urls"
 ACTIONS = ("block", "log")
 YOUTUBE_MODES = ("strict", "moderate", "off")
 WEBHOOK_FORMATS = ("json", "slack", "teams")
+DIGEST_PERIODS = ("day", "week")
 TLS_INSPECT = ("all", "selective")
 # A host name as written in tls.fronting (a suffix: every name under it counts too).
 _HOST_NAME = re.compile(r"(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9-]{1,63}")
@@ -211,6 +212,7 @@ class BlockPageSettings:
     contact: str = "your IT or safeguarding team"
     review_url: str = ""
     timezone: str = "Europe/London"       # the time on the page, as learners read clocks
+    review_requests: bool = True          # a form on the page: "ask for a review" (not statutory)
 
 
 @dataclass(frozen=True)
@@ -257,12 +259,21 @@ class EmailSettings:
 
 
 @dataclass(frozen=True)
+class DigestSettings:
+    """`console.digest`: counts mailed to DSLs by `webpolicy console digest` (a timer runs
+    it), through alerts.email's SMTP server."""
+    period: str = "week"                  # day | week: what the command sends by default
+    to: tuple[str, ...] = ()              # default: alerts.email.to
+
+
+@dataclass(frozen=True)
 class AlertSettings:
     repeat_count: int = 5
     repeat_minutes: int = 10
     webhook: WebhookSettings | None = None
     email: EmailSettings | None = None
     console_url: str = ""                 # console.url: alerts link to the event there
+    digest: DigestSettings | None = None  # console.digest (mailed with `email`'s server)
 
 
 @dataclass(frozen=True)
@@ -276,6 +287,7 @@ class ConsoleSettings:
     database: str = ""                    # "" | an SQLite file | postgresql://user@host:port/name
     database_password_file: Path | None = None
     database_password_env: str = ""
+    digest: DigestSettings | None = None  # also in AlertSettings, which sends it
 
     @property
     def postgresql(self) -> bool:
@@ -376,6 +388,7 @@ class _PolicyBuilder:
         self.r = reader
         self.path = path
         self.base = path.parent
+        self._digest_node: yaml.Node | None = None     # console.digest, for _alerts' checks
 
     def build(self, root: yaml.Node | None) -> Policy | None:
         r = self.r
@@ -409,7 +422,8 @@ class _PolicyBuilder:
             logging=self._logging(top.get("logging")),
             metrics=self._metrics(top.get("metrics")),
             watchlist=self._watchlist(top.get("watchlist")),
-            alerts=self._alerts(top.get("alerts"), console.url),
+            alerts=self._alerts(top.get("alerts"), console.url, console.digest,
+                                self._digest_node),
             tls=self._tls(top.get("tls")),
             downloads=downloads,
             console=console,
@@ -863,7 +877,7 @@ class _PolicyBuilder:
 
     def _block_page(self, node: yaml.Node | None) -> BlockPageSettings:
         keys = self.r.mapping(node, "block_page", ("organisation", "contact", "review_url",
-                                                   "timezone"))
+                                                   "timezone", "review_requests"))
         default = BlockPageSettings()
         return BlockPageSettings(
             organisation=self.r.string(keys.get("organisation"), "block_page.organisation",
@@ -871,6 +885,8 @@ class _PolicyBuilder:
             contact=self.r.string(keys.get("contact"), "block_page.contact", default.contact),
             review_url=self.r.string(keys.get("review_url"), "block_page.review_url", ""),
             timezone=self._timezone(keys.get("timezone"), default.timezone),
+            review_requests=self.r.boolean(keys.get("review_requests"),
+                                           "block_page.review_requests", True),
         )
 
     def _timezone(self, node: yaml.Node | None, default: str) -> str:
@@ -926,9 +942,10 @@ class _PolicyBuilder:
     def _console(self, node: yaml.Node | None) -> ConsoleSettings:
         """The safeguarding console (`webpolicy console`): `url`, where DSLs open it (links
         in alerts: an http(s) URL, as the DSLs' browsers reach it); `database`, where it keeps
-        its index and cases (default: an SQLite file beside the log directory)."""
+        its index and cases (default: an SQLite file beside the log directory); `digest`, the
+        counts mailed to DSLs (its node is kept for the checks that need alerts.email)."""
         keys = self.r.mapping(node, "console", ("url", "database", "database_password_file",
-                                                "database_password_env"))
+                                                "database_password_env", "digest"))
         url = self.r.string(keys.get("url"), "console.url", "") or ""
         if url and not re.match(r"https?://[^/\s]+", url):
             self.r.error(keys.get("url"), f"console.url: '{url}' is not an http(s) address such "
@@ -957,9 +974,21 @@ class _PolicyBuilder:
             self.r.error(keys.get("database_password_env"), "console: give "
                          "database_password_file or database_password_env, not both")
         return ConsoleSettings(url=url, database=database, database_password_file=password_file,
-                               database_password_env=password_env)
+                               database_password_env=password_env, digest=self._digest(keys))
 
-    def _alerts(self, node: yaml.Node | None, console_url: str = "") -> AlertSettings:
+    def _digest(self, keys: dict) -> DigestSettings | None:
+        self._digest_node = keys.get("digest")
+        if self._digest_node is None:
+            return None
+        found = self.r.mapping(self._digest_node, "console.digest", ("period", "to"))
+        return DigestSettings(
+            period=self.r.choice(found.get("period"), "console.digest.period",
+                                 DIGEST_PERIODS, "week"),
+            to=tuple(t for t, _ in self.r.strings(found.get("to"), "console.digest.to")))
+
+    def _alerts(self, node: yaml.Node | None, console_url: str = "",
+                digest: DigestSettings | None = None,
+                digest_node: yaml.Node | None = None) -> AlertSettings:
         r = self.r
         keys = r.mapping(node, "alerts", ("repeat", "webhook", "email"))
         repeat = r.mapping(keys.get("repeat"), "alerts.repeat", ("count", "minutes"))
@@ -982,10 +1011,16 @@ class _PolicyBuilder:
                 password_env=r.string(mail.get("password_env"), "alerts.email.password_env", "") or "",
                 sender=r.string(mail.get("from"), "alerts.email.from", "") or "",
                 to=tuple(t for t, _ in r.strings(mail.get("to"), "alerts.email.to")))
+        if digest is not None and email is None:
+            r.error(digest_node, "console.digest: digests are sent through the SMTP server of "
+                                 "alerts.email; configure alerts.email (host, from, to)")
+        elif digest is not None and not console_url:
+            r.error(digest_node, "console.digest: the digest links to the console; set "
+                                 "console.url (e.g. https://console.college.internal)")
         return AlertSettings(
             repeat_count=r.integer(repeat.get("count"), "alerts.repeat.count", 5, 1, 10000),
             repeat_minutes=r.integer(repeat.get("minutes"), "alerts.repeat.minutes", 10, 1, 1440),
-            webhook=webhook, email=email, console_url=console_url)
+            webhook=webhook, email=email, console_url=console_url, digest=digest)
 
     def _tls(self, node: yaml.Node | None) -> TlsSettings:
         r = self.r

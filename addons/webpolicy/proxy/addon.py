@@ -12,6 +12,8 @@ themselves live by concern:
 - chokepoint.py: `server_connect`, the backstop every upstream connection passes, whatever
   hook it came through (or none: raw TCP, pass-through, ignore_hosts);
 - failsafe.py: the wrapper on every hook, so an exception refuses instead of forwarding;
+- reviewform.py: the block page's "ask for a review" form, posted to a path of the gateway's
+  own on any host, answered first in `requestheaders`/`request` and never forwarded;
 - signin.py: proxy logins checked against the policy's directory, first in `http_connect`
   and `requestheaders`, in a thread when the directory must be asked.
 They share one Gate (gate.py): the engine in force, who each connection is, and how a
@@ -50,6 +52,8 @@ from webpolicy.proxy.failsafe import failsafe, refuse
 from webpolicy.proxy.gate import DEFAULT_OWN_NETWORKS, Gate, parse_networks
 from webpolicy.proxy.reloader import Reloader
 from webpolicy.proxy.requests import RequestFilter
+from webpolicy.proxy.reviewform import FORM as REVIEW_FORM
+from webpolicy.proxy.reviewform import ReviewForm
 from webpolicy.proxy.signin import SignIn
 from webpolicy.proxy.stages.circumvention import Circumvention
 from webpolicy.proxy.stages.safesearch import SafeSearch
@@ -79,6 +83,7 @@ class WebPolicy:
         self.circumvention = Circumvention(self.gate)
         self.safesearch = SafeSearch(self.gate)
         self.signin = SignIn(self.gate, reuseport.worker_count())
+        self.reviewform = ReviewForm(self.gate)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -354,6 +359,8 @@ class WebPolicy:
         hook would forward the request."""
         if flow.response is not None:      # e.g. proxyauth's 407: never overwrite it
             return None
+        if self.reviewform.begin(flow):    # the block page's form: the gateway's own path
+            return None
         asking = self.signin.begin(flow)
         if asking is not None:             # the directory is being asked, in a thread
             return self._signed_in_then(asking, flow, self._filter_request)
@@ -391,7 +398,9 @@ class WebPolicy:
         return self.gate.on_disk(flow.response.headers.get("x-webpolicy-reference"))
 
     @failsafe
-    def request(self, flow: http.HTTPFlow) -> None:
+    def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        if flow.metadata.get(REVIEW_FORM):  # answered here, never forwarded
+            return self.reviewform.answer(flow)
         self.safesearch.request(flow)      # form posts: the body is only here
         # No stage moves a request to another host; if one ever did, the choke point would
         # find no mark for the new address and decide it as it decides raw connections.

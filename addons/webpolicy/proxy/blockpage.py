@@ -4,6 +4,13 @@ Plain words for a non-technical reader, the reference ID that finds the log reco
 ask for a review.  Self-contained (no external resources: the proxy may block them too) and every
 value HTML-escaped (and encodable: lone surrogates escaped): the URL is attacker-controlled.  For a statutory (CTIRU) hit only the host is
 shown, never the full address of the illegal content.
+
+A page for a block the centre can change (not statutory, not a filter fault) carries a form
+with which the learner asks for the site to be reviewed (block_page.review_requests): it posts
+to REVIEW_PATH on the same site, which the proxy answers itself and never forwards
+(reviewform.py), with a token the gateway made for this reference and this client
+(safeguarding/reviewrequests.py).  A statutory page says that nobody can unblock the site
+and offers no form.
 """
 
 from __future__ import annotations
@@ -19,6 +26,9 @@ from webpolicy.policy.model import BlockPageSettings
 from webpolicy.safeguarding.safetext import encodable
 
 
+REVIEW_PATH = "/.webpolicy/review-request"
+
+
 @dataclass(frozen=True, slots=True)
 class BlockPage:
     status: int
@@ -32,26 +42,38 @@ def status_for(decision: Decision) -> int:
     return 451 if decision.statutory else 403
 
 
+def offers_review(decision: Decision, settings: BlockPageSettings) -> bool:
+    """Whether the page for this decision carries the "ask for a review" form."""
+    return settings.review_requests and _kind(decision) == "blocked"
+
+
 def render(decision: Decision, event_id: str, url: str, host: str, settings: BlockPageSettings,
-           accept: str = "", when: dt.datetime | None = None, credit: str = "") -> BlockPage:
+           accept: str = "", when: dt.datetime | None = None, credit: str = "",
+           review_token: str | None = None) -> BlockPage:
     """HTML for browsers (Accept names text/html), plain text for everything else.  `credit`:
-    the attribution the blocking list's licence asks for (UT1's CC BY-SA 4.0), if any."""
+    the attribution the blocking list's licence asks for (UT1's CC BY-SA 4.0), if any.  The
+    review form is on the HTML page when `review_token` is given and offers_review()."""
     when = when or dt.datetime.now(dt.UTC)
     kind = _kind(decision)
     # From the request's bytes: lone surrogates (non-UTF-8 bytes) would make .encode() raise.
     shown = encodable(host if decision.statutory else url)
     status = status_for(decision)
+    form = bool(review_token) and offers_review(decision, settings)
+    values = [escape(shown, quote=True), escape(event_id, quote=True),
+              _time(when, settings.timezone)] + ([escape(review_token or "", quote=True)]
+                                                 if form else [])
     if "text/html" in accept:
         parts = _html_parts(kind, decision.category or "", decision.policy_version, settings,
-                            credit)
+                            credit, form)
         if parts is not None:
-            body = (parts[0] + escape(shown, quote=True) + parts[1] + escape(event_id, quote=True)
-                    + parts[2] + _time(when, settings.timezone) + parts[3])
+            body = parts[0] + "".join(value + part for value, part in zip(values, parts[1:]))
             return BlockPage(status, "text/html; charset=utf-8", body.encode())
     facts = {**_static_facts(kind, decision.category or "", decision.policy_version, settings,
                              credit),
              "address": shown, "reference": event_id, "time": _time(when, settings.timezone)}
     if "text/html" in accept:
+        if form:
+            facts["token"] = review_token or ""
         return BlockPage(status, "text/html; charset=utf-8", _html(facts).encode())
     return BlockPage(status, "text/plain; charset=utf-8", _text(facts).encode())
 
@@ -89,15 +111,19 @@ _MONTHS = ("January", "February", "March", "April", "May", "June", "July", "Augu
 
 @lru_cache(maxsize=512)
 def _html_parts(kind: str, category: str, version: str, settings: BlockPageSettings,
-                credit: str = "") -> tuple[str, str, str, str] | None:
-    """The HTML page cut around its address, reference and time: rendering and escaping the
-    rest for every block cost more than the block's decision and record together.  None if a
-    setting holds the character the cuts are made at (the page is then rendered whole)."""
+                credit: str = "", form: bool = False) -> tuple[str, ...] | None:
+    """The HTML page cut around its address, reference, time (and the form's token):
+    rendering and escaping the rest for every block cost more than the block's decision and
+    record together.  None if a setting holds the character the cuts are made at (the page
+    is then rendered whole)."""
     static = _static_facts(kind, category, version, settings, credit)
     if any(_HOLE in value for value in static.values()):
         return None
-    parts = _html({**static, "address": _HOLE, "reference": _HOLE, "time": _HOLE}).split(_HOLE)
-    return tuple(parts) if len(parts) == 4 else None        # type: ignore[return-value]
+    holes = {"address": _HOLE, "reference": _HOLE, "time": _HOLE}
+    if form:
+        holes["token"] = _HOLE
+    parts = _html({**static, **holes}).split(_HOLE)
+    return tuple(parts) if len(parts) == len(holes) + 1 else None
 
 
 def _time(when: dt.datetime, zone: str = "UTC") -> str:
@@ -144,6 +170,8 @@ dt{font-weight:600;color:#4b5563}dd{margin:0;min-width:0}
 .ref{font:600 1.1rem ui-monospace,Menlo,Consolas,monospace;letter-spacing:.05em}
 .help{background:#eff6ff;border-radius:8px;padding:.2rem 1.2rem}
 .help p{margin:.8rem 0}
+.ask textarea{width:100%;font:inherit;padding:.4rem}
+.ask button{font:inherit;padding:.4rem 1rem}
 a{color:#1d4ed8}
 footer{margin-top:1.5rem;color:#6b7280;font-size:.85rem}
 @media (max-width:30rem){body{padding:.5rem}main{margin:1rem auto;padding:0 1.2rem 1.5rem}
@@ -152,10 +180,23 @@ dl{grid-template-columns:1fr;gap:0}dd{margin-bottom:.6rem}}
 """
 
 
+def _review_form(token: str) -> str:
+    """The "ask for a review" form: a token (already escaped, or the hole) and an optional
+    reason.  No script: it works in any browser, and a strict CSP costs it nothing."""
+    return (f'<form method="post" action="{REVIEW_PATH}" class="ask">'
+            f'<input type="hidden" name="token" value="{token}">'
+            '<p><label for="reason">If you think this site should not be blocked, ask for it to '
+            'be reviewed. Why do you need it? (optional)</label></p>'
+            '<textarea id="reason" name="reason" rows="2" maxlength="300"></textarea>'
+            '<p><button type="submit">Ask for this site to be reviewed</button></p></form>')
+
+
 def _html(f: dict[str, str]) -> str:
     e = {key: escape(value, quote=True) for key, value in f.items()}
     review = (f'<p><a href="{e["review_url"]}">Ask for this page to be reviewed</a></p>'
               if f["review_url"].startswith(("https://", "http://")) else "")
+    if "token" in f:                 # the hole stays a hole; a real token is escaped here
+        review += _review_form(f["token"] if f["token"] == _HOLE else e["token"])
     credit = f'<br><span id="credit">{e["credit"]}</span>' if f.get("credit") else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">

@@ -16,6 +16,7 @@ import asyncio
 import concurrent.futures
 import ipaddress
 import logging
+import time
 from collections.abc import Awaitable
 
 from mitmproxy import http
@@ -38,6 +39,7 @@ from webpolicy.safeguarding.logwriter import (
     LogWriter,
     must_be_durable,
 )
+from webpolicy.safeguarding.reviewrequests import ReviewTokens, Ticket
 
 log = logging.getLogger("webpolicy")
 
@@ -79,6 +81,8 @@ class Gate:
         self._durable: dict[str, concurrent.futures.Future[None]] = {}
         # Addresses that are the gateway itself (chokepoint.py; option webpolicy_own_networks)
         self.own_networks: Networks = OWN_NETWORKS
+        # Signs the block pages' "ask for a review" forms (key in memory only; reviewform.py)
+        self.review_tokens = ReviewTokens()
 
     # -- who ------------------------------------------------------------------------------
 
@@ -220,16 +224,29 @@ class Gate:
               url: CanonicalURL | None, host: str) -> None:
         """Answer with the block page: the request goes no further."""
         settings = self.engine.policy.block_page if self.engine else None
+        accept = flow.request.headers.get("accept", "")
+        token = None
+        if settings and "text/html" in accept and blockpage.offers_review(decision, settings):
+            token = self.review_token(flow, decision, event_id, url.host if url else host)
         page = blockpage.render(decision, event_id, str(url) if url else host,
                                 url.host if url else host, settings or _DEFAULT_PAGE,
-                                flow.request.headers.get("accept", ""),
-                                credit=self._credit(decision))
+                                accept, credit=self._credit(decision), review_token=token)
         flow.request.stream = False        # a streamed body must not reach the upstream
         flow.response = make_response(page.status, page.body, [
             (b"content-type", page.content_type.encode()),
             (b"cache-control", b"no-store"),
             (b"x-webpolicy-reference", event_id.encode()),
         ])
+
+    def review_token(self, flow: http.HTTPFlow, decision: Decision, event_id: str,
+                     host: str) -> str:
+        """The block page form's token: this reference, site and client, as identified now."""
+        client = client_ip(flow)
+        engine = self.engine
+        return self.review_tokens.issue(Ticket(
+            event_id, client, self.user(flow), (engine.device(client) if engine else "") or None,
+            decision.profile, decision.profile_reason, host, decision.list, decision.category,
+            decision.policy_version, time.time()))
 
     def _credit(self, decision: Decision) -> str:
         """UT1's attribution (CC BY-SA 4.0) when the blocking list is downloaded from UT1."""

@@ -31,7 +31,8 @@ from webpolicy.safeguarding.safetext import conform, display
 from webpolicy.safeguarding.sites import most_tried
 
 _COLOURS = {"blocked": "#b03a2e", "flagged": "#d68910", "logged": "#2874a6",
-            "failed_closed": "#6c3483", "refused_passthrough": "#78281f"}
+            "failed_closed": "#6c3483", "refused_passthrough": "#78281f",
+            "review_requested": "#1e8449"}
 
 _STYLE = """
 body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;margin:0;

@@ -115,7 +115,9 @@ class Review:
 
 
 class ReviewStore:
-    """reviews.jsonl beside the log: appended by `webpolicy review`, never by the proxy."""
+    """reviews.jsonl beside the log: appended by `webpolicy review` and the console, never by
+    the proxy.  A line with `"reopened": true` (a case reopened in the console) makes the
+    record unreviewed again: `load()` drops the reviews before it, which stay in the file."""
 
     def __init__(self, directory: Path):
         self.path = Path(directory) / REVIEWS_FILE
@@ -127,6 +129,9 @@ class ReviewStore:
         for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
                 data = json.loads(line)
+                if data.get("reopened") is True:
+                    reviews.pop(data["id"], None)
+                    continue
                 reviews[data["id"]].append(Review(data["id"], data.get("time", ""),
                                                   data.get("by", ""), data.get("note", ""),
                                                   data.get("record_time", "")))
@@ -135,10 +140,12 @@ class ReviewStore:
         return reviews
 
     def add(self, records: Iterable[dict], note: str, by: str,
-            now: dt.datetime | None = None) -> int:
+            now: dt.datetime | None = None, reopened: bool = False) -> int:
+        """Append one review line per record; `reopened` marks the records unreviewed again."""
         stamp = (now or dt.datetime.now(dt.UTC)).isoformat(timespec="seconds").replace("+00:00", "Z")
+        extra = {"reopened": True} if reopened else {}
         lines = [json.dumps(clean_value({"id": r["id"], "time": stamp, "by": by, "note": note,
-                                         "record_time": r.get("time", "")}, limit=None),
+                                         "record_time": r.get("time", ""), **extra}, limit=None),
                             ensure_ascii=False) + "\n"
                  for r in records]                # a note typed with any bytes still encodes
         if not lines:

@@ -35,10 +35,12 @@ from webpolicy.safeguarding.logstore import (
 from webpolicy.safeguarding.safetext import clean_value, conform, display
 from webpolicy.safeguarding.sites import most_tried
 
-ACTIONS = ("blocked", "flagged", "logged", "failed_closed", "refused_passthrough")
+ACTIONS = ("blocked", "flagged", "logged", "failed_closed", "refused_passthrough",
+           "review_requested")
 ACTION_WORDS = {
     "blocked": "Blocked", "flagged": "Flagged search", "logged": "Allowed, logged",
     "failed_closed": "Blocked (filter error)", "refused_passthrough": "Connection refused",
+    "review_requested": "Review requested",
 }
 _RELATIVE = re.compile(r"(\d+)\s*([mhdw])", re.IGNORECASE)
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}

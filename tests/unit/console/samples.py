@@ -43,6 +43,14 @@ def fault(ref: str, **fields) -> dict:
                   severity=None, match=None, entry=None, search_term="secret search", **fields)
 
 
+def review_request(ref: str, request_for: str, reason: str | None = "for my project",
+                   **fields) -> dict:
+    """A learner's request that the site of `request_for` be reviewed (reviewform.py)."""
+    return record(ref, action="review_requested", method="POST", url="www.gambling.test",
+                  severity=None, match=None, entry=None, request_for=request_for,
+                  reason=reason, **fields)
+
+
 def write(directory: Path, *records: dict) -> Path:
     """Append records to their UTC day's file, as the proxy's writer does."""
     directory.mkdir(parents=True, exist_ok=True)

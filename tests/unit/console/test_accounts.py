@@ -99,6 +99,8 @@ def test_state_lives_beside_the_log_directory(tmp_path):
     config = config_for(tmp_path / "logs")
     assert config.database == tmp_path / "webpolicy-console.sqlite3"
     assert config.secret_file == tmp_path / "webpolicy-console.secret"
+    elsewhere = config_for(tmp_path / "logs", tmp_path / "state" / "console.sqlite3")
+    assert elsewhere.secret_file == tmp_path / "state" / "webpolicy-console.secret"
 
 
 def test_users_command(tmp_path):

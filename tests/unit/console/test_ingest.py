@@ -12,6 +12,7 @@ from webpolicy.console.cases import update_case
 from webpolicy.console.ingest import ingest, is_fault, priority
 from webpolicy.console.models import Case, Event, IngestState, Note
 from webpolicy.safeguarding.logstore import Person, ReviewStore, erase
+from webpolicy.safeguarding.report import Filters, select
 
 from . import samples
 from .base import ConsoleTest, on_postgresql
@@ -138,6 +139,33 @@ class IngestTest(ConsoleTest):
         assert ingest(self.log_dir).added == 2
         event = Event.objects.get(reference="WP-0000000001")
         assert event.search_term == "selfharm" and event.record["search_term"] == "selfharm"
+
+    def test_a_case_reopened_in_the_console_is_unreviewed_for_the_cli(self):
+        samples.write(self.log_dir, samples.record("WP-0000000001"))
+        ingest(self.log_dir)
+        event = Event.objects.get(reference="WP-0000000001")
+        update_case(event, "dana", "closed", "no_concern", "")
+        filters = Filters(unreviewed=True)
+        assert select(self.log_dir, filters) == []               # `webpolicy report --unreviewed`
+        update_case(event, "dana", "in_progress", note="Learner disclosed more")
+        assert [r["id"] for r in select(self.log_dir, filters)] == ["WP-0000000001"]
+        assert "WP-0000000001" not in ReviewStore(self.log_dir).load()
+        ingest(self.log_dir)                                     # not imported back
+        case = Case.objects.get(event=event)
+        assert case.status == Case.Status.IN_PROGRESS
+        assert [n.text for n in case.notes.all()] == [
+            "Closed", "Reopened (In progress): Learner disclosed more"]
+
+    def test_a_reopened_line_from_another_console_reopens_the_case_here(self):
+        record = samples.record("WP-0000000001")
+        samples.write(self.log_dir, record)
+        store = ReviewStore(self.log_dir)
+        store.add([record], "Dealt with", "mrs.k")
+        ingest(self.log_dir)
+        assert Case.objects.get().status == Case.Status.CLOSED
+        store.add([record], "Reopened (In progress)", "mr.j", reopened=True)
+        ingest(self.log_dir)
+        assert Case.objects.get().status == Case.Status.IN_PROGRESS
 
     def test_classification(self):
         assert priority(samples.statutory("WP-1")) == 9

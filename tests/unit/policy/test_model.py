@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.unit.helpers import ADDONS, REPO
-from webpolicy.policy.model import PolicyError, load_policy, log_directory_problems
+from webpolicy.policy.model import DigestSettings, PolicyError, load_policy, log_directory_problems
 
 GOOD = """\
 version: "2026-11-25"
@@ -361,6 +361,22 @@ def test_console_url_reaches_the_alert_settings_and_must_be_http(tmp_path):
     assert policy.alerts.console_url == "https://console.test/"
     found = problems(tmp_path, GOOD + "console: {url: 'console.test'}\n")
     assert any("console.url: 'console.test' is not an http(s) address" in p for p in found)
+
+
+def test_console_digest_needs_alerts_email_and_console_url(tmp_path):
+    email = "alerts: {email: {host: smtp.test, from: f@test, to: [a@test]}}\n"
+    policy = load_policy(write(tmp_path, GOOD + email + "console: {url: 'https://console.test/', "
+                                                        "digest: {period: day}}\n"))
+    assert policy.alerts.digest == DigestSettings(period="day", to=())
+    found = problems(tmp_path, GOOD + "console: {url: 'https://c.test/', digest: {}}\n")
+    assert any("console.digest: digests are sent through the SMTP server of alerts.email"
+               in p for p in found)
+    found = problems(tmp_path, GOOD + email + "console: {digest: {to: [d@test]}}\n")
+    assert any("console.digest: the digest links to the console; set console.url" in p
+               for p in found)
+    found = problems(tmp_path, GOOD + email + "console: {url: 'https://c.test/', "
+                                              "digest: {period: month}}\n")
+    assert any("console.digest.period" in p for p in found)
 
 
 def test_the_shipped_policys_commented_ut1_and_downloads_examples_are_valid(tmp_path,

@@ -207,6 +207,50 @@ def test_time_is_the_centres_local_time():
     assert blockpage._time(WHEN, "No/Such_Zone") == "25 November 2026, 09:30:05 UTC"
 
 
+# -- the "ask for a review" form -----------------------------------------------------------
+
+
+def _form(page: blockpage.BlockPage) -> dict[str, str] | None:
+    tags = Parsed(page.body.decode()).tags
+    forms = [attrs for tag, attrs in tags if tag == "form"]
+    if not forms:
+        return None
+    (form,) = forms
+    fields = {attrs["name"]: attrs.get("value", "") for tag, attrs in tags
+              if tag in ("input", "textarea") and "name" in attrs}
+    return {"action": form["action"], "method": form["method"], **fields}
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_a_category_block_offers_the_review_form_with_its_token(cached, monkeypatch):
+    if not cached:                     # the page rendered whole, not from its cached parts
+        monkeypatch.setattr(blockpage, "_html_parts", lambda *args: None)
+    token = 'tok"<en>&'
+    page = blockpage.render(CATEGORY, "WP-7K3M9Q2XTB", "https://bet.test/", "bet.test",
+                            SETTINGS, BROWSER_ACCEPT, WHEN, review_token=token)
+    assert _form(page) == {"action": blockpage.REVIEW_PATH, "method": "post", "token": token,
+                           "reason": ""}
+    assert Parsed(page.body.decode()).by_id["reference"] == "WP-7K3M9Q2XTB"
+
+
+@pytest.mark.parametrize("decision", [STATUTORY, FAILED], ids=["statutory", "unavailable"])
+def test_statutory_and_fault_pages_offer_no_form(decision):
+    page = blockpage.render(decision, "WP-7K3M9Q2XTB", "https://evil.test/propaganda",
+                            "evil.test", SETTINGS, BROWSER_ACCEPT, WHEN, review_token="t")
+    assert _form(page) is None and not blockpage.offers_review(decision, SETTINGS)
+    if decision is STATUTORY:
+        assert "blocked for everyone, as the law requires" in page.body.decode()
+
+
+def test_no_form_when_the_policy_turns_it_off_or_without_a_token():
+    off = BlockPageSettings(review_requests=False)
+    assert not blockpage.offers_review(CATEGORY, off)
+    for page_settings, token in ((off, "t"), (SETTINGS, None)):
+        page = blockpage.render(CATEGORY, "WP-7K3M9Q2XTB", "https://bet.test/", "bet.test",
+                                page_settings, BROWSER_ACCEPT, WHEN, review_token=token)
+        assert _form(page) is None
+
+
 def test_a_list_from_ut1_is_credited_on_the_page_as_its_licence_asks():
     from webpolicy.lists.ut1 import BLOCK_PAGE_CREDIT
     for accept in (BROWSER_ACCEPT, ""):

@@ -40,6 +40,18 @@ def test_review_store_appends_privately_and_skips_damaged_lines(tmp_path):
     assert store.add([], "nothing", "dsl") == 0
 
 
+def test_a_reopened_line_makes_the_record_unreviewed_until_reviewed_again(tmp_path):
+    store = ReviewStore(tmp_path)
+    record, other = make(NOW), make(NOW)
+    other["id"] = "WP-OTHER00001"
+    store.add([record, other], "Closed (No concern)", "dsl", now=NOW)
+    store.add([record], "Reopened (In progress)", "dsl", reopened=True)
+    assert record["id"] not in store.load() and other["id"] in store.load()
+    assert '"reopened": true' in store.path.read_text()        # the history stays in the file
+    store.add([record], "Closed (Referred)", "dsl")
+    assert [n.note for n in store.load()[record["id"]]] == ["Closed (Referred)"]
+
+
 def test_rewrite_locked_replaces_only_when_something_goes(tmp_path):
     path = tmp_path / "webpolicy-2026-11-25.jsonl"
     path.write_bytes(b"keep 1\ndrop\n\nkeep 2\n")
