@@ -45,14 +45,18 @@ class SignedInUser(str):
     A str, so every place that passes a user name along (records, metrics, the choke point)
     passes its groups too without knowing; engine.py's `_identify` reads `groups`.  Equality
     and hash include the groups: the engine caches identify() per (user, address), and a
-    user whose groups changed must not keep the old answer.
+    user whose groups changed must not keep the old answer.  `method` (how the person was
+    identified, for the record) is not part of equality: it never changes the profile.
     """
 
     groups: frozenset[str]
+    method: str                 # how the person was identified: "login", "session" (records)
 
-    def __new__(cls, name: str, groups: frozenset[str] | set[str] = frozenset()) -> SignedInUser:
+    def __new__(cls, name: str, groups: frozenset[str] | set[str] = frozenset(),
+                method: str = "login") -> SignedInUser:
         self = super().__new__(cls, name)
         self.groups = frozenset(groups)
+        self.method = method
         return self
 
     def __eq__(self, other: object) -> bool:
@@ -68,7 +72,7 @@ class SignedInUser(str):
         return hash((str(self), self.groups))
 
     def __reduce__(self):
-        return (SignedInUser, (str(self), self.groups))
+        return (SignedInUser, (str(self), self.groups, self.method))
 
 
 def plausible_name(user: str) -> bool:

@@ -64,7 +64,7 @@ REFUSAL_STAGES = ("connect", "tls", "tcp")  # where a connection that never beca
 LATENCY_BUCKETS = (2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 5e-3, 0.025, 0.1, 0.5)
 
 
-LOGIN_RESULTS = ("ok", "cached", "refused", "throttled", "unavailable")
+LOGIN_RESULTS = ("ok", "cached", "refused", "throttled", "unavailable", "stale")
 
 
 class Metrics:
@@ -121,7 +121,8 @@ class Metrics:
                                     "refused (wrong password, unknown or disabled account, no "
                                     "login), throttled (too many failures from the address), "
                                     "unavailable (the directory could not be asked: refused, "
-                                    "fail closed).", ["result"], registry=r)
+                                    "fail closed), stale (it could not, and a staff password it "
+                                    "accepted earlier was used: on_error: allow).", ["result"], registry=r)
         for result in LOGIN_RESULTS:
             self.proxy_logins.labels(result)
 

@@ -16,7 +16,7 @@ import asyncio
 import concurrent.futures
 import ipaddress
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 
 from mitmproxy import http
 
@@ -78,6 +78,10 @@ class Gate:
         self._durable: dict[str, concurrent.futures.Future[None]] = {}
         # Addresses that are the gateway itself (chokepoint.py; option webpolicy_own_networks)
         self.own_networks: Networks = OWN_NETWORKS
+        # The sign-in page's (signinpage.py), set by the add-on: whether a client connection
+        # still has to sign in (TLS hooks), and the block page's sign-out line.
+        self.sign_in_waiting: Callable[[object], bool] = lambda client: False
+        self.sign_out_link: Callable[[http.HTTPFlow], bytes] = lambda flow: b""
 
     # -- who ------------------------------------------------------------------------------
 
@@ -222,8 +226,13 @@ class Gate:
         page = blockpage.render(decision, event_id, str(url) if url else host,
                                 url.host if url else host, settings or _DEFAULT_PAGE,
                                 flow.request.headers.get("accept", ""))
+        body = page.body
+        if page.content_type.startswith("text/html"):
+            link = self.sign_out_link(flow)
+            if link:
+                body = body.replace(b"</body>", link + b"</body>", 1)
         flow.request.stream = False        # a streamed body must not reach the upstream
-        flow.response = make_response(page.status, page.body, [
+        flow.response = make_response(page.status, body, [
             (b"content-type", page.content_type.encode()),
             (b"cache-control", b"no-store"),
             (b"x-webpolicy-reference", event_id.encode()),

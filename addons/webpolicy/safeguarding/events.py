@@ -65,6 +65,15 @@ def display_url(url: CanonicalURL | None, host: str, keep_query: bool) -> str:
     return text
 
 
+def identified_by(user: str | None) -> str:
+    """How the person behind a record was identified: the method a signed-in user carries
+    (identity/directory.py's SignedInUser: "login", "session"), "login" for a plain proxy
+    login name, "address" when there is no person (a network rule or the default)."""
+    if user is None:
+        return "address"
+    return getattr(user, "method", "login")
+
+
 def make_record(event_id: str, action: str, decision: Decision, facts: RequestFacts,
                 device: str = "", keep_query: bool = False,
                 when: dt.datetime | None = None, watch: WatchHit | None = None) -> dict:
@@ -81,6 +90,7 @@ def make_record(event_id: str, action: str, decision: Decision, facts: RequestFa
         "time": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "client_ip": facts.client_ip,
         "user": str(facts.user) if facts.user is not None else None,   # a plain name
+        "identified_by": identified_by(facts.user),
         "device": device or None,
         "profile": decision.profile,
         "profile_reason": decision.profile_reason,
