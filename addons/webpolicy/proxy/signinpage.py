@@ -221,11 +221,10 @@ class SignInPage:
         return self._sign_in_form(flow, target)
 
     async def _sign_in_form(self, flow: http.HTTPFlow, target: str) -> None:
+        """The form, also for a signed-in client: another person at a shared PC signs in
+        here, which ends the first person's session."""
         session = await self._session(client_ip(flow))
-        if session is not None:                       # already signed in: go on
-            _redirect(flow, target)
-        else:
-            self._form(flow, target)
+        self._form(flow, target, signed_in=session.user if session else "")
 
     async def _sign_out_form(self, flow: http.HTTPFlow) -> None:
         address = client_ip(flow)
@@ -242,11 +241,14 @@ class SignInPage:
         _answer(flow, 200, _page("Sign out", body))
 
     def _form(self, flow: http.HTTPFlow, target: str, status: int = 200, message: str = "",
-              user: str = "") -> None:
+              user: str = "", signed_in: str = "") -> None:
         engine = self.gate.engine
         organisation = engine.policy.block_page.organisation if engine else ""
         token = form_token(self.store.key, client_ip(flow), "sign-in")
         note = f'<p class="note" role="alert">{_html(message)}</p>' if message else ""
+        if signed_in:
+            note += (f"<p>{_html(signed_in)} is signed in on this device; signing in as "
+                     f'someone else signs them out. <a href="{SIGN_OUT}">Sign out</a></p>')
         body = (f"<p>{_html(organisation)}: sign in with your username and password to use "
                 "the web on this device.</p>" + note +
                 f'<form method="post" action="{SIGN_IN}">'
@@ -348,7 +350,7 @@ class SignInPage:
         if session is None:
             return b""
         return (f'<p>Signed in as {_html(session.user)}. <a href="{SIGN_OUT}">Sign out</a>'
-                "</p>").encode()
+                f' or <a href="{SIGN_IN}">sign in as someone else</a>.</p>').encode()
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
