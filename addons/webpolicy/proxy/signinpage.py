@@ -396,4 +396,4 @@ def _redirect(flow: http.HTTPFlow, location: str, status: int = 303) -> None:
         (b"cache-control", b"no-store"), (b"referrer-policy", b"no-referrer")])
 
 
-__all__ = ["SignInPage", "SessionStoreError"]
+__all__ = ["SessionStoreError", "SignInPage"]

@@ -9,7 +9,6 @@ import os
 import stat
 
 import pytest
-
 from webpolicy.identity.sessions import (
     TOKEN_SECONDS,
     SessionStore,

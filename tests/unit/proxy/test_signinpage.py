@@ -19,12 +19,12 @@ import pytest
 from mitmproxy import http
 from mitmproxy.proxy.mode_specs import ProxyMode
 from mitmproxy.test import tflow, tutils
-
-from tests.unit.helpers import engine_from
 from webpolicy.identity.directory import DirectoryUnavailable, SignedInUser
 from webpolicy.proxy import signinpage
 from webpolicy.proxy.addon import WebPolicy
 from webpolicy.proxy.gate import SIGNED_IN_USER
+
+from tests.unit.helpers import engine_from
 
 POLICY = """\
 version: "unit"
