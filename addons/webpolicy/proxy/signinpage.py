@@ -31,6 +31,7 @@ import concurrent.futures
 import hashlib
 import ipaddress
 import logging
+import re
 import urllib.parse
 from collections.abc import Awaitable
 from html import escape
@@ -74,13 +75,16 @@ HEADERS = [
     (b"content-type", b"text/html; charset=utf-8"),
     (b"cache-control", b"no-store"),
     (b"pragma", b"no-cache"),
-    (b"content-security-policy",
-     f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; form-action 'self'; "
-     "frame-ancestors 'none'; base-uri 'none'".encode()),
     (b"x-frame-options", b"DENY"),
     (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
+    # same-origin, not no-referrer: with no-referrer a browser posts the form with "Origin:
+    # null", which the same-origin check refuses.
+    (b"referrer-policy", b"same-origin"),
 ]
+
+_CSP = (f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; frame-ancestors 'none'; "
+        "base-uri 'none'; form-action 'self'")
+_SAFE_HOST = re.compile(r"[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]")
 
 _MESSAGES = {
     "refused": "That username and password were not accepted. Try again.",
@@ -386,7 +390,19 @@ def _page(title: str, body: str) -> bytes:
 
 def _answer(flow: http.HTTPFlow, status: int, body: bytes) -> None:
     flow.request.stream = False
-    flow.response = make_response(status, body, list(HEADERS))
+    flow.response = make_response(status, body, [*HEADERS, (b"content-security-policy",
+                                                             _csp(flow.request).encode())])
+
+
+def _csp(request: http.Request) -> str:
+    """No script, only the page's own style, never framed; the form may post only here and
+    the answer may go on to this host by plain HTTP too (a browser checks form-action on the
+    redirect after sign-in, back to the http:// page it asked for)."""
+    host = request.pretty_host
+    host = f"[{host}]" if ":" in host else host
+    if not _SAFE_HOST.fullmatch(host):
+        return _CSP
+    return f"{_CSP} http://{host}:* https://{host}:*"
 
 
 def _redirect(flow: http.HTTPFlow, location: str, status: int = 303) -> None:
