@@ -188,3 +188,73 @@ def test_a_directory_that_is_down_is_said_to_be(proxy, browser, ldap):
     sign_in(browser, "pat")
     assert is_sign_in_page(browser)
     assert "cannot check sign-ins" in browser.page_source
+
+
+# -- transparent mode: a client in its own network namespace (netns.py) ------------------------
+
+TRANSPARENT_POLICY = DIRECTORY_POLICY.replace("lists:\n", """\
+sign_in: {{transparent: true}}
+passthrough: [bank.test]
+lists:
+""", 1)
+
+
+def test_transparent_clients_sign_in_on_the_page(tmp_path, ldap, monkeypatch):
+    """No proxy settings at all: nftables sends the client's 80/443 to mitmdump.  HTTPS gets
+    the page (a pass-through host too: a client that has not signed in is always
+    intercepted), plain HTTP the redirect; the posted form starts the session."""
+    import re
+
+    from .conftest import write_policy
+    from .netns import LEARNER_NS_IP, STAFF_NS_IP, ClientNamespace, InternetSites, missing_tools
+    from .proxy import Proxy, free_port
+    reason = missing_tools()
+    if reason:
+        pytest.skip(reason)
+    monkeypatch.setenv("WEBPOLICY_TEST_LDAP_PASSWORD", SERVICE_PASSWORD)
+    port = free_port()
+    client = ClientNamespace(port).open()
+    internet = proxy = None
+    try:
+        internet = InternetSites(tmp_path)
+        policy_path, metrics_port = write_policy(tmp_path, TRANSPARENT_POLICY, ldap_url=ldap.url,
+                                                 service_dn=SERVICE_DN, cache_minutes=5)
+        proxy = Proxy(tmp_path, policy_path, free_port(), metrics_port, internet.hosts_file(),
+                      internet.ca, ["--mode", "regular",
+                                    "--mode", f"transparent@10.213.0.1:{port}"]).start()
+        client.wait_for_listener("10.213.0.1", port)
+        cacert = tmp_path / "trusted.pem"
+        cacert.write_text(proxy.ca_cert.read_text() + internet.ca.read_text())
+        news = internet.contacted("news.test")
+        page = client.curl("https://news.test/a", cacert=cacert)
+        assert page.status == 511 and "Sign in to use the web" in page.body, page
+        redirect = client.curl("http://news.test/b", "-D", "-")
+        assert redirect.status == 302
+        assert "location: https://news.test/.webpolicy/sign-in?next=" in redirect.body.lower()
+        bank = client.curl("https://bank.test/", cacert=cacert, source=STAFF_NS_IP)
+        assert bank.status == 511, bank                   # intercepted, not passed through
+        assert internet.contacted("news.test") == news and internet.contacted("bank.test") == 0
+        token = re.search(r'name="token" value="([^"]+)"', page.body).group(1)
+        signed = client.curl("https://news.test/.webpolicy/sign-in", "-D", "-",
+                             "-H", "Origin: https://news.test",
+                             "--data-urlencode", f"token={token}",
+                             "--data-urlencode", "next=https://news.test/a",
+                             "--data-urlencode", "username=sam",
+                             "--data-urlencode", f"password={PEOPLE['sam'][0]}", cacert=cacert)
+        assert signed.status == 303 and "location: https://news.test/a" in signed.body.lower()
+        after = client.curl("https://news.test/a", cacert=cacert)
+        assert after.status == 200 and '"site": "news.test"' in after.body, after
+        gambling = client.curl("http://www.gambling.test/", cacert=cacert)
+        assert gambling.status == 200                     # sam is staff: logged
+        records = proxy.records(1, lambda r: r["host"] == "www.gambling.test")
+        assert [(r["user"], r["identified_by"], r["client_ip"]) for r in records] == \
+            [("sam", "session", LEARNER_NS_IP)]
+        # the other address is still nobody's
+        assert client.curl("https://news.test/", cacert=cacert,
+                           source=STAFF_NS_IP).status == 511
+    finally:
+        if proxy is not None:
+            proxy.stop()
+        if internet is not None:
+            internet.stop()
+        client.close()
