@@ -10,7 +10,8 @@ share it: a session started in one is seen by all.  The file and its WAL/SHM com
 0600 (who used which address is personal data).  Every method here blocks on the disk: the
 proxy calls them in a worker thread, never on its event loop, and answers most lookups from
 `cached`, a short in-process memory (CACHE_SECONDS), so a sign-out or a replacement made in
-another process is seen within that time.  `last seen` is written at most every TOUCH_SECONDS
+another process is seen within that time; `cached` never waits on the disk (its lock is not
+held over database calls, which may wait up to BUSY_MS on another process's write).  `last seen` is written at most every TOUCH_SECONDS
 per address, not on every request.
 
 The store also keeps the random key the sign-in form's tokens are made with (`key`), shared
@@ -96,7 +97,8 @@ class SessionStore:
         self.path = Path(path)
         self._clock = clock
         self._cache_seconds = cache_seconds
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()          # the cache only: never held over the disk
+        self._db_lock = threading.Lock()       # the connection: one user at a time
         self._cache: dict[str, tuple[Session | None, float]] = {}   # address -> (answer, when)
         try:
             self._db = self._open()
@@ -120,7 +122,7 @@ class SessionStore:
 
     def _key(self) -> bytes:
         """The form-token key, made by whichever process opens the store first."""
-        with self._lock:
+        with self._db_lock:
             self._db.execute("INSERT OR IGNORE INTO secret (one, key) VALUES (1, ?)",
                              (secrets.token_bytes(32),))
             return bytes(self._db.execute("SELECT key FROM secret").fetchone()[0])
@@ -144,7 +146,7 @@ class SessionStore:
         """The live session of this address (its `seen` moved on when due); None if none.
         An expired one is deleted."""
         now = self._clock()
-        with self._lock:
+        with self._db_lock:
             session = self._read(address)
             if session is not None and session.expired(now, idle, longest):
                 self._db.execute("DELETE FROM sessions WHERE address = ? AND id = ?",
@@ -155,7 +157,7 @@ class SessionStore:
                                  (now, address, session.id))
                 session = Session(session.address, session.id, session.user, session.groups,
                                   session.started, now)
-            self._remember(address, session, now)
+        self._remember(address, session, now)
         return session
 
     def _read(self, address: str) -> Session | None:
@@ -166,9 +168,10 @@ class SessionStore:
         return Session(address, row[0], row[1], frozenset(json.loads(row[2])), row[3], row[4])
 
     def _remember(self, address: str, session: Session | None, now: float) -> None:
-        if len(self._cache) >= CACHE_SIZE:           # a flood of addresses must not grow memory
-            self._cache.clear()
-        self._cache[address] = (session, now)
+        with self._lock:
+            if len(self._cache) >= CACHE_SIZE:       # a flood of addresses must not grow memory
+                self._cache.clear()
+            self._cache[address] = (session, now)
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -176,29 +179,29 @@ class SessionStore:
         """This address is now `user`'s: a session of anyone else here ends."""
         now = self._clock()
         session = Session(address, secrets.token_urlsafe(16), user, frozenset(groups), now, now)
-        with self._lock:
+        with self._db_lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO sessions (address, id, user, groups, started, seen) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (address, session.id, user, json.dumps(sorted(session.groups)), now, now))
-            self._remember(address, session, now)
+        self._remember(address, session, now)
         return session
 
     def end(self, address: str) -> bool:
         """Sign out whoever this address is; whether there was a session."""
-        with self._lock:
+        with self._db_lock:
             ended = self._db.execute("DELETE FROM sessions WHERE address = ?",
                                      (address,)).rowcount > 0
-            self._remember(address, None, self._clock())
+        self._remember(address, None, self._clock())
         return ended
 
     def purge(self, idle: float, longest: float) -> int:
         """Delete every expired session (a sign-in does it now and then); how many."""
         now = self._clock()
-        with self._lock:
+        with self._db_lock:
             return self._db.execute("DELETE FROM sessions WHERE seen <= ? OR started <= ?",
                                     (now - idle, now - longest)).rowcount
 
     def close(self) -> None:
-        with self._lock:
+        with self._db_lock:
             self._db.close()

@@ -147,7 +147,9 @@ class SignInPage:
         if not self.covers(client):
             return False
         settings, store = self.settings(), self.store
-        if self.gate.users.get(client.id):
+        if not client.peername:
+            return True
+        if self.gate.users.get(client.id):        # a tunnel whose CONNECT had a session
             return False
         known, session = store.cached(client.peername[0], settings.idle, settings.max)
         return not known or session is None
@@ -183,11 +185,18 @@ class SignInPage:
                                           settings.max)
 
     def _apply(self, flow: http.HTTPFlow, session: Session | None) -> None:
+        """The session's person on the flow, and on its connection for the TLS and TCP hooks
+        (Gate.users), which must not keep a person signed out or replaced since."""
+        users = self.gate.users
         if session is None:
             flow.metadata[WAITING] = True
+            users.pop(flow.client_conn.id, None)
             return
-        flow.metadata[SIGNED_IN_USER] = SignedInUser(session.user, session.groups, "session")
+        person = SignedInUser(session.user, session.groups, "session")
+        flow.metadata[SIGNED_IN_USER] = person
         flow.metadata[SESSION] = session
+        if flow.client_conn.id in users:
+            users[flow.client_conn.id] = person
 
     def serve(self, flow: http.HTTPFlow) -> bool:
         """After the decision, on a flow that would go on: a waiting client gets the sign-in
@@ -216,6 +225,10 @@ class SignInPage:
                 _answer(flow, 400, _page("Use HTTPS", "<p>Sign in over HTTPS.</p>"))
             return None
         if request.method == "POST":
+            length = request.headers.get("content-length", "0")
+            if not length.isdigit() or int(length) > FORM_LIMIT:
+                _answer(flow, 413, _page("Too large", "<p>That form was too large.</p>"))
+                return None
             flow.metadata[FORM] = path
             request.stream = False
             return None

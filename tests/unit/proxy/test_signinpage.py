@@ -139,6 +139,8 @@ def test_an_unknown_client_gets_the_sign_in_page_instead_of_the_page(addon):
     assert "script" not in headers["content-security-policy"]
     assert "default-src 'none'" in headers["content-security-policy"]
     assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    assert headers["content-security-policy"].endswith(
+        "form-action 'self' http://news.example:* https://news.example:*")
     assert addon.directory.asked == []
 
 
@@ -278,3 +280,32 @@ def test_next_never_leaves_the_host():
     assert signinpage._next("https://evil.example/", request) == "https://news.example/"
     assert signinpage._next("javascript:alert(1)", request) == "https://news.example/"
     assert signinpage._next("https://news.example/a", request) == "https://news.example/a"
+
+
+def test_a_tunnel_opened_in_a_session_forgets_the_person_at_sign_out(addon, tmp_path):
+    sign_in(addon, "sam", "right")
+    connect = flow("https://news.example/", method="CONNECT")
+    asyncio.run(_hook(addon.http_connect, connect))
+    assert connect.response is None and str(addon.gate.users[connect.client_conn.id]) == "sam"
+    assert not addon.signinpage.waiting(connect.client_conn)
+    addon.signinpage.store.end(PC)
+    inside = run(addon, flow("https://ctiru.example/terror/page", client=connect.client_conn))
+    assert inside.response.status_code == 451
+    assert connect.client_conn.id not in addon.gate.users
+    assert addon.signinpage.waiting(connect.client_conn)     # new handshakes: intercepted
+    addon.done()
+    (record,) = records(tmp_path)
+    assert (record["user"], record["identified_by"]) == (None, "address")
+
+
+def test_a_large_form_is_refused_before_its_body_is_read(addon):
+    f = flow("https://news.example/.webpolicy/sign-in", method="POST",
+             headers={"content-length": "100000"})
+    addon.requestheaders(f)
+    assert f.response.status_code == 413
+
+
+async def _hook(hook, f):
+    waiting = hook(f)
+    if waiting is not None:
+        await waiting
