@@ -95,9 +95,17 @@ def sign_in(driver, name: str, password: str | None = None) -> None:
 
 def submit(driver) -> None:
     """Press the form's button and wait for the answer to replace the page."""
-    button = driver.find_element(By.CSS_SELECTOR, "button[type=submit]")
-    button.click()
-    WebDriverWait(driver, 20).until(expected_conditions.staleness_of(button))
+    follow(driver, driver.find_element(By.CSS_SELECTOR, "button[type=submit]"))
+
+
+def follow(driver, element) -> None:
+    """Click a button or link and wait until the page it leads to has replaced this one
+    (reading the page before that finds the old one, or a node already gone)."""
+    old = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(driver, 20).until(expected_conditions.staleness_of(old))
+    WebDriverWait(driver, 20).until(
+        lambda d: d.execute_script("return document.readyState") == "complete")
 
 
 def is_sign_in_page(driver) -> bool:
@@ -139,7 +147,7 @@ def test_sign_out_and_a_second_person(proxy, browser):
     # the block page offers the way out: a shared PC must not stay signed in
     browser.get("https://ctiru-host.test/terror/page")         # blocked for everyone
     assert "Signed in as sam" in browser.page_source
-    browser.find_element(By.LINK_TEXT, "Sign out").click()
+    follow(browser, browser.find_element(By.LINK_TEXT, "Sign out"))
     assert "Signed in as sam" in browser.find_element(By.TAG_NAME, "body").text
     submit(browser)
     assert "You are signed out" in browser.page_source
