@@ -214,7 +214,13 @@ def test_transparent_clients_sign_in_on_the_page(tmp_path, ldap, monkeypatch):
     import re
 
     from .conftest import write_policy
-    from .netns import LEARNER_NS_IP, STAFF_NS_IP, ClientNamespace, InternetSites, missing_tools
+    from .netns import (
+        LEARNER_NS_IP,
+        STAFF_NS_IP,
+        ClientNamespace,
+        InternetSites,
+        missing_tools,
+    )
     from .proxy import Proxy, free_port
     reason = missing_tools()
     if reason:
