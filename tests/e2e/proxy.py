@@ -138,12 +138,13 @@ class Proxy:
         return False
 
     def curl(self, url: str, *args: str, client_ip: str = "127.0.0.1",
-             timeout: float = 20) -> "CurlResult":
-        """Run real curl through the proxy from a chosen loopback source address."""
+             timeout: float = 20, env: dict[str, str] | None = None) -> "CurlResult":
+        """Run real curl through the proxy from a chosen loopback source address (env: e.g. a
+        Kerberos ccache)."""
         marker = "\n--webpolicy-status:%{http_code}"
         cmd = ["curl", "-sS", "--max-time", "15", "--proxy", self.url, "--cacert", str(self.ca_cert),
                "--interface", client_ip, "-w", marker, *args, url]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
         body, _, status = done.stdout.rpartition("\n--webpolicy-status:")
         return CurlResult(int(status or 0), body, done.stderr, done.returncode)
 

@@ -2,20 +2,30 @@
 
 The running proxy downloads the list by itself (its Refresher thread), starts filtering with it,
 picks up a list that grew, keeps filtering with the last good copy through a 500 and through a
-download that lost 90% of its entries, and its metrics say what happened."""
+download that lost 90% of its entries, and its metrics say what happened.  UT1 categories
+come as UT1 publishes them (an archive built at test time from the UT1 snapshot), through a
+real outbound proxy (a plain mitmdump), with their attribution kept."""
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import subprocess
+import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.unit.lists.listserver import ListServer, Reply, domains
+from tests.unit.lists.listserver import (UT1_SNAPSHOT, ListServer, Reply, domains, snapshot,
+                                         ut1_archive)
+from webpolicy.lists.formats import parse_source
 
 from .conftest import LEARNER_IP, POLICY, STAFF_IP
+from .proxy import _listening, free_port
 from .test_monitoring import assert_bounded_labels
 
 pytestmark = pytest.mark.e2e
@@ -145,4 +155,78 @@ def test_a_statutory_url_list_added_to_a_running_proxy_is_fetched_then_loaded(ma
         assert metric(proxy, "webpolicy_list_entries", list="iwf") == 2
         assert metric(proxy, "webpolicy_list_source_age_seconds", list="iwf",
                       statutory="true") < 60
+        assert "Traceback" not in proxy.output
+
+
+# -- UT1 categories through the centre's outbound proxy ----------------------------------------
+
+UT1_POLICY = POLICY.replace(
+    "  gambling: {{category: Gambling, severity: medium, format: domains, sources: "
+    "[lists/gambling.txt]}}\n",
+    "  gambling:\n"
+    "    category: Gambling\n"
+    "    sources:\n"
+    "      - {{ut1: '{archive_url}', categories: [gambling, drugs], refresh: 2s, ca: '{ca}'}}\n"
+    ).replace("allow: [example.org/teaching/]\n",
+              "allow: [example.org/teaching/]\n"
+              "downloads: {{proxy: 'http://127.0.0.1:{outbound_port}', parallel: 2}}\n")
+
+
+@contextlib.contextmanager
+def outbound_proxy(directory: Path) -> Iterator[tuple[int, Path]]:
+    """A plain mitmdump as the centre's outbound proxy: CONNECT tunnels, TLS not intercepted
+    (--ignore-hosts everything).  Yields its port and its log."""
+    port, log = free_port(), directory / "outbound.log"
+    mitmdump = shutil.which("mitmdump", path=str(Path(sys.executable).parent))
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [mitmdump, "--listen-host", "127.0.0.1", "--listen-port", str(port),
+             "--ignore-hosts", ".*", "--set", f"confdir={directory / 'outbound-conf'}",
+             "--set", "termlog_verbosity=debug"], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        assert wait_until(lambda: _listening(port), timeout=30), log.read_text()
+        yield port, log
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_ut1_categories_arrive_through_the_outbound_proxy_and_keep_their_attribution(
+        make_proxy, tmp_path):
+    data = snapshot("gambling", "drogue")
+    archive = ut1_archive(data, aliases={"drugs": "drogue"})
+    expected = sum(parse_source(UT1_SNAPSHOT / name, "ut1").entries for name in data)
+    with ListServer(tmp_path) as server, outbound_proxy(tmp_path) as (outbound_port, log):
+        server.replies["/download/blacklists.tar.gz"] = Reply(body=archive)
+        proxy = make_proxy(UT1_POLICY, archive_url=server.url("/download/blacklists.tar.gz"),
+                           ca=server.ca, outbound_port=outbound_port)
+        # The Refresher fetches the archive through the outbound proxy; the list loads.
+        assert wait_until(lambda: status(proxy, "http://0-casino.info/") == 403,
+                          timeout=40), proxy.output
+        assert status(proxy, "http://news.test/") == 200
+        assert status(proxy, "http://0-casino.info/", STAFF_IP) != 403, "staff only log it"
+        assert metric(proxy, "webpolicy_list_entries", list="gambling") == expected
+        assert f"127.0.0.1:{server.port}" in log.read_text(), "went through the proxy"
+        page = proxy.curl("http://0-casino.info/", "-H", "Accept: text/html",
+                          client_ip=LEARNER_IP).body
+        assert "Category list: UT1 blacklists (Université Toulouse 1 Capitole), CC BY-SA 4.0" \
+            in page
+        copy = next((proxy.directory / ".webpolicy-sources" / "gambling").glob("*.ut1"))
+        assert "CC BY-SA 4.0" in (copy / "gambling" / "SOURCE").read_text()
+
+        # gambling loses its domains file upstream: refused, the last good copy stays.
+        server.replies["/download/blacklists.tar.gz"] = Reply(body=ut1_archive(
+            {"gambling": {"urls": data["gambling"]["urls"]}, "drogue": data["drogue"]},
+            aliases={"drugs": "drogue"}))
+        assert wait_until(lambda: "category gambling: the download has no domains file"
+                          in proxy.output, timeout=30), proxy.output
+        assert metric(proxy, "webpolicy_list_source_failing", list="gambling") == 1
+        assert status(proxy, "http://0-casino.info/") == 403
+        assert metric(proxy, "webpolicy_list_entries", list="gambling") == expected
+        listed = subprocess.run([str(Path(sys.executable).parent / "webpolicy"), "lists",
+                                 "--policy", str(proxy.policy_path)], capture_output=True,
+                                text=True, timeout=60)
+        assert "(backoff after " in listed.stdout, listed.stdout + listed.stderr
+        assert "lists.gambling: UT1 categories gambling, drugs from UT1 blacklists, " \
+               "Université Toulouse 1 Capitole, CC BY-SA 4.0" in listed.stdout
         assert "Traceback" not in proxy.output

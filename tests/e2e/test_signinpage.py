@@ -182,7 +182,7 @@ def test_statutory_rules_apply_before_sign_in(proxy, sites):
         assert result.status == 451 and ".webpolicy/sign-in" not in result.body
     assert sites.log.contacted("ctiru-host.test") == contacted
     records = proxy.records(wait_for=2, where=lambda r: r["statutory"])
-    assert {(r["user"], r["identified_by"]) for r in records} == {(None, "address")}
+    assert {(r["user"], r["identified_by"]) for r in records} == {(None, "network")}
     redirect = proxy.curl("http://news.test/", "-D", "-", client_ip="127.0.0.7")
     assert redirect.status == 302
     assert "location: https://news.test/.webpolicy/sign-in?next=http" in redirect.body.lower()

@@ -32,6 +32,15 @@ def engine_from(directory: Path, policy: str, lists: dict[str, str]) -> Engine:
     return build_engine(policy_from(directory, policy, lists))
 
 
+def learner_policy_with(directory: Path, key: str, value: str) -> Policy:
+    """A one-profile policy (learner blocks adult) with one more profile setting, written as
+    YAML: for tests of how the schema reads that one setting."""
+    policy = (f'version: "1"\ndefault_profile: learner\nprofiles:\n  learner:\n'
+              f"    block: [adult]\n    {key}: {value}\n"
+              "lists:\n  adult: {category: Pornography, sources: [adult.txt]}\n")
+    return policy_from(directory, policy, {"adult.txt": "adult.example\n"})
+
+
 # The lists most unit tests share, as policy.yaml writes them (tests edit the text with
 # str.replace, so these lines are kept exactly).
 LIST_SPECS = {

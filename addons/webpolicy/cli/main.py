@@ -192,7 +192,8 @@ def _user_with_groups(engine, args: argparse.Namespace):
     if not args.user:
         return None
     # here, not at the top: ldap3 is only loaded when a user is checked
-    from webpolicy.identity.directory import Directory, DirectoryUnavailable, SignedInUser
+    from webpolicy.identity.directory import DirectoryUnavailable, SignedInUser
+    from webpolicy.identity.htpasswd import login_checker
     from webpolicy.policy.model import normalise_dn
     if args.group:
         try:
@@ -204,7 +205,7 @@ def _user_with_groups(engine, args: argparse.Namespace):
     if settings is None:
         return args.user
     try:
-        found = Directory(settings).lookup(args.user)
+        found = login_checker(settings).lookup(args.user)
     except DirectoryUnavailable as exc:
         print(f"webpolicy check: the directory cannot be asked ({exc}); deciding for "
               f"'{args.user}' without groups", file=sys.stderr)

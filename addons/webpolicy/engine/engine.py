@@ -343,14 +343,17 @@ def _name_url_source(spec: ListSpec, message: str) -> str:
     """A message about a URL source's last good copy names the URL, not the copy's hashed
     path, and says what to do when there is no copy yet."""
     for source in spec.remote:
-        head = f"lists.{spec.name}: source {source.path}"
-        if message.startswith(head):
+        for copy in source.copies():
+            head = f"lists.{spec.name}: source {copy}"
             rest = message[len(head):]
+            if not message.startswith(head) or rest[:1] not in (":", " ", ""):
+                continue
+            what = f"{source.url} (UT1 category {copy.name})" if source.is_ut1 else source.url
             if rest == ": no such file or directory":
-                return (f"lists.{spec.name}: source {source.url}: no good copy yet (never "
+                return (f"lists.{spec.name}: source {what}: no good copy yet (never "
                         f"downloaded, or every download refused): run `webpolicy update`; "
-                        f"the copy is kept at {source.path}")
-            return f"lists.{spec.name}: source {source.url} (copy {source.path}){rest}"
+                        f"the copy is kept at {copy}")
+            return f"lists.{spec.name}: source {what} (copy {copy}){rest}"
     return message
 
 

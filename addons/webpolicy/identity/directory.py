@@ -45,12 +45,13 @@ class SignedInUser(str):
     A str, so every place that passes a user name along (records, metrics, the choke point)
     passes its groups too without knowing; engine.py's `_identify` reads `groups`.  Equality
     and hash include the groups: the engine caches identify() per (user, address), and a
-    user whose groups changed must not keep the old answer.  `method` (how the person was
-    identified, for the record) is not part of equality: it never changes the profile.
+    user whose groups changed must not keep the old answer.  `method` says how the person
+    was identified, for the records: "login" (a password), "kerberos" (a ticket) or
+    "session" (the sign-in page); it chooses no profile, so it is not part of equality.
     """
 
     groups: frozenset[str]
-    method: str                 # how the person was identified: "login", "session" (records)
+    method: str
 
     def __new__(cls, name: str, groups: frozenset[str] | set[str] = frozenset(),
                 method: str = "login") -> SignedInUser:

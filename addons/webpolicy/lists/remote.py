@@ -24,7 +24,20 @@ Beside each copy `<name>.txt`, a JSON sidecar `<name>.json` (SourceState) keeps 
 success, the last attempt, the last error, the entry count and the validators for a
 conditional GET (ETag, Last-Modified).  It never holds the bearer token.  A lock file
 `<name>.lock` keeps the proxy's Refresher and `webpolicy update` from fetching one source at
-once.  The Refresher is the proxy's background thread that fetches what is due.
+once.  The Refresher is the proxy's background thread that fetches what is due, a few sources
+at a time (`downloads.parallel`), on threads of its own, never on mitmproxy's event loop.
+
+A `{ut1: ..., categories: [...]}` source is fetched the same way, one archive or one archive
+per category; lists/ut1.py takes the categories out and keeps them as UT1 directories (its
+copy is a directory of categories), with the same checks per category.
+
+A source that keeps failing is retried with exponential backoff (backoff(): from a minute,
+doubling, capped at its refresh interval or 6 h, or at 5 minutes while it has no good copy at
+all, with jitter so that gateways do not retry in step); the sidecar keeps when the next
+attempt is due (`webpolicy lists` shows it).  Downloads go out directly unless the source (or
+`downloads:`) names an outbound proxy, or `env`, which takes HTTPS_PROXY and NO_PROXY from the
+environment: the environment is not read otherwise, so `webpolicy update` in an admin's shell
+fetches the way the proxy's own thread does.
 """
 
 from __future__ import annotations
@@ -35,28 +48,43 @@ import hashlib
 import json
 import logging
 import os
+import random
 import re
+import shutil
 import ssl
 import tempfile
 import threading
 import time
+import urllib.request
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, fields
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, fields
 from importlib import metadata
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
+from webpolicy.lists import ut1
 from webpolicy.lists.formats import SourceError, parse_source
-from webpolicy.policy.model import SOURCES_DIR_ENV, PolicyError, RemoteSource, load_policy
+from webpolicy.policy.model import (
+    DEFAULT_PARALLEL,
+    PROXY_ENV,
+    SOURCES_DIR_ENV,
+    PolicyError,
+    RemoteSource,
+    load_policy,
+)
 
 log = logging.getLogger("webpolicy")
 
 TIMEOUT = 30.0                  # seconds without progress (connect, each read) before giving up
 DEADLINE = 900.0                # seconds for a whole download, however it trickles in
 MAX_BYTES = 2 << 30             # decompressed; a bigger "list" is refused (a gzip bomb?)
-RETRY_AFTER = 300.0             # after a failure, try again this soon (or at the next refresh)
+RETRY_AFTER = 300.0             # the longest wait between attempts while there is no good copy
+BACKOFF_FIRST = 60.0            # after a first failure, try again this soon (or at the refresh)
+BACKOFF_CAP = 6 * 3600.0        # the longest wait between attempts of a failing source
 CHUNK = 1 << 16
 HTML_START = re.compile(rb"\s*(<!doctype\s+html|<html|<head|<body|<\?xml|<!--)", re.IGNORECASE)
 SHA256 = re.compile(r"\b[0-9a-fA-F]{64}\b")
@@ -85,6 +113,9 @@ class SourceState:
     sha256: str = ""                     # of the last good copy's text
     etag: str = ""
     last_modified: str = ""
+    next_attempt: float | None = None    # after a failure: when to try again (backoff)
+    categories: dict[str, int] = field(default_factory=dict)   # UT1: entries per category
+    validators: dict[str, list[str]] = field(default_factory=dict)  # UT1: URL -> ETag, L-M
 
     def age(self, now: float | None = None) -> float | None:
         """Seconds since the last success; None if there never was one."""
@@ -142,13 +173,35 @@ def _write_state(source: RemoteSource, state: SourceState) -> None:
     _replace(sidecar_path(source), json.dumps(asdict(state), indent=1).encode() + b"\n")
 
 
+def has_copy(source: RemoteSource) -> bool:
+    """Whether the source has a last good copy (for UT1: every category has one)."""
+    if source.is_ut1:
+        return ut1.has_copy(source.path, source.ut1_categories)
+    return source.path.exists()
+
+
+def backoff(failures: int, source: RemoteSource, have_copy: bool,
+            rand: Callable[[], float] = random.random) -> float:
+    """Seconds to wait after the `failures`-th failure in a row: BACKOFF_FIRST (or the
+    refresh interval, if shorter), doubling each time, capped at the refresh interval or
+    BACKOFF_CAP (RETRY_AFTER while there is no good copy: then the list is failing closed);
+    then jittered down by up to half ("equal jitter"), so that many gateways behind one
+    provider's outage do not all come back at the same second."""
+    first = min(source.refresh, BACKOFF_FIRST)
+    cap = max(first, min(source.refresh, BACKOFF_CAP if have_copy else RETRY_AFTER))
+    delay = min(cap, first * 2.0 ** min(max(failures, 1) - 1, 32))
+    return delay * (0.5 + 0.5 * rand())
+
+
 def next_due(source: RemoteSource, state: SourceState) -> float:
-    """When the source should next be fetched (Unix time): at once if never tried; its
-    refresh interval after the last attempt; RETRY_AFTER, if sooner, after a failure or
-    while it has no good copy."""
+    """When the source should next be fetched (Unix time): at once if never tried; after a
+    failure, when its backoff said; else its refresh interval after the last attempt
+    (RETRY_AFTER, if sooner, while it has no good copy)."""
     if state.last_attempt is None:
         return 0.0
-    failing = state.failures or not source.path.exists()
+    if state.failures and state.next_attempt is not None:
+        return state.next_attempt
+    failing = state.failures or not has_copy(source)
     return state.last_attempt + (min(source.refresh, RETRY_AFTER) if failing else source.refresh)
 
 
@@ -159,12 +212,15 @@ def due(source: RemoteSource, state: SourceState, now: float | None = None) -> b
 # -- fetching ------------------------------------------------------------------------------
 
 def fetch(source: RemoteSource, *, force: bool = False, accept_shrink: bool = False,
-          timeout: float = TIMEOUT) -> Outcome:
+          timeout: float = TIMEOUT, clock: Callable[[], float] = time.time,
+          rand: Callable[[], float] = random.random) -> Outcome:
     """Download one source now, check it, and replace its last good copy if it passes.
 
     Never raises for what the network or the provider does: the Outcome says what happened,
-    and the sidecar records it.  `force`: no conditional GET (download even if unchanged).
-    `accept_shrink`: take a download that lost more entries than max_shrink allows."""
+    and the sidecar records it (with the next attempt's time after a failure: `clock` and
+    `rand` are the time and the jitter, replaceable in tests).  `force`: no conditional GET
+    (download even if unchanged).  `accept_shrink`: take a download that lost more entries
+    than max_shrink allows."""
     try:
         source.path.parent.mkdir(parents=True, exist_ok=True)
         lock = open(source.path.with_suffix(".lock"), "a")
@@ -177,9 +233,12 @@ def fetch(source: RemoteSource, *, force: bool = False, accept_shrink: bool = Fa
         if not locked:
             return Outcome(source, BUSY, "another process is fetching it now", read_state(source))
         for stale in source.path.parent.glob(f".{source.path.stem}.*.tmp"):
-            stale.unlink(missing_ok=True)          # left by a process killed mid-download
+            if stale.is_dir():                     # left by a process killed mid-download
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
         state = read_state(source)
-        started = time.time()
+        started = clock()
         state.last_attempt = started
         try:
             result, message = _download(source, state, force, accept_shrink, timeout)
@@ -191,12 +250,18 @@ def fetch(source: RemoteSource, *, force: bool = False, accept_shrink: bool = Fa
             result, message = FAILED, f"timed out (no progress for {timeout:g} s)"
         except (httpx.HTTPError, ssl.SSLError, OSError) as exc:
             result, message = FAILED, _describe(exc)
+            if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)) \
+                    and (through := outbound_proxy(source)):
+                message += f" (through the outbound proxy {through})"
         except Exception as exc:  # noqa: BLE001 - e.g. httpx.InvalidURL: still an outcome
             result, message = FAILED, f"{type(exc).__name__}: {exc}"
         if result in GOOD:
             state.last_success, state.last_error, state.failures = started, "", 0
+            state.next_attempt = None
         else:
             state.last_error, state.failures = message, state.failures + 1
+            state.next_attempt = started + backoff(state.failures, source, has_copy(source),
+                                                   rand)
             message += _kept(source, state)
         try:
             _write_state(source, state)
@@ -212,7 +277,7 @@ def fetch(source: RemoteSource, *, force: bool = False, accept_shrink: bool = Fa
 
 
 def _kept(source: RemoteSource, state: SourceState) -> str:
-    if source.path.exists():
+    if has_copy(source):
         return f"; the last good copy ({state.entries:,} entries) stays in force"
     return "; there is no good copy yet, so profiles that block the list fail closed"
 
@@ -227,6 +292,9 @@ def _download(source: RemoteSource, state: SourceState, force: bool, accept_shri
         if not token:
             raise _Failed(f"the environment variable {source.token_env} (token_env) is not set")
         headers["Authorization"] = f"Bearer {token}"
+    if source.is_ut1:
+        with _client(source, timeout) as client:
+            return _download_ut1(client, source, state, headers, force, accept_shrink)
     have_copy = source.path.exists()
     if have_copy and not force:
         if state.etag:
@@ -247,6 +315,64 @@ def _download(source: RemoteSource, state: SourceState, force: bool, accept_shri
                 html = "text/html" in response.headers.get("Content-Type", "").lower()
                 return _accept(source, state, temporary, served, text, size, expected, html,
                                accept_shrink, etag, modified)
+
+
+def _download_ut1(client: httpx.Client, source: RemoteSource, state: SourceState,
+                  headers: dict[str, str], force: bool, accept_shrink: bool) -> tuple[str, str]:
+    """The archive (or one per category), each whole and gunzipped into a work directory;
+    then lists/ut1.py takes the categories out, checks them, and puts them in force."""
+    have_copy = has_copy(source)
+    fetched: list[tuple[Path, tuple[str, ...], str]] = []
+    validators = dict(state.validators)
+    with tempfile.TemporaryDirectory(dir=source.path.parent, prefix=f".{source.path.stem}.",
+                                     suffix=".tmp") as work:
+        for number, (url, categories) in enumerate(ut1.downloads(source.url,
+                                                                 source.ut1_categories)):
+            ask = dict(headers)
+            etag, modified = (validators.get(url) or ["", ""])[:2]
+            if have_copy and not force:
+                ask.update({k: v for k, v in (("If-None-Match", etag),
+                                              ("If-Modified-Since", modified)) if v})
+            with client.stream("GET", url, headers=ask) as response:
+                if response.status_code == 304 and have_copy:
+                    continue
+                if response.status_code != 200:
+                    raise _Failed(f"{_shown(url)}: HTTP {response.status_code} "
+                                  f"{response.reason_phrase}".rstrip())
+                if "text/html" in response.headers.get("Content-Type", "").lower():
+                    raise _Refused(f"{_shown(url)}: an HTML page, not a UT1 archive")
+                archive = Path(work) / f"{number}.tar"
+                _save(response, archive)
+                validators[url] = [response.headers.get("ETag", ""),
+                                   response.headers.get("Last-Modified", "")]
+                fetched.append((archive, categories, url))
+        if not fetched:
+            return UNCHANGED, "not modified since the last download"
+        staged: list[ut1.Staged] = []
+        try:
+            for archive, categories, url in fetched:
+                staged += ut1.stage(source.path, archive, categories, label=_shown(url),
+                                    url=_shown(url), when=time.time(), max_bytes=MAX_BYTES)
+            ut1.check(source.path, staged, state.categories, source.max_shrink, accept_shrink)
+        except ut1.UT1Error as exc:
+            ut1.discard(staged)
+            raise _Refused(str(exc)) from None
+        ut1.install(source.path, staged)
+    before = state.entries
+    state.validators = validators
+    state.categories = {**state.categories, **{s.category: s.entries for s in staged}}
+    state.categories = {c: state.categories.get(c, 0) for c in source.ut1_categories}
+    state.entries = sum(state.categories.values())
+    state.last_change = time.time()
+    counts = ", ".join(f"{s.category} {s.entries:,}" for s in staged)
+    change = f" (was {before:,})" if before else ""
+    return UPDATED, f"{state.entries:,} entries{change}: {counts}"
+
+
+def _shown(url: str) -> str:
+    """A URL for messages and notes: without any query (a provider may put a key there)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
 
 
 def _accept(source: RemoteSource, state: SourceState, temporary: Path, served: str, text: str,
@@ -388,8 +514,20 @@ def _client(source: RemoteSource, timeout: float) -> httpx.Client:
         context.load_cert_chain(str(source.client_cert),
                                 str(source.client_key) if source.client_key else None)
     return httpx.Client(verify=context, timeout=httpx.Timeout(timeout), trust_env=False,
-                        follow_redirects=True, max_redirects=5,
+                        proxy=outbound_proxy(source), follow_redirects=True, max_redirects=5,
                         event_hooks={"request": [_https_only]})
+
+
+def outbound_proxy(source: RemoteSource) -> str | None:
+    """The proxy a download goes through: the one named, or with `env` the environment's
+    HTTPS_PROXY (unless NO_PROXY names the host), else None (directly).  Redirects to
+    another host go the same way."""
+    if source.proxy != PROXY_ENV:
+        return source.proxy or None
+    host = urlsplit(source.url).hostname or ""
+    if urllib.request.proxy_bypass_environment(host):
+        return None
+    return urllib.request.getproxies_environment().get("https") or None
 
 
 def _https_only(request: httpx.Request) -> None:
@@ -403,6 +541,8 @@ def _describe(exc: BaseException) -> str:
     """A one-line reason for a failed download (no token, no traceback)."""
     if isinstance(exc, httpx.RemoteProtocolError):
         return f"the connection broke off: {exc}"
+    if isinstance(exc, httpx.ProxyError):
+        return f"the outbound proxy refused or failed: {exc}"
     if isinstance(exc, httpx.ConnectError):
         cause = exc.__cause__ or exc.__context__
         if isinstance(cause, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY" in str(exc):
@@ -470,15 +610,29 @@ def _version() -> str:
 # -- on a schedule -------------------------------------------------------------------------
 
 def fetch_due(sources: list[RemoteSource], *, force: bool = False,
-              timeout: float = TIMEOUT, stop: threading.Event | None = None) -> list[Outcome]:
-    """Fetch every source that is due (every one with `force`), one after the other."""
-    outcomes = []
-    for source in sources:
+              timeout: float = TIMEOUT, stop: threading.Event | None = None,
+              parallel: int = DEFAULT_PARALLEL) -> list[Outcome]:
+    """Fetch every source that is due (every one with `force`), up to `parallel` at once,
+    on threads of this call's own; outcomes in the sources' order."""
+    chosen = [s for s in sources if force or due(s, read_state(s))]
+    return fetch_all(chosen, parallel=parallel, stop=stop, force=force, timeout=timeout)
+
+
+def fetch_all(sources: list[RemoteSource], *, parallel: int = DEFAULT_PARALLEL,
+              stop: threading.Event | None = None, **options) -> list[Outcome]:
+    """fetch(source, **options) for each source, at most `parallel` at a time (a worker
+    that finds `stop` set starts no more); outcomes in the sources' order."""
+    if not sources:
+        return []
+
+    def one(source: RemoteSource) -> Outcome | None:
         if stop is not None and stop.is_set():
-            break
-        if force or due(source, read_state(source)):
-            outcomes.append(fetch(source, force=force, timeout=timeout))
-    return outcomes
+            return None
+        return fetch(source, **options)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(sources))),
+                            thread_name_prefix="webpolicy-fetch") as pool:
+        return [outcome for outcome in pool.map(one, sources) if outcome is not None]
 
 
 Report = Callable[[list[tuple[RemoteSource, SourceState]], list[Outcome]], None]
@@ -516,7 +670,9 @@ class Refresher:
             sources: list[RemoteSource] = []
             try:
                 sources = self.sources()
-                outcomes = fetch_due(sources, timeout=self.timeout, stop=self._stop)
+                outcomes = fetch_due(sources, timeout=self.timeout, stop=self._stop,
+                                     parallel=getattr(self.sources, "parallel",
+                                                      DEFAULT_PARALLEL))
                 if self.report is not None:
                     self.report([(s, read_state(s)) for s in sources], outcomes)
             except Exception:  # noqa: BLE001 - the thread must outlive one bad pass
@@ -535,6 +691,7 @@ class PolicySources:
         self.path = path
         self._seen: tuple[int, int] | None = None
         self._sources: list[RemoteSource] = []
+        self.parallel = DEFAULT_PARALLEL            # downloads.parallel, as last read
 
     def __call__(self) -> list[RemoteSource]:
         try:
@@ -544,7 +701,9 @@ class PolicySources:
             return self._sources
         if seen != self._seen:
             try:
-                self._sources = load_policy(self.path).remote_sources()
+                policy = load_policy(self.path)
+                self._sources = policy.remote_sources()
+                self.parallel = policy.downloads.parallel
             except PolicyError:
                 pass                        # the reloader reports it; keep what was read
             self._seen = seen

@@ -39,7 +39,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from webpolicy.lists.remote import read_state
+from webpolicy.lists.remote import next_due, read_state
 
 if TYPE_CHECKING:
     from webpolicy.engine.decision import Decision
@@ -64,7 +64,8 @@ REFUSAL_STAGES = ("connect", "tls", "tcp")  # where a connection that never beca
 LATENCY_BUCKETS = (2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 5e-3, 0.025, 0.1, 0.5)
 
 
-LOGIN_RESULTS = ("ok", "cached", "refused", "throttled", "unavailable", "stale")
+LOGIN_RESULTS = ("ok", "cached", "refused", "throttled", "unavailable", "kerberos",
+                 "kerberos_refused", "stale")
 
 
 class Metrics:
@@ -117,12 +118,17 @@ class Metrics:
                                            ["profile", "stage"], registry=r)
         self.proxy_logins = Counter("webpolicy_proxy_logins", "Proxy logins checked against "
                                     "the directory, by result: ok (the directory said yes), "
-                                    "cached (the same password within directory.cache_minutes), "
+                                    "cached (the same password within directory.cache_minutes, "
+                                    "or a connection signed in by Kerberos), "
                                     "refused (wrong password, unknown or disabled account, no "
                                     "login), throttled (too many failures from the address), "
                                     "unavailable (the directory could not be asked: refused, "
-                                    "fail closed), stale (it could not, and a staff password it "
-                                    "accepted earlier was used: on_error: allow).", ["result"], registry=r)
+                                    "fail closed), kerberos (a ticket checked: single sign-on), "
+                                    "kerberos_refused (a Negotiate token refused), stale (the "
+                                    "directory could not be asked, and a password it accepted "
+                                    "earlier "
+                                    "let an on_error: allow person in).", ["result"],
+                                    registry=r)
         for result in LOGIN_RESULTS:
             self.proxy_logins.labels(result)
 
@@ -352,21 +358,25 @@ class SourceFreshness(Collector):
     """How current each list with URL sources is, computed when scraped (the age grows
     between downloads).  Per list, over its URL sources: the oldest last success, its age
     (+Inf if a source never downloaded), the age at which the list counts as stale (the
-    smallest max_age) and how many sources' last attempt failed or was refused."""
+    smallest max_age), how many sources' last attempt failed or was refused, the most
+    failures in a row of any (the backoff grows with it) and the soonest next attempt."""
 
     def __init__(self) -> None:
-        self._lists: dict[str, tuple[bool, float | None, float, int]] = {}
+        self._lists: dict[str, tuple[bool, float | None, float, int, int, float]] = {}
 
     def update(self, states: list[tuple[RemoteSource, SourceState]]) -> None:
-        lists: dict[str, tuple[bool, float | None, float, int]] = {}
+        lists: dict[str, tuple[bool, float | None, float, int, int, float]] = {}
         for source, state in states:
-            statutory, oldest, max_age, failing = lists.get(
-                source.list, (source.statutory, float("inf"), float("inf"), 0))
+            statutory, oldest, max_age, failing, in_a_row, soonest = lists.get(
+                source.list, (source.statutory, float("inf"), float("inf"), 0, 0,
+                              float("inf")))
             success = state.last_success
             if oldest is not None:
                 oldest = None if success is None else min(oldest, success)
             lists[source.list] = (statutory, oldest, min(max_age, source.max_age),
-                                  failing + (1 if state.failures else 0))
+                                  failing + (1 if state.failures else 0),
+                                  max(in_a_row, state.failures),
+                                  min(soonest, next_due(source, state)))
         self._lists = lists
 
     def collect(self) -> Iterator[Metric]:
@@ -384,13 +394,23 @@ class SourceFreshness(Collector):
         failing = GaugeMetricFamily(
             "webpolicy_list_source_failing", "URL sources of the list whose last download "
             "failed or was refused.", labels=["list"])
-        for name, (statutory, oldest, limit, failed) in list(self._lists.items()):
+        in_a_row = GaugeMetricFamily(
+            "webpolicy_list_source_consecutive_failures", "The most failed or refused "
+            "downloads in a row of any of the list's URL sources (the retry backoff grows "
+            "with it; 0 after a success).", labels=["list"])
+        next_attempt = GaugeMetricFamily(
+            "webpolicy_list_source_next_attempt_timestamp_seconds", "When the next download "
+            "of the list's URL sources is due (Unix time; after failures, the backoff's).",
+            labels=["list"])
+        for name, (statutory, oldest, limit, failed, row, soonest) in list(self._lists.items()):
             flag = "true" if statutory else "false"
             success.add_metric([name], oldest or 0.0)
             age.add_metric([name, flag], float("inf") if oldest is None else max(0.0, now - oldest))
             max_age.add_metric([name, flag], limit)
             failing.add_metric([name], failed)
-        yield from (success, age, max_age, failing)
+            in_a_row.add_metric([name], row)
+            next_attempt.add_metric([name], soonest)
+        yield from (success, age, max_age, failing, in_a_row, next_attempt)
 
 
 def _show(host: str, port: int) -> str:

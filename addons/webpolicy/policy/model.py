@@ -13,10 +13,11 @@ import ipaddress
 import os
 import pwd
 import re
-import zoneinfo
 import stat
+import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -36,10 +37,17 @@ _HOST_NAME = re.compile(r"(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9-
 SOURCES_DIR_ENV = "WEBPOLICY_SOURCES_DIR"
 SOURCES_DIR = ".webpolicy-sources"
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# A UT1 category name as UT1 publishes them (adult, mixed_adult, remote-control, ...).
+UT1_CATEGORY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# How a URL source reaches its provider (RemoteSource.proxy): straight out, through the
+# environment's HTTPS_PROXY/NO_PROXY (opt-in: `proxy: env`), or through the proxy named.
+PROXY_NONE = ""
+PROXY_ENV = "env"
+DEFAULT_PARALLEL = 4
 
 TOP_LEVEL_KEYS = ("version", "default_profile", "profiles", "clients", "lists", "allow", "deny",
                   "passthrough", "block_page", "logging", "metrics", "watchlist", "alerts",
-                  "console", "tls", "directory", "sign_in")
+                  "console", "tls", "directory", "downloads", "sign_in")
 
 
 class PolicyError(Exception):
@@ -101,6 +109,29 @@ class RemoteSource:
     client_key: Path | None = None
     sha256_url: str = ""                  # published checksum of the download
     line: int | None = None
+    # UT1 (`{ut1: https://.../, categories: [adult]}`): the categories taken from the archive
+    # (`url` ends in .tar.gz) or from one file per category (`url` ends in "/"); `path` is
+    # then a directory holding one UT1 category directory per category (lists/ut1.py).
+    ut1_categories: tuple[str, ...] = ()
+    proxy: str = PROXY_NONE               # "" direct, "env" the environment's, or a proxy URL
+
+    @property
+    def is_ut1(self) -> bool:
+        return bool(self.ut1_categories)
+
+    def copies(self) -> tuple[Path, ...]:
+        """What the list is compiled from: the last good copy, or for UT1 each category's."""
+        if self.ut1_categories:
+            return tuple(self.path / category for category in self.ut1_categories)
+        return (self.path,)
+
+
+@dataclass(frozen=True)
+class DownloadSettings:
+    """`downloads:` how URL sources are fetched: an outbound proxy for every source (a source's
+    own `proxy:` wins), and how many sources are fetched at once."""
+    proxy: str = PROXY_NONE
+    parallel: int = DEFAULT_PARALLEL
 
 
 @dataclass(frozen=True)
@@ -131,10 +162,23 @@ class GroupRule:
 
 
 @dataclass(frozen=True)
+class KerberosSettings:
+    """Single sign-on (identity/kerberos.py): proxy logins by a Kerberos ticket, SPNEGO
+    `Negotiate`, checked with the gateway's key from `keytab`.  `service` is the gateway's
+    service principal (HTTP/<the name clients use for the proxy>); only principals of `realm`
+    are accepted, as the user name before the @."""
+
+    keytab: Path
+    service: str
+    realm: str
+
+
+@dataclass(frozen=True)
 class DirectorySettings:
     """Where proxy logins are checked (identity/directory.py): an LDAP directory, OpenLDAP or
     Active Directory.  Search-then-bind with `bind_dn` (or anonymously), or, with
-    `user_dn_template`, a direct bind as the user."""
+    `user_dn_template`, a direct bind as the user.  Or, instead of a directory, an htpasswd
+    file (`htpasswd`; identity/htpasswd.py) checked through the same cache."""
 
     url: str
     base_dn: str
@@ -149,6 +193,8 @@ class DirectorySettings:
     cache_minutes: float = 15.0
     timeout_seconds: int = 5
     realm: str = "Web filter"
+    kerberos: KerberosSettings | None = None
+    htpasswd: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -268,6 +314,7 @@ class Policy:
     watchlist: dict[str, WatchlistSpec] = field(default_factory=dict)
     alerts: AlertSettings = AlertSettings()
     tls: TlsSettings = TlsSettings()
+    downloads: DownloadSettings = DownloadSettings()
     warnings: tuple[Problem, ...] = ()
 
     def files(self) -> list[Path]:
@@ -317,7 +364,8 @@ class _PolicyBuilder:
             if root is None:
                 r.error(None, "the file is empty")
             return None
-        lists = self._lists(top.get("lists"))
+        downloads = self._downloads(top.get("downloads"))
+        lists = self._lists(top.get("lists"), downloads)
         profiles = self._profiles(top.get("profiles"), lists)
         users, networks, devices, groups = self._clients(top.get("clients"), profiles)
         default_profile = self._default_profile(top.get("default_profile"), profiles)
@@ -342,6 +390,7 @@ class _PolicyBuilder:
             watchlist=self._watchlist(top.get("watchlist")),
             alerts=self._alerts(top.get("alerts"), self._console_url(top.get("console"))),
             tls=self._tls(top.get("tls")),
+            downloads=downloads,
             warnings=(),
         )
         if not policy.version:
@@ -350,17 +399,18 @@ class _PolicyBuilder:
 
     # -- lists ----------------------------------------------------------------------------
 
-    def _lists(self, node: yaml.Node | None) -> dict[str, ListSpec]:
+    def _lists(self, node: yaml.Node | None,
+               downloads: DownloadSettings) -> dict[str, ListSpec]:
         specs = {}
         for name, spec_node in self.r.free_mapping(node, "lists").items():
-            spec = self._list(name, spec_node)
+            spec = self._list(name, spec_node, downloads)
             if spec:
                 specs[name] = spec
         if node is not None and not specs and not self.r.errors:
             self.r.error(node, "lists: at least one list is needed")
         return specs
 
-    def _list(self, name: str, node: yaml.Node) -> ListSpec | None:
+    def _list(self, name: str, node: yaml.Node, downloads: DownloadSettings) -> ListSpec | None:
         r, where = self.r, f"lists.{name}"
         if name in ("allow", "deny"):
             r.error(node, f"{where}: '{name}' is reserved for the local {name} rules")
@@ -374,10 +424,11 @@ class _PolicyBuilder:
         refused = False
         for item in r.sequence(keys.get("sources"), where + ".sources"):
             if isinstance(item, yaml.MappingNode):
-                source = self._remote(name, item, where + ".sources", fmt, statutory)
+                source = self._remote(name, item, where + ".sources", fmt, statutory,
+                                      downloads)
                 if source is not None:
                     remote.append(source)
-                    sources.append(source.path)
+                    sources.extend(source.copies())
                 refused = refused or source is None
                 continue
             text = r.string(item, where + ".sources")
@@ -399,51 +450,131 @@ class _PolicyBuilder:
             remote=tuple(remote),
         )
 
-    def _remote(self, name: str, node: yaml.Node, where: str, fmt: str,
-                statutory: bool) -> RemoteSource | None:
-        """One `{url: https://..., refresh: 6h, ...}` source; its last good copy's path."""
+    def _remote(self, name: str, node: yaml.Node, where: str, fmt: str, statutory: bool,
+                downloads: DownloadSettings) -> RemoteSource | None:
+        """One `{url: https://..., refresh: 6h, ...}` or `{ut1: https://..., categories: [...]}`
+        source; its last good copy's path."""
         r = self.r
-        keys = r.mapping(node, where, ("url", "refresh", "max_age", "max_shrink", "ca",
-                                       "token_env", "client_cert", "client_key", "sha256_url"),
-                         required=("url",))
-        url = r.string(keys.get("url"), where + ".url", "") or ""
+        keys = r.mapping(node, where, ("url", "ut1", "categories", "refresh", "max_age",
+                                       "max_shrink", "ca", "token_env", "client_cert",
+                                       "client_key", "sha256_url", "proxy"))
+        if ("url" in keys) == ("ut1" in keys):
+            r.error(node, f"{where}: a downloaded source names either url: (one list file) or "
+                          "ut1: (UT1 categories), e.g. {url: https://lists.example/x.txt}")
+            return None
+        kind = "url" if "url" in keys else "ut1"
+        url = r.string(keys[kind], f"{where}.{kind}", "") or ""
         if not url:
             return None
         if not _https(url):
-            r.error(keys["url"], f"{where}.url: '{url}' is not an https:// URL; list sources "
-                                 "are downloaded over HTTPS only")
+            r.error(keys[kind], f"{where}.{kind}: '{url}' is not an https:// URL; list "
+                                "sources are downloaded over HTTPS only")
             return None
-        if fmt == "ut1":
+        categories = self._ut1_categories(keys, where, url) if kind == "ut1" else ()
+        if kind == "ut1" and not categories:
+            return None
+        if kind == "url" and "categories" in keys:
+            r.error(keys["categories"], f"{where}.categories: only for a ut1: source")
+        if kind == "url" and fmt == "ut1":
             r.error(keys["url"], f"{where}.url: a URL source is one file; format ut1 needs a "
-                                 "UT1 category directory")
+                                 "UT1 category directory (a ut1: source downloads those)")
+            return None
+        if kind == "ut1" and fmt not in ("auto", "ut1"):
+            r.error(keys["ut1"], f"{where}.ut1: UT1 categories are directories; the list's "
+                                 f"format must be ut1 or auto, not {fmt}")
             return None
         refresh = self._duration(keys.get("refresh"), where + ".refresh", 6 * 3600.0)
         sha256_url = r.string(keys.get("sha256_url"), where + ".sha256_url", "") or ""
-        if sha256_url and not _https(sha256_url):
+        if sha256_url and kind == "ut1":
+            r.error(keys["sha256_url"], f"{where}.sha256_url: not for a ut1: source (UT1 "
+                                        "publishes MD5 sums only)")
+        elif sha256_url and not _https(sha256_url):
             r.error(keys["sha256_url"], f"{where}.sha256_url: '{sha256_url}' is not an "
                                         "https:// URL")
         cert, key = keys.get("client_cert"), keys.get("client_key")
         if (cert is None) != (key is None):
             r.error(cert or key, f"{where}: client_cert and client_key go together")
-        max_shrink = r.scalar(keys.get("max_shrink"))
-        if max_shrink is None:
-            max_shrink = 0.5
-        elif isinstance(max_shrink, bool) or not isinstance(max_shrink, (int, float)) \
-                or not 0 <= max_shrink <= 1:
-            r.error(keys["max_shrink"], f"{where}.max_shrink: expected a fraction from 0 to 1 "
-                                        f"(0.5: refuse a download with half the entries gone), "
-                                        f"got '{keys['max_shrink'].value}'")
-            max_shrink = 0.5
+        identity = url if kind == "url" else f"ut1 {url} {' '.join(categories)}"
         return RemoteSource(
-            list=name, url=url, path=self._copy_path(name, url), format=fmt,
+            list=name, url=url, path=self._copy_path(name, identity, kind), format=fmt,
             statutory=statutory, refresh=refresh,
             max_age=self._duration(keys.get("max_age"), where + ".max_age", 4 * refresh),
-            max_shrink=float(max_shrink),
+            max_shrink=self._fraction(keys.get("max_shrink"), where + ".max_shrink"),
             ca=self._optional_file(keys.get("ca"), where + ".ca"),
             token_env=r.string(keys.get("token_env"), where + ".token_env", "") or "",
             client_cert=self._optional_file(cert, where + ".client_cert"),
             client_key=self._optional_file(key, where + ".client_key"),
-            sha256_url=sha256_url, line=node.start_mark.line + 1)
+            sha256_url=sha256_url, line=node.start_mark.line + 1,
+            ut1_categories=categories,
+            proxy=self._proxy(keys["proxy"], where + ".proxy") if "proxy" in keys
+            else downloads.proxy)
+
+    def _ut1_categories(self, keys: dict[str, yaml.Node], where: str,
+                        url: str) -> tuple[str, ...]:
+        r = self.r
+        path = url.split("?", 1)[0].split("#", 1)[0]
+        if not (path.endswith("/") or path.endswith((".tar.gz", ".tgz"))):
+            r.error(keys["ut1"], f"{where}.ut1: '{url}' is neither UT1's download directory "
+                                 "(ending in /, one <category>.tar.gz per category) nor its "
+                                 "archive (blacklists.tar.gz)")
+            return ()
+        if "categories" not in keys:
+            r.error(keys["ut1"], f"{where}: missing required key 'categories' (the UT1 "
+                                 "categories to take, e.g. [adult, mixed_adult])")
+            return ()
+        names = []
+        for value, item in r.strings(keys["categories"], where + ".categories"):
+            if not UT1_CATEGORY.fullmatch(value):
+                r.error(item, f"{where}.categories: '{value}' is not a UT1 category name")
+            elif value in names:
+                r.error(item, f"{where}.categories: '{value}' appears twice")
+            else:
+                names.append(value)
+        if not names and keys["categories"] is not None and not r.errors:
+            r.error(keys["categories"], f"{where}.categories: name at least one category")
+        return tuple(names)
+
+    def _fraction(self, node: yaml.Node | None, where: str) -> float:
+        value = self.r.scalar(node)
+        if value is None:
+            return 0.5
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            self.r.error(node, f"{where}: expected a fraction from 0 to 1 (0.5: refuse a "
+                               f"download with half the entries gone), got '{node.value}'")
+            return 0.5
+        return float(value)
+
+    def _proxy(self, node: yaml.Node | None, where: str) -> str:
+        """`none`, `env` (HTTPS_PROXY and NO_PROXY from the environment) or
+        http(s)://host:port."""
+        text = self.r.string(node, where, "none") or "none"
+        if text == "none":
+            return PROXY_NONE
+        if text == PROXY_ENV:
+            return PROXY_ENV
+        parts = urlsplit(text)
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if parts.scheme not in ("http", "https") or not parts.hostname or port is None \
+                or parts.path not in ("", "/") or parts.query or parts.fragment:
+            self.r.error(node, f"{where}: '{text}' is not a proxy: expected http://host:port "
+                               "(or https://), env (HTTPS_PROXY from the environment) or none")
+            return PROXY_NONE
+        if parts.username or parts.password:
+            self.r.error(node, f"{where}: a password does not belong in policy.yaml; the "
+                               "downloads proxy must accept the gateway without one")
+            return PROXY_NONE
+        return f"{parts.scheme}://{parts.netloc}"
+
+    def _downloads(self, node: yaml.Node | None) -> DownloadSettings:
+        keys = self.r.mapping(node, "downloads", ("proxy", "parallel"))
+        return DownloadSettings(
+            proxy=self._proxy(keys["proxy"], "downloads.proxy") if "proxy" in keys
+            else PROXY_NONE,
+            parallel=self.r.integer(keys.get("parallel"), "downloads.parallel",
+                                    DEFAULT_PARALLEL, minimum=1, maximum=16))
 
     def _duration(self, node: yaml.Node | None, where: str, default: float) -> float:
         """`90s`, `30m`, `6h`, `1d`, or a number of seconds."""
@@ -462,13 +593,15 @@ class _PolicyBuilder:
         text = self.r.string(node, where, "")
         return self._file(text) if text else None
 
-    def _copy_path(self, name: str, url: str) -> Path:
-        """A stable place for a URL source's last good copy: per list, named by the URL."""
+    def _copy_path(self, name: str, url: str, kind: str = "url") -> Path:
+        """A stable place for a URL source's last good copy: per list, named by the URL (for
+        UT1, the URL and the categories: a directory of category directories)."""
         configured = os.environ.get(SOURCES_DIR_ENV, "").strip()
         base = self._file(configured) if configured else self.base / SOURCES_DIR
         folder = name if re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name) else \
             "list-" + hashlib.sha256(name.encode()).hexdigest()[:16]
-        return base / folder / (hashlib.sha256(url.encode()).hexdigest()[:32] + ".txt")
+        suffix = ".txt" if kind == "url" else ".ut1"
+        return base / folder / (hashlib.sha256(url.encode()).hexdigest()[:32] + suffix)
 
     def _file(self, text: str) -> Path:
         path = Path(text).expanduser()
@@ -571,11 +704,13 @@ class _PolicyBuilder:
         keys = r.mapping(node, where, ("url", "base_dn", "user_filter", "bind_dn",
                                        "bind_password_env", "user_dn_template", "group_base_dn",
                                        "group_filter", "ca", "start_tls", "cache_minutes",
-                                       "timeout_seconds", "realm"),
-                         required=("url", "base_dn"))
+                                       "timeout_seconds", "realm", "kerberos", "htpasswd"),
+                         required=() if "htpasswd" in _keys_of(node) else ("url", "base_dn"))
         if not keys:
             return None
         default = DirectorySettings("", "")
+        if "htpasswd" in keys:
+            return self._htpasswd(keys, default)
         url = r.string(keys.get("url"), "directory.url", "") or ""
         start_tls = r.boolean(keys.get("start_tls"), "directory.start_tls", False)
         found = re.fullmatch(r"(ldaps?)://(\[[^\]]+\]|[^:/]+)(?::(\d{1,5}))?/?", url)
@@ -608,14 +743,7 @@ class _PolicyBuilder:
         if settings["bind_dn"] and not bind_password_env:
             r.error(keys.get("bind_dn"), "directory.bind_dn needs bind_password_env: the name "
                                          "of the environment variable holding its password")
-        cache = r.scalar(keys.get("cache_minutes"))
-        if cache is None:
-            cache = default.cache_minutes
-        elif isinstance(cache, bool) or not isinstance(cache, (int, float)) \
-                or not 0 <= cache <= 1440:
-            r.error(keys["cache_minutes"], "directory.cache_minutes: expected minutes from 0 to "
-                                           f"1440 (e.g. 15, or 0.5), got '{keys['cache_minutes'].value}'")
-            cache = default.cache_minutes
+        cache = self._cache_minutes(keys, default)
         return DirectorySettings(
             url=url, start_tls=start_tls, bind_password_env=bind_password_env,
             ca=self._optional_file(keys.get("ca"), "directory.ca"),
@@ -623,7 +751,60 @@ class _PolicyBuilder:
             timeout_seconds=r.integer(keys.get("timeout_seconds"), "directory.timeout_seconds",
                                       default.timeout_seconds, 1, 60),
             realm=r.string(keys.get("realm"), "directory.realm", default.realm) or default.realm,
-            **settings)
+            kerberos=self._kerberos(keys.get("kerberos"), settings), **settings)
+
+    def _htpasswd(self, keys: dict[str, yaml.Node], default: DirectorySettings) -> DirectorySettings:
+        """directory: {htpasswd: FILE}: logins from an htpasswd file instead of LDAP, through
+        the same cache (bcrypt at any cost is usable)."""
+        r = self.r
+        for key in keys:
+            if key not in ("htpasswd", "cache_minutes", "realm", "kerberos"):
+                r.error(keys[key], f"directory.{key}: not used with directory.htpasswd (an "
+                                   "htpasswd file or an LDAP directory, not both)")
+        path = self._optional_file(keys.get("htpasswd"), "directory.htpasswd")
+        return DirectorySettings(
+            url="", base_dn="", htpasswd=path, cache_minutes=self._cache_minutes(keys, default),
+            realm=r.string(keys.get("realm"), "directory.realm", default.realm) or default.realm,
+            kerberos=self._kerberos(keys.get("kerberos"), {}))
+
+    def _cache_minutes(self, keys: dict[str, yaml.Node], default: DirectorySettings) -> float:
+        cache = self.r.scalar(keys.get("cache_minutes"))
+        if cache is None:
+            return default.cache_minutes
+        if isinstance(cache, bool) or not isinstance(cache, (int, float)) or not 0 <= cache <= 1440:
+            self.r.error(keys["cache_minutes"], "directory.cache_minutes: expected minutes from 0 "
+                         f"to 1440 (e.g. 15, or 0.5), got '{keys['cache_minutes'].value}'")
+            return default.cache_minutes
+        return float(cache)
+
+    def _kerberos(self, node: yaml.Node | None, directory: dict) -> KerberosSettings | None:
+        """directory.kerberos: single sign-on.  The directory is then asked for the groups of
+        a person signed in by ticket without their password, so it must be searchable as the
+        service account (or anonymously): not with user_dn_template alone."""
+        if node is None:
+            return None
+        r, where = self.r, "directory.kerberos"
+        keys = r.mapping(node, where, ("keytab", "service", "realm"),
+                         required=("keytab", "service", "realm"))
+        if not keys:
+            return None
+        service = r.string(keys.get("service"), where + ".service", "") or ""
+        if service and not re.fullmatch(r"HTTP/[A-Za-z0-9.-]+", service):
+            r.error(keys["service"], f"{where}.service: '{service}' is not HTTP/<host name> "
+                                     "(e.g. HTTP/gateway.college.example: the name clients use "
+                                     "for the proxy, without @REALM)")
+        realm = r.string(keys.get("realm"), where + ".realm", "") or ""
+        if realm and not re.fullmatch(r"[A-Za-z0-9._-]+", realm):
+            r.error(keys["realm"], f"{where}.realm: '{realm}' is not a Kerberos realm "
+                                   "(e.g. COLLEGE.EXAMPLE)")
+        if directory.get("user_dn_template") and not directory.get("bind_dn"):
+            r.error(node, f"{where}: needs bind_dn (a service account): the directory is asked "
+                          "for the groups of a person signed in by Kerberos, who gives no "
+                          "password to bind with")
+        keytab = self._optional_file(keys.get("keytab"), where + ".keytab")
+        if keytab is None:
+            return None
+        return KerberosSettings(keytab=keytab, service=service, realm=realm)
 
     def _sign_in(self, node: yaml.Node | None,
                  directory: yaml.Node | None) -> SignInSettings | None:
@@ -816,7 +997,7 @@ _SUGGESTED = "/var/log/webpolicy"
 def normalise_dn(dn: str) -> str:
     """A DN as compared everywhere (policy groups, the directory's answers): attribute types
     and values lower-cased, no spaces around separators.  ValueError if it is not a DN."""
-    from ldap3.utils.dn import parse_dn   # pure parsing; ldap3 is a mitmproxy dependency
+    from ldap3.utils.dn import parse_dn  # pure parsing; ldap3 is a mitmproxy dependency
     try:
         parts = parse_dn(dn.strip(), strip=True)
     except Exception:  # noqa: BLE001 - ldap3 raises its own exception types
@@ -901,3 +1082,10 @@ def _holder_findings(holder: Path) -> list[tuple[str, bool]]:
                  f"{_SUGGESTED}", False)]
     return [(f"{holder} is writable by every account (like /tmp): another account can take the "
              f"name first, and it may be emptied at boot: prefer {_SUGGESTED}", True)]
+
+
+def _keys_of(node: yaml.Node | None) -> set[str]:
+    """The keys a mapping node names (none for anything else), before it is read."""
+    if not isinstance(node, yaml.MappingNode):
+        return set()
+    return {key.value for key, _value in node.value if isinstance(key, yaml.ScalarNode)}

@@ -213,7 +213,7 @@ class WebPolicy:
         self.metrics.list_sources(states, outcomes)
         engine, reloader = self.gate.engine, self.reloader
         watched = set(engine.policy.files()) if engine else set()
-        if reloader and any(o.result == UPDATED and o.source.path not in watched
+        if reloader and any(o.result == UPDATED and not watched.issuperset(o.source.copies())
                             for o in outcomes):
             reloader.request()
 

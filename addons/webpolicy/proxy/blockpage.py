@@ -33,20 +33,23 @@ def status_for(decision: Decision) -> int:
 
 
 def render(decision: Decision, event_id: str, url: str, host: str, settings: BlockPageSettings,
-           accept: str = "", when: dt.datetime | None = None) -> BlockPage:
-    """HTML for browsers (Accept names text/html), plain text for everything else."""
+           accept: str = "", when: dt.datetime | None = None, credit: str = "") -> BlockPage:
+    """HTML for browsers (Accept names text/html), plain text for everything else.  `credit`:
+    the attribution the blocking list's licence asks for (UT1's CC BY-SA 4.0), if any."""
     when = when or dt.datetime.now(dt.UTC)
     kind = _kind(decision)
     # From the request's bytes: lone surrogates (non-UTF-8 bytes) would make .encode() raise.
     shown = encodable(host if decision.statutory else url)
     status = status_for(decision)
     if "text/html" in accept:
-        parts = _html_parts(kind, decision.category or "", decision.policy_version, settings)
+        parts = _html_parts(kind, decision.category or "", decision.policy_version, settings,
+                            credit)
         if parts is not None:
             body = (parts[0] + escape(shown, quote=True) + parts[1] + escape(event_id, quote=True)
                     + parts[2] + _time(when, settings.timezone) + parts[3])
             return BlockPage(status, "text/html; charset=utf-8", body.encode())
-    facts = {**_static_facts(kind, decision.category or "", decision.policy_version, settings),
+    facts = {**_static_facts(kind, decision.category or "", decision.policy_version, settings,
+                             credit),
              "address": shown, "reference": event_id, "time": _time(when, settings.timezone)}
     if "text/html" in accept:
         return BlockPage(status, "text/html; charset=utf-8", _html(facts).encode())
@@ -60,7 +63,7 @@ def _kind(decision: Decision) -> str:
 
 
 def _static_facts(kind: str, category: str, version: str,
-                  settings: BlockPageSettings) -> dict[str, str]:
+                  settings: BlockPageSettings, credit: str = "") -> dict[str, str]:
     """Everything on the page but the address, the reference and the time."""
     if kind == "unavailable":
         title = "The web filter is unavailable"
@@ -75,7 +78,8 @@ def _static_facts(kind: str, category: str, version: str,
         reason = f"It is in a category that is blocked for you: {category}."
     return {"kind": kind, "title": title, "reason": reason,
             "organisation": settings.organisation, "contact": settings.contact,
-            "review_url": settings.review_url, "policy": version}
+            "review_url": settings.review_url, "policy": version,
+            "credit": credit if kind == "blocked" else ""}
 
 
 _HOLE = "\x00"
@@ -84,12 +88,12 @@ _MONTHS = ("January", "February", "March", "April", "May", "June", "July", "Augu
 
 
 @lru_cache(maxsize=512)
-def _html_parts(kind: str, category: str, version: str,
-                settings: BlockPageSettings) -> tuple[str, str, str, str] | None:
+def _html_parts(kind: str, category: str, version: str, settings: BlockPageSettings,
+                credit: str = "") -> tuple[str, str, str, str] | None:
     """The HTML page cut around its address, reference and time: rendering and escaping the
     rest for every block cost more than the block's decision and record together.  None if a
     setting holds the character the cuts are made at (the page is then rendered whole)."""
-    static = _static_facts(kind, category, version, settings)
+    static = _static_facts(kind, category, version, settings, credit)
     if any(_HOLE in value for value in static.values()):
         return None
     parts = _html({**static, "address": _HOLE, "reference": _HOLE, "time": _HOLE}).split(_HOLE)
@@ -117,7 +121,10 @@ def _text(f: dict[str, str]) -> str:
              "and quote the reference."]
     if f["review_url"]:
         lines.append(f"Ask for a review: {f['review_url']}")
-    lines += ["", f"{f['organisation']} web filter, policy {f['policy']}", ""]
+    lines += ["", f"{f['organisation']} web filter, policy {f['policy']}"]
+    if f.get("credit"):
+        lines.append(f["credit"])
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -149,6 +156,7 @@ def _html(f: dict[str, str]) -> str:
     e = {key: escape(value, quote=True) for key, value in f.items()}
     review = (f'<p><a href="{e["review_url"]}">Ask for this page to be reviewed</a></p>'
               if f["review_url"].startswith(("https://", "http://")) else "")
+    credit = f'<br><span id="credit">{e["credit"]}</span>' if f.get("credit") else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -165,6 +173,6 @@ def _html(f: dict[str, str]) -> str:
 </dl>
 <div class="help"><p>If you need this page for your work or studies, contact
 {e["contact"]} and quote the reference above.</p>{review}</div>
-<footer>{e["organisation"]} web filter &middot; policy {e["policy"]}</footer>
+<footer>{e["organisation"]} web filter &middot; policy {e["policy"]}{credit}</footer>
 </main></body></html>
 """

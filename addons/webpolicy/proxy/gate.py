@@ -24,6 +24,7 @@ from webpolicy.engine import circumvention
 from webpolicy.engine.decision import NO_POLICY, Decision, decide, unavailable
 from webpolicy.engine.engine import Engine, is_selftest_host
 from webpolicy.engine.watchlist import WatchHit
+from webpolicy.lists import ut1
 from webpolicy.lists.canonical import CanonicalURL, canonical_host, from_parts
 from webpolicy.monitoring.metrics import Metrics
 from webpolicy.policy.model import BlockPageSettings, Profile
@@ -225,7 +226,8 @@ class Gate:
         settings = self.engine.policy.block_page if self.engine else None
         page = blockpage.render(decision, event_id, str(url) if url else host,
                                 url.host if url else host, settings or _DEFAULT_PAGE,
-                                flow.request.headers.get("accept", ""))
+                                flow.request.headers.get("accept", ""),
+                                credit=self._credit(decision))
         body = page.body
         if page.content_type.startswith("text/html"):
             link = self.sign_out_link(flow)
@@ -237,6 +239,13 @@ class Gate:
             (b"cache-control", b"no-store"),
             (b"x-webpolicy-reference", event_id.encode()),
         ])
+
+    def _credit(self, decision: Decision) -> str:
+        """UT1's attribution (CC BY-SA 4.0) when the blocking list is downloaded from UT1."""
+        spec = self.engine.policy.lists.get(decision.list or "") if self.engine else None
+        if spec is not None and any(source.is_ut1 for source in spec.remote):
+            return ut1.BLOCK_PAGE_CREDIT
+        return ""
 
     def refuse_request(self, flow: http.HTTPFlow, decision: Decision) -> None:
         """Record a stage's decision and answer with the block page (or, for a profile with

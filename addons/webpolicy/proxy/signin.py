@@ -20,6 +20,8 @@ by their network):
   before anything else sees the request, so it reaches no log, record or upstream.  After a
   CONNECT, the tunnel's user is kept per client connection for the requests inside it, which
   carry no header, and for the TLS and TCP hooks (Gate.users).
+- With `directory.kerberos`, the 407 offers Negotiate too, and a `Negotiate` login is a
+  Kerberos ticket checked once per client connection (negotiate.py); Basic stays the fallback.
 """
 
 from __future__ import annotations
@@ -35,11 +37,14 @@ from mitmproxy import http
 from mitmproxy.proxy import mode_specs
 
 from webpolicy.identity.directory import Directory, DirectoryUnavailable, SignedInUser
+from webpolicy.identity.htpasswd import Htpasswd, login_checker
+from webpolicy.identity.kerberos import KerberosRefused, negotiate_token
 from webpolicy.identity.logins import LoginCache, Throttle
 from webpolicy.policy.model import DirectorySettings
 from webpolicy.proxy.flows import client_ip, make_response
 from webpolicy.proxy.gate import SIGNED_IN_USER as USER_KEY
 from webpolicy.proxy.gate import Gate
+from webpolicy.proxy.negotiate import Negotiate
 
 log = logging.getLogger("webpolicy")
 
@@ -59,12 +64,13 @@ class SignIn:
     def __init__(self, gate: Gate) -> None:
         self.gate = gate
         self._settings: DirectorySettings | None = None
-        self._directory: Directory | None = None
+        self._directory: Directory | Htpasswd | None = None
         self.cache: LoginCache[SignedInUser] = LoginCache(0)
         self.throttle = Throttle()
         self._tunnels: dict[str, SignedInUser] = {}      # client connection id -> CONNECT's user
         self._pool = concurrent.futures.ThreadPoolExecutor(WORKERS, "webpolicy-directory")
         self._warned = -WARN_EVERY
+        self.negotiate = Negotiate(self._pool)
 
     def settings(self) -> DirectorySettings | None:
         """The directory settings of the policy in force; a change (a reload) starts a new
@@ -73,8 +79,9 @@ class SignIn:
         settings = engine.policy.directory if engine is not None else None
         if settings is not self._settings:
             if settings != self._settings:
-                self._directory = Directory(settings) if settings else None
+                self._directory = login_checker(settings) if settings else None
                 self.cache = LoginCache(settings.cache_minutes * 60 if settings else 0)
+                self.negotiate.configure(settings)
             self._settings = settings          # an equal one from a reload: keep the cache
         return settings
 
@@ -91,6 +98,10 @@ class SignIn:
         if tunnel_user is not None:                         # inside a tunnel signed in at CONNECT
             flow.metadata[USER_KEY] = tunnel_user
             return None
+        if self.negotiate.offered:
+            negotiated = self._negotiated(flow, settings, header)
+            if negotiated is not False:
+                return negotiated
         credentials = _basic(header)
         if credentials is None:
             self._refuse(flow, settings, "refused", _REFUSED)
@@ -106,7 +117,42 @@ class SignIn:
             return None
         return self._ask(flow, settings, self._directory, user, password, address)
 
-    async def _ask(self, flow: http.HTTPFlow, settings: DirectorySettings, directory: Directory,
+    def _negotiated(self, flow: http.HTTPFlow, settings: DirectorySettings,
+                    header: str) -> Awaitable[None] | None | bool:
+        """Kerberos: a connection signed in by ticket stays so (a Basic header on it is still
+        checked as Basic); a Negotiate token is checked.  False: not Kerberos, go on."""
+        known = self.negotiate.known(flow.client_conn.id)
+        if known is not None and not header.lstrip().lower().startswith("basic"):
+            self._accept(flow, known, "cached")
+            return None
+        try:
+            token = negotiate_token(header)
+        except KerberosRefused as exc:
+            self.negotiate.refused(str(exc))
+            self._refuse(flow, settings, "kerberos_refused", _REFUSED)
+            return None
+        if token is None:
+            return False
+        return self._ask_kerberos(flow, settings, token)
+
+    async def _ask_kerberos(self, flow: http.HTTPFlow, settings: DirectorySettings,
+                            token: bytes) -> None:
+        try:
+            found = await self.negotiate.sign_in(flow.client_conn.id, token, self._directory)
+        except DirectoryUnavailable as exc:
+            self._unavailable(flow, str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - fail closed, never open
+            self.negotiate.refused(f"unexpected {type(exc).__name__}")
+            self._refuse(flow, settings, "kerberos_refused", _REFUSED)
+            return
+        if found is None:
+            self._refuse(flow, settings, "kerberos_refused", _REFUSED)
+            return
+        self._accept(flow, found, "kerberos")
+
+    async def _ask(self, flow: http.HTTPFlow, settings: DirectorySettings,
+                   directory: Directory | Htpasswd,
                    user: str, password: str, address: str) -> None:
         try:
             loop = asyncio.get_running_loop()
@@ -182,6 +228,7 @@ class SignIn:
                 body: bytes) -> None:
         realm = "".join(c for c in settings.realm if c.isprintable() and c not in '"\\')
         flow.response = make_response(407, body, [
+            *self.negotiate.challenges(),          # Negotiate first: browsers take the first
             (b"proxy-authenticate", f'Basic realm="{realm}", charset="UTF-8"'.encode()),
             (b"content-type", b"text/plain; charset=utf-8"),
             (b"cache-control", b"no-store"),
@@ -205,6 +252,7 @@ class SignIn:
 
     def client_disconnected(self, client_id: str) -> None:
         self._tunnels.pop(client_id, None)
+        self.negotiate.forget(client_id)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -66,11 +66,10 @@ def display_url(url: CanonicalURL | None, host: str, keep_query: bool) -> str:
 
 
 def identified_by(user: str | None) -> str:
-    """How the person behind a record was identified: the method a signed-in user carries
-    (identity/directory.py's SignedInUser: "login", "session"), "login" for a plain proxy
-    login name, "address" when there is no person (a network rule or the default)."""
-    if user is None:
-        return "address"
+    """How the person was known: "kerberos" (a ticket, single sign-on), "login" (a password:
+    the directory, or mitmproxy's --proxyauth), "session" (the sign-in page), "network" (no one signed in: the address)."""
+    if not user:
+        return "network"
     return getattr(user, "method", "login")
 
 

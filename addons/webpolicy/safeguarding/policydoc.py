@@ -21,6 +21,7 @@ import hashlib
 import html
 import json
 import os
+import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -28,8 +29,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from webpolicy.engine.engine import Engine
+from webpolicy.lists import remote, ut1
 from webpolicy.policy.history import Change
-from webpolicy.policy.model import ListSpec, Policy, Profile
+from webpolicy.policy.model import ListSpec, Policy, Profile, RemoteSource
 
 SELFTEST_FILE = "selftest-last.json"        # beside the policy, written by `webpolicy selftest`
 EXPORTED_FILE = ".policy-export-last"         # beside the policy: when the last export was made
@@ -164,23 +166,67 @@ def _lists(engine: Engine) -> str:
                      _e(spec.category), _e(spec.severity), _sources(spec, engine.policy.path.parent),
                      f"{status.entries:,}", _age(spec), state))
     return _section("Lists", _table(("List", "Category", "Severity", "Source", "Entries",
-                                     "Source last changed", "State"), rows))
+                                     "Source last changed", "State"), rows)
+                    + _attribution(engine.policy))
 
 
 def _sources(spec: ListSpec, base: Path) -> str:
-    """Files as written in the policy; a URL source as its address without any query (a
-    provider may put a key there) and how often it is fetched."""
-    remote = {source.path: source for source in spec.remote}
-    shown = []
+    """Files as written in the policy; a downloaded source as its address without any query
+    (a provider may put a key there), how often it is fetched, its last successful download
+    and its last error."""
+    downloaded = {copy: source for source in spec.remote for copy in source.copies()}
+    shown, seen = [], set()
     for path in spec.sources:
-        source = remote.get(path)
+        source = downloaded.get(path)
         if source is None:
             shown.append(_e(os.path.relpath(path, base)))
-        else:
-            parts = urlsplit(source.url)
-            shown.append(f"{_e(parts.scheme)}://{_e(parts.netloc)}{_e(parts.path)} "
-                         f"<span class=muted>(fetched every {source.refresh / 3600:g} h)</span>")
+        elif source.path not in seen:
+            seen.add(source.path)
+            shown.append(_downloaded(source))
     return "<br>".join(shown) + f' <span class=muted>({_e(spec.format)})</span>'
+
+
+def _downloaded(source: RemoteSource) -> str:
+    state = remote.read_state(source)
+    what = _without_query(source.url)
+    if source.is_ut1:
+        what += f" [UT1: {', '.join(source.ut1_categories)}]"
+    text = (f"{_e(what)} <span class=muted>(fetched every {source.refresh / 3600:g} h)</span>"
+            "<br><span class=muted>last successful download:</span> ")
+    text += (_e(_when(state.last_success)) if state.last_success is not None
+             else '<span class="warn">never</span>')
+    if state.last_error:
+        text += (f'<br><span class="warn">last error ({_e(_when(state.last_attempt))}): '
+                 f"{_e(_hide_queries(state.last_error))}</span>")
+    return text
+
+
+def _attribution(policy: Policy) -> str:
+    """The attribution UT1's licence (CC BY-SA 4.0) asks for, under the lists that use it."""
+    used = [source for source in policy.remote_sources() if source.is_ut1]
+    if not used:
+        return ""
+    dates = [remote.read_state(source).last_success for source in used]
+    latest = max((d for d in dates if d is not None), default=None)
+    when = f", downloaded {_e(_when(latest))}" if latest is not None else ""
+    return (f'<p class=muted>Lists marked UT1 are taken from the {_e(ut1.SHORT_ATTRIBUTION)}, '
+            f"{_e(ut1.UT1_HOME)}, licensed {_e(ut1.LICENCE)} ({_e(ut1.LICENCE_URL)}){when}.</p>")
+
+
+def _without_query(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+
+
+def _hide_queries(text: str) -> str:
+    """A download error may quote a URL; its query may hold a provider's key."""
+    return re.sub(r"(https?://[^\s?#]*)[?#]\S*", r"\1", text)
+
+
+def _when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "-"
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%d %b %Y %H:%M UTC")
 
 
 def _age(spec: ListSpec) -> str:

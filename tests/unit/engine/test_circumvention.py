@@ -9,7 +9,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from tests.unit.helpers import REPO, policy_from
+from tests.unit.helpers import REPO, learner_policy_with
 from webpolicy.engine.circumvention import (
     CANARY,
     connect_violation,
@@ -130,20 +130,8 @@ def test_refusal_is_a_logged_block():
 
 # -- the connect schema ---------------------------------------------------------------------
 
-POLICY = """\
-version: "1"
-default_profile: learner
-profiles:
-  learner:
-    block: [adult]
-    connect: {connect}
-lists:
-  adult: {{category: Pornography, sources: [adult.txt]}}
-"""
-
-
 def load(tmp_path: Path, connect: str):
-    return policy_from(tmp_path, POLICY.format(connect=connect), {"adult.txt": "adult.example\n"})
+    return learner_policy_with(tmp_path, "connect", connect)
 
 
 def test_schema_reads_connect(tmp_path):

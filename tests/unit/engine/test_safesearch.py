@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.unit.helpers import policy_from
+from tests.unit.helpers import learner_policy_with
 from webpolicy.engine.safesearch import (
     GOOGLE_HOSTS,
     YOUTUBE_HOSTS,
@@ -227,20 +227,8 @@ def test_set_cookie_field(value, expected):
 
 # -- the policy schema ----------------------------------------------------------------------
 
-POLICY = """\
-version: "1"
-default_profile: learner
-profiles:
-  learner:
-    block: [adult]
-    safe_search: {safe}
-lists:
-  adult: {{category: Pornography, sources: [adult.txt]}}
-"""
-
-
 def load(tmp_path: Path, safe: str):
-    return policy_from(tmp_path, POLICY.format(safe=safe), {"adult.txt": "adult.example\n"})
+    return learner_policy_with(tmp_path, "safe_search", safe)
 
 
 def test_schema_reads_safe_search(tmp_path):

@@ -29,6 +29,10 @@ def test_a_signed_in_user_is_its_name_with_its_groups():
     assert hash(user) != hash(SignedInUser("alice", set()))
     assert user == SignedInUser("alice", {"cn=staff,dc=test"})
     assert pickle.loads(pickle.dumps(user)).groups == user.groups
+    # how the person was identified travels with the name, but chooses nothing
+    ticket = SignedInUser("alice", {"cn=staff,dc=test"}, "kerberos")
+    assert user.method == "login" and ticket.method == "kerberos"
+    assert ticket == user and pickle.loads(pickle.dumps(ticket)).method == "kerberos"
 
 
 def _directory_with(tree: dict[str, list[str]]) -> tuple[Directory, list[str]]:

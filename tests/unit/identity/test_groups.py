@@ -115,3 +115,39 @@ def test_check_with_groups_names_the_group_that_decided(tmp_path):
     assert done.returncode == 4
     done = webpolicy("check", "http://adult.test/", "--policy", str(path), "--group", SIXTH)
     assert done.returncode == 2 and "--group needs --user" in done.stderr
+
+
+KERBEROS = DIRECTORY + """\
+  kerberos: {keytab: /etc/webpolicy/http.keytab, service: HTTP/gw.college.example, realm: COLLEGE.EXAMPLE}
+"""
+
+
+def test_the_policy_reads_kerberos(tmp_path):
+    settings = policy_from(tmp_path, POLICY.replace("DIRECTORY\n", KERBEROS), LISTS).directory
+    assert str(settings.kerberos.keytab) == "/etc/webpolicy/http.keytab"
+    assert settings.kerberos.service == "HTTP/gw.college.example"
+    assert settings.kerberos.realm == "COLLEGE.EXAMPLE"
+    assert policy_from(tmp_path, POLICY.replace("DIRECTORY\n", DIRECTORY), LISTS) \
+        .directory.kerberos is None
+
+
+@pytest.mark.parametrize("kerberos, fragment", [
+    ("{keytab: k, service: HTTP/gw.example@COLLEGE, realm: COLLEGE}", "is not HTTP/<host name>"),
+    ("{keytab: k, service: host/gw.example, realm: COLLEGE}", "is not HTTP/<host name>"),
+    ("{keytab: k, service: HTTP/gw.example, realm: 'COLLEGE EXAMPLE'}", "is not a Kerberos realm"),
+    ("{keytab: k, service: HTTP/gw.example}", "missing required key 'realm'"),
+    ("{keytab: k, service: HTTP/gw.example, realm: C, principal: x}", "principal"),
+])
+def test_kerberos_mistakes_are_refused(tmp_path, kerberos, fragment):
+    text = DIRECTORY + f"  kerberos: {kerberos}\n"
+    with pytest.raises(PolicyError) as info:
+        policy_from(tmp_path, POLICY.replace("DIRECTORY\n", text), LISTS)
+    assert fragment in str(info.value)
+
+
+def test_kerberos_needs_a_directory_it_can_search_without_a_password(tmp_path):
+    text = ("directory:\n  url: ldaps://dc1\n  base_dn: dc=test\n"
+            "  user_dn_template: 'uid={user},dc=test'\n"
+            "  kerberos: {keytab: k, service: HTTP/gw.example, realm: C}\n")
+    with pytest.raises(PolicyError, match="needs bind_dn"):
+        policy_from(tmp_path, POLICY.replace("DIRECTORY\n", text), LISTS)

@@ -2,15 +2,23 @@
 
 Used by tests/unit/lists/test_remote.py and tests/e2e/test_remote_lists.py.  Each path is
 given a Reply (status, body, headers, a delay before answering, a body cut short); the server
-records what each request asked for (for conditional GETs and bearer tokens).
+records what each request asked for (for conditional GETs and bearer tokens) and how many it
+answered at once (for bounded parallel downloads).  Also: ConnectProxy, a small outbound
+HTTP proxy (CONNECT only) that records the tunnels it opened, and ut1_archive(), UT1's
+published archives built from a UT1 snapshot (/work/shared/data/ut1) at test time.
 """
 
 from __future__ import annotations
 
 import datetime
 import gzip
+import io
 import ipaddress
+import select
+import socket
+import socketserver
 import ssl
+import tarfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -101,12 +109,25 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:
         pass
 
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except (OSError, ssl.SSLError):
+            pass              # a client (or a tunnel through a test proxy) gone mid-request
+
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         server: ListServer = self.server.owner          # type: ignore[attr-defined]
         server.requests.append((self.path, dict(self.headers)))
         reply = server.replies.get(self.path, Reply(404, b"not found\n"))
-        if reply.delay:
-            time.sleep(reply.delay)
+        with server.lock:
+            server.in_flight += 1
+            server.most_in_flight = max(server.most_in_flight, server.in_flight)
+        try:
+            if reply.delay:
+                time.sleep(reply.delay)
+        finally:
+            with server.lock:
+                server.in_flight -= 1
         if reply.etag and self.headers.get("If-None-Match") == reply.etag:
             self.send_response(304)
             self.send_header("ETag", reply.etag)
@@ -145,6 +166,8 @@ class ListServer:
             context.load_verify_locations(self.ca)
         self.replies: dict[str, Reply] = {}
         self.requests: list[tuple[str, dict[str, str]]] = []
+        self.lock = threading.Lock()
+        self.in_flight = self.most_in_flight = 0
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.daemon_threads = True
         self._httpd.owner = self                         # type: ignore[attr-defined]
@@ -163,3 +186,106 @@ class ListServer:
     def __exit__(self, *exc) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
+
+
+# -- an outbound proxy ---------------------------------------------------------------------
+
+class _Tunnel(socketserver.StreamRequestHandler):
+    def handle(self) -> None:
+        proxy: ConnectProxy = self.server.owner               # type: ignore[attr-defined]
+        request = self.rfile.readline(8192).decode("latin-1").split()
+        while self.rfile.readline(8192) not in (b"\r\n", b"\n", b""):
+            pass                                              # the request's headers
+        if len(request) != 3 or request[0] != "CONNECT" or proxy.refuse:
+            self.wfile.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+            return
+        host, _, port = request[1].rpartition(":")
+        proxy.tunnels.append(request[1])
+        try:
+            upstream = socket.create_connection((host.strip("[]"), int(port)), timeout=10)
+        except OSError:
+            self.wfile.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+            return
+        self.wfile.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        self.wfile.flush()
+        with upstream:
+            sockets = [self.connection, upstream]
+            while True:
+                readable, _, _ = select.select(sockets, [], [], 10)
+                if not readable:
+                    return
+                for sock in readable:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    (upstream if sock is self.connection else self.connection).sendall(data)
+
+
+class ConnectProxy:
+    """`with ConnectProxy() as proxy:` an HTTP proxy on http://127.0.0.1:<port> that opens
+    CONNECT tunnels (and records them in `tunnels`); `refuse = True` answers 403."""
+
+    def __init__(self) -> None:
+        self.tunnels: list[str] = []
+        self.refuse = False
+        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Tunnel)
+        self._server.daemon_threads = True
+        self._server.owner = self                            # type: ignore[attr-defined]
+        self.port = self._server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
+                                        daemon=True)
+
+    def __enter__(self) -> ConnectProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+# -- UT1 archives --------------------------------------------------------------------------
+
+UT1_SNAPSHOT = Path("/work/shared/data/ut1")
+UT1_FILES = ("domains", "urls", "expressions")
+
+
+def ut1_archive(categories: dict[str, dict[str, bytes]], *, per_category: str = "",
+                aliases: dict[str, str] | None = None) -> bytes:
+    """A gzipped tar as UT1 publishes it: the archive (`blacklists/<category>/<file>`, an
+    alias a symbolic link beside it), or with per_category=NAME that category's own archive
+    (`NAME/<file>`)."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        def add(name: str, data: bytes | None = None, link: str = "") -> None:
+            info = tarfile.TarInfo(name)
+            info.mtime = 1_700_000_000
+            if link:
+                info.type, info.linkname = tarfile.SYMTYPE, link
+            elif data is None:
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+            else:
+                info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+        chosen = {per_category: categories[per_category]} if per_category else categories
+        prefix = "" if per_category else "blacklists/"
+        if not per_category:
+            add("blacklists")
+        for name, files in chosen.items():
+            add(f"{prefix}{name}")
+            for file, data in files.items():
+                add(f"{prefix}{name}/{file}", data)
+        for alias, target in ({} if per_category else (aliases or {})).items():
+            add(f"blacklists/{alias}", link=target)
+    return gzip.compress(out.getvalue(), mtime=0)
+
+
+def snapshot(*names: str) -> dict[str, dict[str, bytes]]:
+    """Categories of the UT1 snapshot, as ut1_archive takes them (its list files only)."""
+    found = {}
+    for name in names:
+        folder = UT1_SNAPSHOT / name
+        found[name] = {file: (folder / file).read_bytes() for file in UT1_FILES
+                       if (folder / file).is_file()}
+    return found

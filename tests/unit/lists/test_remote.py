@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.lists.listserver import ListServer, Reply, domains, gzipped
+from tests.unit.lists.listserver import ConnectProxy, ListServer, Reply, domains, gzipped
 from webpolicy.lists import remote
 from webpolicy.lists.remote import RemoteSource, SourceState, due, fetch, read_state
 
@@ -225,6 +225,56 @@ def test_a_second_fetcher_of_the_same_source_waits_its_turn(server, tmp_path):
 
 # -- the schedule --------------------------------------------------------------------------
 
+class FakeClock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("jitter", [0.0, 1.0])
+def test_a_failing_source_backs_off_exponentially_to_a_cap_with_jitter(server, tmp_path,
+                                                                      jitter):
+    """A fake clock and fixed jitter: the waits after each failure in a row are 1, 2, 4, ...
+    minutes (halved at most by jitter), capped at 6 h for a source with a good copy; a
+    success clears the backoff."""
+    source = good_copy(server, tmp_path, 10, refresh=24 * 3600)
+    server.replies["/list.txt"] = Reply(500, b"down")
+    clock = FakeClock(1_000_000.0)
+    waits = []
+    for _ in range(12):
+        outcome = fetch(source, clock=clock, rand=lambda: jitter)
+        assert outcome.result == "failed"
+        due_at = remote.next_due(source, read_state(source))
+        waits.append(due_at - clock.now)
+        assert not due(source, read_state(source), due_at - 1)
+        assert due(source, read_state(source), due_at)
+        clock.now = due_at
+    factor = 0.5 + 0.5 * jitter
+    expected = [min(60 * 2 ** n, 6 * 3600) * factor for n in range(12)]
+    assert waits == pytest.approx(expected)
+    assert sidecar(source)["next_attempt"] == pytest.approx(clock.now)
+    server.replies["/list.txt"] = Reply(body=domains(10).encode())
+    assert fetch(source, clock=clock).ok
+    state = read_state(source)
+    assert state.next_attempt is None and state.failures == 0
+    assert remote.next_due(source, state) == clock.now + 24 * 3600
+
+
+def test_backoff_caps_at_the_refresh_and_at_five_minutes_without_a_copy(tmp_path):
+    hourly = RemoteSource(list="a", url="https://x.test/l", path=tmp_path / "l.txt",
+                          refresh=3600)
+    quick = RemoteSource(list="a", url="https://x.test/l", path=tmp_path / "l.txt", refresh=2)
+    full = lambda: 1.0                                    # noqa: E731 - no jitter
+    assert [remote.backoff(n, hourly, True, full) for n in (1, 2, 6, 7, 20)] == \
+        [60, 120, 1920, 3600, 3600]
+    assert [remote.backoff(n, hourly, False, full) for n in (1, 3, 4, 9)] == [60, 240, 300, 300]
+    assert remote.backoff(5, quick, True, full) == 2, "never slower than its own refresh"
+    assert remote.backoff(1, hourly, True, lambda: 0.0) == 30
+    assert remote.backoff(10_000, hourly, True, full) == 3600
+
+
 def test_due_follows_refresh_and_retries_a_failure_sooner(tmp_path):
     source = RemoteSource(list="a", url="https://x.test/l", path=tmp_path / "l.txt",
                           refresh=6 * 3600)
@@ -337,3 +387,65 @@ def test_a_provider_that_wants_a_client_certificate_gets_one(tmp_path):
                                client_key=server.client_key)
         assert fetch(with_cert).result == "updated"
         assert with_cert.path.read_text() == domains(5)
+
+
+# -- through an outbound proxy, several at once ----------------------------------------------
+
+def test_a_source_is_downloaded_through_the_outbound_proxy_named(server, tmp_path):
+    server.replies["/list.txt"] = Reply(body=domains(5).encode())
+    with ConnectProxy() as proxy:
+        source = source_for(server, tmp_path, proxy=proxy.url)
+        outcome = fetch(source)
+        assert outcome.result == "updated", outcome
+        assert proxy.tunnels == [f"127.0.0.1:{server.port}"]
+        proxy.refuse = True
+        failed = fetch(source, force=True)
+        assert failed.result == "failed" and "outbound proxy" in failed.message, failed
+    gone = fetch(source, force=True)                  # the proxy is down: it says which
+    assert gone.result == "failed" and f"through the outbound proxy {proxy.url}" in gone.message
+    assert source.path.read_text() == domains(5)
+
+
+def test_the_environment_proxy_is_used_only_when_the_policy_says_env(server, tmp_path,
+                                                                     monkeypatch):
+    server.replies["/list.txt"] = Reply(body=domains(5).encode())
+    with ConnectProxy() as proxy:
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        assert fetch(source_for(server, tmp_path)).ok
+        assert proxy.tunnels == [], "HTTPS_PROXY is not read unless the policy says env"
+        source = source_for(server, tmp_path, proxy="env")
+        assert remote.outbound_proxy(source) == proxy.url
+        assert fetch(source, force=True).ok and len(proxy.tunnels) == 1
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        assert remote.outbound_proxy(source) is None
+        assert fetch(source, force=True).ok and len(proxy.tunnels) == 1
+
+
+def test_due_sources_are_fetched_in_parallel_up_to_the_bound(server, tmp_path):
+    sources = []
+    for n in range(6):
+        server.replies[f"/l{n}.txt"] = Reply(body=domains(3, f"s{n}-").encode(), delay=0.3)
+        sources.append(RemoteSource(list=f"l{n}", url=server.url(f"/l{n}.txt"), ca=server.ca,
+                                    path=tmp_path / f"l{n}" / "copy.txt", format="domains"))
+    outcomes = remote.fetch_due(sources, parallel=2)
+    assert [o.source.list for o in outcomes] == [f"l{n}" for n in range(6)], "in order"
+    assert all(o.result == "updated" for o in outcomes)
+    assert server.most_in_flight == 2
+    server.most_in_flight = 0
+    outcomes = remote.fetch_due(sources, force=True, parallel=6)
+    assert len(outcomes) == 6 and server.most_in_flight > 2
+    threads = set()
+    original = remote.fetch
+
+    def spy(source, **options):
+        threads.add(threading.current_thread().name)
+        return original(source, **options)
+
+    remote.fetch = spy
+    try:
+        remote.fetch_due(sources[:1], force=True, parallel=4)
+    finally:
+        remote.fetch = original
+    assert all(name.startswith("webpolicy-fetch") for name in threads), threads

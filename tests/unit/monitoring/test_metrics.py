@@ -54,6 +54,8 @@ DOCUMENTED = {
     "webpolicy_watchlist_hits_total", "webpolicy_list_source_last_success_timestamp_seconds",
     "webpolicy_list_source_age_seconds", "webpolicy_list_source_max_age_seconds",
     "webpolicy_list_source_failing", "webpolicy_list_source_refresh_failures_total",
+    "webpolicy_list_source_consecutive_failures",
+    "webpolicy_list_source_next_attempt_timestamp_seconds",
 }
 
 
@@ -307,7 +309,8 @@ def test_url_sources_show_freshness_per_list_and_count_failures(tmp_path):
     c = RemoteSource(list="ctiru", url="https://lists.example/c", path=tmp_path / "c.txt",
                      statutory=True, max_age=86400)
     states = [(a, SourceState(last_success=now - 100)),
-              (b, SourceState(last_success=now - 1000, failures=2, last_error="HTTP 500")),
+              (b, SourceState(last_success=now - 1000, failures=2, last_error="HTTP 500",
+                              last_attempt=now - 10, next_attempt=now + 50)),
               (c, SourceState())]
     failed = Outcome(b, "failed", "HTTP 500", states[1][1])
     refused = Outcome(b, "refused", "90% lost", states[1][1])
@@ -320,6 +323,10 @@ def test_url_sources_show_freshness_per_list_and_count_failures(tmp_path):
                  statutory="false") == 3600
     assert value(metrics, "webpolicy_list_source_failing", list="social") == 1
     assert value(metrics, "webpolicy_list_source_refresh_failures_total", list="social") == 2
+    assert value(metrics, "webpolicy_list_source_consecutive_failures", list="social") == 2
+    assert value(metrics, "webpolicy_list_source_consecutive_failures", list="ctiru") == 0
+    assert value(metrics, "webpolicy_list_source_next_attempt_timestamp_seconds",
+                 list="ctiru") == 0, "never tried: due at once"
     assert value(metrics, "webpolicy_list_source_age_seconds", list="ctiru",
                  statutory="true") == float("inf")
     assert value(metrics, "webpolicy_list_source_last_success_timestamp_seconds",

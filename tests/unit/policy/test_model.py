@@ -263,7 +263,19 @@ def test_a_url_source_maps_to_a_stable_last_good_copy(tmp_path, monkeypatch):
     ("{url: https://lists.example/a.txt, client_cert: c.pem}", "client_cert and client_key go "
                                                                "together"),
     ("{url: https://lists.example/a.txt, sha256_url: http://x/s}", "sha256_url"),
-    ("{refresh: 6h}", "missing required key 'url'"),
+    ("{refresh: 6h}", "names either url: (one list file) or ut1: (UT1 categories)"),
+    ("{url: https://l.example/a.txt, ut1: https://l.example/}", "names either url:"),
+    ("{ut1: https://l.example/ut1/}", "missing required key 'categories'"),
+    ("{ut1: https://l.example/ut1, categories: [adult]}", "neither UT1's download directory"),
+    ("{ut1: http://l.example/ut1/, categories: [adult]}", "is not an https:// URL"),
+    ("{ut1: https://l.example/ut1/, categories: [adult, adult]}", "'adult' appears twice"),
+    ("{ut1: https://l.example/ut1/, categories: ['../x']}", "is not a UT1 category name"),
+    ("{ut1: https://l.example/ut1/, categories: [a], sha256_url: https://l.example/s}",
+     "not for a ut1: source"),
+    ("{url: https://l.example/a.txt, categories: [adult]}", "only for a ut1: source"),
+    ("{url: https://l.example/a.txt, proxy: proxy.example:3128}", "is not a proxy"),
+    ("{url: https://l.example/a.txt, proxy: 'http://u:pw@proxy.example:3128'}",
+     "a password does not belong in policy.yaml"),
     ("{url: https://lists.example/a.txt, refesh: 6h}", "did you mean 'refresh'"),
 ])
 def test_url_source_mistakes_name_file_and_line(tmp_path, source, message):
@@ -276,6 +288,52 @@ def test_a_ut1_list_cannot_be_a_url(tmp_path):
     text = GOOD.replace("sources: [adult.txt]}", "format: ut1, sources: "
                                                  "[{url: https://x.example/adult.tar.gz}]}")
     assert any("format ut1 needs a UT1 category directory" in p for p in problems(tmp_path, text))
+
+
+UT1_SOURCES = GOOD.replace(
+    "adult: {category: Pornography, severity: high, sources: [adult.txt]}",
+    "adult:\n"
+    "    category: Pornography\n"
+    "    sources:\n"
+    "      - {ut1: 'https://dsi.ut-capitole.fr/blacklists/download/', categories: [adult,\n"
+    "         mixed_adult], refresh: 24h}\n"
+    "      - {ut1: 'https://mirror.example/blacklists.tar.gz', categories: [adult],\n"
+    "         proxy: none}\n"
+    "      - {url: https://lists.example/a.txt, proxy: 'http://[::1]:3129'}\n"
+    "      - {url: https://lists.example/b.txt, proxy: env}").replace(
+    "\nallow:", "\ndownloads: {proxy: 'http://proxy.college.example:3128', parallel: 2}\nallow:", 1)
+
+
+def test_ut1_sources_are_category_directories_with_a_proxy(tmp_path, monkeypatch):
+    monkeypatch.delenv("WEBPOLICY_SOURCES_DIR", raising=False)
+    policy = load_policy(write(tmp_path, UT1_SOURCES))
+    per_category, archive, direct, env = policy.lists["adult"].remote
+    assert per_category.ut1_categories == ("adult", "mixed_adult") and per_category.is_ut1
+    assert per_category.refresh == 24 * 3600 and per_category.path.suffix == ".ut1"
+    assert per_category.copies() == (per_category.path / "adult",
+                                     per_category.path / "mixed_adult")
+    assert policy.lists["adult"].sources[:3] == (*per_category.copies(), archive.path / "adult")
+    assert per_category.proxy == "http://proxy.college.example:3128", "downloads.proxy"
+    assert archive.proxy == "" and direct.proxy == "http://[::1]:3129" and env.proxy == "env"
+    assert not direct.is_ut1 and direct.copies() == (direct.path,)
+    assert policy.downloads.parallel == 2
+    assert set(per_category.copies()) <= set(policy.files())
+    other = load_policy(write(tmp_path, UT1_SOURCES.replace("mixed_adult]", "gambling]")))
+    assert other.lists["adult"].remote[0].path != per_category.path, "another set, another copy"
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda t: t.replace("parallel: 2", "parallel: 0"), "downloads.parallel: 0 is out of range"),
+    (lambda t: t.replace("parallel: 2", "paralel: 2"), "did you mean 'parallel'"),
+    (lambda t: t.replace("categories: [adult],", "categories: [adult], format: domains,"),
+     "unknown key 'format'"),
+    (lambda t: t.replace("    category: Pornography\n", "    category: Pornography\n"
+                                                       "    format: domains\n", 1),
+     "the list's format must be ut1 or auto, not domains"),
+])
+def test_ut1_and_download_mistakes_are_errors(tmp_path, change, message):
+    found = problems(tmp_path, change(UT1_SOURCES))
+    assert any(message in p for p in found), found
 
 
 def test_the_shipped_policys_commented_url_example_is_valid(tmp_path, monkeypatch):
@@ -332,3 +390,25 @@ def test_sign_in_reads_networks_and_durations(tmp_path):
 def test_sign_in_mistakes_name_the_line(tmp_path, text, fragment):
     found = problems(tmp_path, GOOD + text)
     assert any(fragment in p and ":" in p.split(" ")[0] for p in found), found
+
+
+def test_the_shipped_policys_commented_ut1_and_downloads_examples_are_valid(tmp_path,
+                                                                            monkeypatch):
+    monkeypatch.delenv("WEBPOLICY_SOURCES_DIR", raising=False)
+    shipped = (REPO / "policy.yaml").read_text()
+    lines = shipped.splitlines()
+    start = lines.index("  # dating:")
+    example = []
+    for line in lines[start:]:
+        if not line.startswith("  #"):
+            break
+        example.append("  " + line[4:])
+    downloads = next(line for line in lines if line.startswith("# downloads: "))
+    text = shipped.replace("\nallow:", "\n" + "\n".join(example) + "\nallow:", 1)
+    text = text.replace(downloads, downloads[2:], 1)
+    policy = load_policy(write(tmp_path, text))
+    source = policy.lists["dating"].remote[0]
+    assert source.url == "https://dsi.ut-capitole.fr/blacklists/download/"
+    assert source.ut1_categories == ("dating",) and source.refresh == 24 * 3600
+    assert source.proxy == "http://proxy.college.example:3128"
+    assert policy.downloads.parallel == 4

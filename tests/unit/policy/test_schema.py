@@ -15,6 +15,8 @@ import yaml
 
 from tests.e2e.conftest import POLICY as E2E_POLICY
 from tests.e2e.test_directory import POLICY as DIRECTORY_POLICY
+from tests.e2e.test_htpasswd import POLICY as HTPASSWD_POLICY
+from tests.e2e.test_kerberos import SSO_POLICY
 from tests.unit.helpers import ADDONS, REPO, policy_yaml
 from tests.unit.policy.test_model import GOOD
 
@@ -47,7 +49,10 @@ def test_the_shipped_policy_names_its_schema():
                 staff={"block": [], "on_error": "allow"}, lists=["adult"]),
     DIRECTORY_POLICY.format(ldap_url="ldap://127.0.0.1:3389", service_dn="cn=reader,dc=test",
                             cache_minutes=0.1, metrics_port=9464),
-], ids=["model", "e2e", "builder", "directory"])
+    SSO_POLICY.format(ldap_url="ldap://127.0.0.1:3389", service_dn="cn=reader,dc=test",
+                      cache_minutes=5, metrics_port=9464, keytab="/etc/webpolicy/http.keytab"),
+    HTPASSWD_POLICY.format(htpasswd="/etc/webpolicy/htpasswd", metrics_port=9464),
+], ids=["model", "e2e", "builder", "directory", "kerberos", "htpasswd"])
 def test_the_test_policies_are_valid(text):
     assert errors(yaml.safe_load(text)) == []
 
@@ -113,4 +118,27 @@ def test_url_sources_are_valid_and_http_is_refused():
     policy["lists"]["adult"]["sources"] = [{"url": "https://x.example/a", "refresh": "often"}]
     assert errors(policy)
     policy["lists"]["adult"]["sources"] = [{"refresh": "6h"}]
-    assert any("'url' is a required property" in message for message in errors(policy))
+    assert any("is not valid under any of the given schemas" in message
+               for message in errors(policy))
+
+
+def test_ut1_sources_and_downloads_are_valid_and_mixups_are_refused():
+    policy = yaml.safe_load(GOOD)
+    policy["downloads"] = {"proxy": "http://proxy.college.example:3128", "parallel": 2}
+    policy["lists"]["adult"]["sources"] = [
+        {"ut1": "https://dsi.ut-capitole.fr/blacklists/download/",
+         "categories": ["adult", "mixed_adult"], "refresh": "24h", "proxy": "none"},
+        {"ut1": "https://mirror.example/blacklists.tar.gz", "categories": ["adult"]},
+        {"url": "https://lists.example/a.txt", "proxy": "env"}]
+    assert errors(policy) == []
+    for wrong in ({"ut1": "https://x.example/ut1/"},                      # no categories
+                  {"ut1": "https://x.example/ut1/", "url": "https://x.example/a",
+                   "categories": ["a"]},
+                  {"url": "https://x.example/a", "categories": ["a"]},
+                  {"ut1": "https://x.example/ut1", "categories": ["a"]},   # neither / nor .tar.gz
+                  {"url": "https://x.example/a", "proxy": "proxy:3128"}):
+        policy["lists"]["adult"]["sources"] = [wrong]
+        assert errors(policy), wrong
+    policy["lists"]["adult"]["sources"] = ["adult.txt"]
+    policy["downloads"] = {"parallel": 0}
+    assert errors(policy)

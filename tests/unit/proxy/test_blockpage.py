@@ -205,3 +205,19 @@ def test_time_is_the_centres_local_time():
     summer = WHEN.replace(month=7)
     assert blockpage._time(summer, "Europe/London") == "25 July 2026, 10:30:05 BST"
     assert blockpage._time(WHEN, "No/Such_Zone") == "25 November 2026, 09:30:05 UTC"
+
+
+def test_a_list_from_ut1_is_credited_on_the_page_as_its_licence_asks():
+    from webpolicy.lists.ut1 import BLOCK_PAGE_CREDIT
+    for accept in (BROWSER_ACCEPT, ""):
+        page = blockpage.render(CATEGORY, "WP-7K3M9Q2XTB", "https://bet.test/", "bet.test",
+                                SETTINGS, accept, WHEN, credit=BLOCK_PAGE_CREDIT).body.decode()
+        assert "Category list: UT1 blacklists (Université Toulouse 1 Capitole), CC BY-SA 4.0" \
+            in page
+    parsed = Parsed(blockpage.render(CATEGORY, "WP-1", "https://bet.test/", "bet.test", SETTINGS,
+                                     BROWSER_ACCEPT, WHEN, credit=BLOCK_PAGE_CREDIT).body.decode())
+    assert parsed.by_id["credit"].startswith("Category list: UT1")
+    assert "UT1" not in render().body.decode(), "no credit for a list of the centre's own"
+    statutory = blockpage.render(STATUTORY, "WP-1", "https://evil.test/", "evil.test", SETTINGS,
+                                 BROWSER_ACCEPT, WHEN, credit=BLOCK_PAGE_CREDIT).body.decode()
+    assert "UT1" not in statutory, "only a category block names a category list"

@@ -37,6 +37,28 @@ def reloader_for(path: Path, build=None):
     return reloader, results, done
 
 
+def reloader_held_at_r2(path: Path, interval: float):
+    """A Reloader whose build of version r2 waits (its lists are still compiling) until `finish`
+    is set; `building` says r2's build has started, `newest` that r3 was installed."""
+    building, finish, newest = threading.Event(), threading.Event(), threading.Event()
+    installed: list[str] = []
+
+    def build(p: Path):
+        engine = build_engine(load_policy(p))
+        if engine.version == "r2":
+            building.set()
+            assert finish.wait(10)
+        return engine
+
+    def on_success(engine):
+        installed.append(engine.version)
+        if engine.version == "r3":
+            newest.set()
+
+    reloader = Reloader(path, build, on_success, lambda exc: None, interval=interval)
+    return reloader, installed, (building, finish, newest)
+
+
 def test_a_change_rebuilds_with_short_gil_slices_then_restores_them(tmp_path):
     path = write_policy(tmp_path, POLICY, {"adult.txt": "adult.test\n"})
     seen: list[float] = []
@@ -124,23 +146,7 @@ def test_a_save_made_while_the_previous_save_builds_is_loaded_too(tmp_path):
     saved meanwhile.  r2's build must not take r3's file state as its own: r3 is loaded
     after it, and the last engine installed is r3."""
     path = write_policy(tmp_path, POLICY, {"adult.txt": "adult.test\n"})
-    building, finish = threading.Event(), threading.Event()
-    installed: list[str] = []
-    newest = threading.Event()
-
-    def build(p: Path):
-        engine = build_engine(load_policy(p))
-        if engine.version == "r2":
-            building.set()
-            assert finish.wait(10)          # r2's lists are still compiling
-        return engine
-
-    def on_success(engine):
-        installed.append(engine.version)
-        if engine.version == "r3":
-            newest.set()
-
-    reloader = Reloader(path, build, on_success, lambda exc: None, interval=0.05)
+    reloader, installed, (building, finish, newest) = reloader_held_at_r2(path, interval=0.05)
     reloader.start(load_policy(path))
     path.write_text(POLICY.replace('"r1"', '"r2"'))
     assert building.wait(10)
@@ -156,23 +162,7 @@ def test_a_save_made_while_the_previous_save_builds_is_loaded_too(tmp_path):
 def test_a_sighup_during_a_build_rebuilds_after_it(tmp_path):
     """With polling off (SIGHUP only) a request made while a build runs is not lost."""
     path = write_policy(tmp_path, POLICY, {"adult.txt": "adult.test\n"})
-    building, finish = threading.Event(), threading.Event()
-    installed: list[str] = []
-    newest = threading.Event()
-
-    def build(p: Path):
-        engine = build_engine(load_policy(p))
-        if engine.version == "r2":
-            building.set()
-            assert finish.wait(10)
-        return engine
-
-    def on_success(engine):
-        installed.append(engine.version)
-        if engine.version == "r3":
-            newest.set()
-
-    reloader = Reloader(path, build, on_success, lambda exc: None, interval=0)
+    reloader, installed, (building, finish, newest) = reloader_held_at_r2(path, interval=0)
     reloader.start(load_policy(path))
     path.write_text(POLICY.replace('"r1"', '"r2"'))
     reloader.request()

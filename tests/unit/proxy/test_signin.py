@@ -187,3 +187,29 @@ def test_while_the_directory_is_down_only_on_error_allow_keeps_a_checked_passwor
     late = flow(host="news.example", login=f"{user}:right")
     run(addon.requestheaders, late)
     assert late.response.status_code == 503
+
+
+def test_an_htpasswd_file_goes_through_the_same_cache(tmp_path, monkeypatch):
+    """directory: {htpasswd: FILE}: a bcrypt check in the login thread, once per person per
+    cache period, not on every request (mitmproxy's --proxyauth checks every request)."""
+    import bcrypt
+
+    from webpolicy.identity import htpasswd
+    (tmp_path / "htpasswd").write_text(
+        "pat:" + bcrypt.hashpw(b"right", bcrypt.gensalt(4)).decode() + "\n")
+    addon = WebPolicy()
+    addon.gate.engine = engine_from(tmp_path, POLICY.replace(
+        'directory: {url: "ldap://127.0.0.1:1", base_dn: "dc=test", cache_minutes: 5}',
+        "directory: {htpasswd: htpasswd, cache_minutes: 5}"), LISTS)
+    checks: list[str] = []
+    real = htpasswd.bcrypt.checkpw
+    monkeypatch.setattr(htpasswd.bcrypt, "checkpw", lambda password, hashed: (
+        checks.append(threading.current_thread().name), real(password, hashed))[1])
+    for _ in range(3):
+        f = flow(host="news.example", login="pat:right")
+        run(addon.requestheaders, f)
+        assert f.response is None and str(f.metadata[SIGNED_IN_USER]) == "pat"
+    assert len(checks) == 1 and checks[0].startswith("webpolicy-directory")
+    wrong = flow(host="news.example", login="pat:wrong")
+    run(addon.requestheaders, wrong)
+    assert wrong.response.status_code == 407

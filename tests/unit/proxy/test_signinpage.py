@@ -166,7 +166,7 @@ def test_block_rules_apply_before_sign_in(addon, tmp_path, url, status):
     assert b"sign-in" not in f.response.content
     addon.done()
     (record,) = records(tmp_path)
-    assert record["user"] is None and record["identified_by"] == "address"
+    assert record["user"] is None and record["identified_by"] == "network"
 
 
 def test_a_right_password_starts_a_session_named_in_records(addon, tmp_path):
@@ -295,7 +295,7 @@ def test_a_tunnel_opened_in_a_session_forgets_the_person_at_sign_out(addon, tmp_
     assert addon.signinpage.waiting(connect.client_conn)     # new handshakes: intercepted
     addon.done()
     (record,) = records(tmp_path)
-    assert (record["user"], record["identified_by"]) == (None, "address")
+    assert (record["user"], record["identified_by"]) == (None, "network")
 
 
 def test_a_large_form_is_refused_before_its_body_is_read(addon):

@@ -97,3 +97,12 @@ def test_a_flagged_search_describes_the_watchlist_hit():
             record["entry"]) == ("selfharm", "Self-harm", "critical", "search_term", "hurt myself")
     assert record["watchlist"] == {"list": "selfharm", "category": "Self-harm",
                                    "severity": "critical", "term": "hurt myself"}
+
+
+def test_records_say_how_the_person_was_identified():
+    from webpolicy.identity.directory import SignedInUser
+    from webpolicy.safeguarding.events import identified_by
+    assert identified_by(None) == "network" and identified_by("") == "network"
+    assert identified_by("alice") == "login"                        # --proxyauth: a plain name
+    assert identified_by(SignedInUser("alice", {"cn=staff,dc=test"})) == "login"
+    assert identified_by(SignedInUser("alice", set(), "kerberos")) == "kerberos"

@@ -107,3 +107,41 @@ def test_the_review_says_whether_https_is_inspected_selectively(tmp_path):
     text = text_of(policydoc.render(engine, (), since=None, selftest=None, now=NOW))
     assert "selective: connections to sites allowed" in text
     assert "1 more host(s) never passed through" in text
+
+
+def test_each_downloaded_source_shows_its_last_download_and_last_error(tmp_path):
+    """Sidecars as lists/remote.py writes them: a source that last succeeded, and one whose
+    last attempt failed (its error quoting a URL with a key, which must not appear)."""
+    from webpolicy.lists import remote as remote_lists
+
+    text = POLICY.replace(
+        "social: {category: Social networking, severity: low, sources: [social.txt]}",
+        "social: {category: Social networking, severity: low, sources: "
+        "[{url: 'https://lists.example/feed.txt?key=PROVIDER-KEY', refresh: 6h}, "
+        "{ut1: 'https://dsi.ut-capitole.fr/blacklists/download/', categories: [chat], "
+        "refresh: 24h}]}")
+    engine = engine_from(tmp_path, text, LISTS)
+    feed, chat = engine.policy.lists["social"].remote
+    good = dt.datetime(2026, 12, 6, 8, 30, tzinfo=dt.UTC).timestamp()
+    failed = dt.datetime(2026, 12, 7, 8, 45, tzinfo=dt.UTC).timestamp()
+    for source, state in (
+            (feed, remote_lists.SourceState(last_success=good, last_attempt=failed,
+                                            last_error="cannot connect: https://lists.example"
+                                                       "/feed.txt?key=PROVIDER-KEY refused",
+                                            failures=2)),
+            (chat, remote_lists.SourceState(last_success=good, last_attempt=good))):
+        source.path.parent.mkdir(parents=True, exist_ok=True)
+        remote_lists._write_state(source, state)
+    html = policydoc.render(engine, [], since=None, selftest=None, now=NOW)
+    words = " ".join(text_of(html).split())
+    assert "last successful download: 06 Dec 2026 08:30 UTC" in words
+    assert re.search(r"last error \(07 Dec 2026 08:45 UTC\): cannot connect: "
+                     r"https://lists.example/feed.txt refused", words), words
+    assert "PROVIDER-KEY" not in html
+    assert "https://dsi.ut-capitole.fr/blacklists/download/ [UT1: chat]" in words
+    assert "UT1 blacklists (Université Toulouse 1 Capitole)" in words
+    assert "CC BY-SA 4.0 (https://creativecommons.org/licenses/by-sa/4.0/), downloaded 06 Dec " \
+           "2026 08:30 UTC" in words
+    never = policydoc.render(engine_from(tmp_path / "b", text, LISTS), [], since=None,
+                             selftest=None, now=NOW)
+    assert "last successful download: never" in " ".join(text_of(never).split())
