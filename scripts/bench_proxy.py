@@ -17,6 +17,8 @@ One run starts, side by side, a local nginx upstream and one mitmdump per config
     bare      mitmdump with no add-on: the baseline every other figure is divided by
     noop      (only when --only names it) + a script add-on with two empty hooks: what
               mitmproxy's dispatch to any add-on costs
+    signin    (only when --only names it) shipped, with the client on a sign_in network and
+              signed in (a session in the SQLite store): what the session lookup costs
     lazy      (only when --only names it) bare mitmdump with connection_strategy=lazy, which
               the add-on sets so that a blocked site is never contacted (it opens the
               upstream early only where nothing can be blocked): what lazy alone costs
@@ -337,6 +339,7 @@ class Config:
     extra_lists: dict[str, Path] = field(default_factory=dict)   # list name -> source
     script: str | None = None        # another script add-on's source (the noop baseline)
     options: list[str] = field(default_factory=list)   # more mitmdump --set options
+    sign_in: bool = False            # the client is identified by a sign-in page session
 
 
 NOOP_ADDON = """\
@@ -379,8 +382,23 @@ class Proxy:
                                      "format": "urls" if "url" in name else "domains",
                                      "sources": sources}
             policy["profiles"][policy["default_profile"]]["block"].append(name)
+        if self.config.sign_in:
+            self._sign_in(policy)
         self.policy_path = self.directory / "policy.yaml"
         self.policy_path.write_text(yaml.safe_dump(policy, sort_keys=False))
+
+    def _sign_in(self, policy: dict) -> None:
+        """The benchmark client's address must sign in (sign_in.networks) and has signed in:
+        a session is put in the store before the proxy starts, so every request is looked
+        up (from memory, from SQLite every 2 s) and nothing asks the directory, which is
+        named but never contacted."""
+        sys.path.insert(0, str(REPO / "addons"))
+        from webpolicy.identity.sessions import SessionStore
+        policy["directory"] = {"url": "ldap://127.0.0.1:9", "base_dn": "dc=bench"}
+        policy["sign_in"] = {"networks": ["127.0.0.1/32"], "idle": "8h", "max": "8h"}
+        store = SessionStore(Path(policy["logging"]["directory"]) / "sign-in-sessions.sqlite3")
+        store.start("127.0.0.1", "bench-person")
+        store.close()
 
     def command(self) -> list[str]:
         up = self.upstream
@@ -623,7 +641,8 @@ def main(argv: list[str] | None = None) -> int:
                         default=Path(tempfile.gettempdir()) / "webpolicy-bench",
                         help="where synthetic lists are kept between runs")
     parser.add_argument("--only",
-                        help="comma-separated configurations (bare,noop,lazy,shipped,1M,5M)")
+                        help="comma-separated configurations "
+                             "(bare,noop,lazy,shipped,signin,1M,5M)")
     parser.add_argument("--skip-reload", action="store_true")
     parser.add_argument("--starts", type=int, default=1,
                         help="time the big configuration's cold and warm start this many times, "
@@ -690,6 +709,7 @@ def main(argv: list[str] | None = None) -> int:
         wanted = args.only.split(",")
         configs[1:1] = [Config("noop", False, script=NOOP_ADDON),
                         Config("lazy", False, options=["connection_strategy=lazy"])]
+        configs.append(Config("signin", True, sign_in=True))
         configs = [c for c in configs if c.name in wanted]
     sizes = {"1M": 1_000_000, big_name: args.big}
     if "wrk" not in workloads:
@@ -708,6 +728,10 @@ def main(argv: list[str] | None = None) -> int:
             proxy.write_policy(extra_source)
             seconds_to_start = proxy.start()
             say(f"started {config.name}: first answer after {seconds_to_start:.2f} s")
+            if config.sign_in:            # signed in: the page asked for, not the sign-in page
+                status = fetch(proxy.http_port, "startup.bench.test", "/")
+                if status in (302, 511):
+                    raise RuntimeError(f"signin: the client is not signed in ({status})")
             proxies[config.name] = proxy
         starts = {}
         if big_name in proxies and (args.starts_only or not args.skip_reload):

@@ -1,8 +1,9 @@
 """Proxy logins checked against a real OpenLDAP directory (slapd on loopback), through real
 mitmdump and curl: the group a login is in (nested groups too) chooses its profile; a wrong
 password, no login, a disabled account are refused with 407; a directory that cannot be
-reached refuses (503, fail closed) except for a login checked within cache_minutes; the
-password reaches no upstream, log or record."""
+reached refuses (503, fail closed) except for a login checked within cache_minutes, and for
+staff (on_error: allow) a password it accepted within the last hours; the password reaches
+no upstream, log or record."""
 
 from __future__ import annotations
 
@@ -132,25 +133,34 @@ def test_failed_logins_are_throttled_per_address(directory_proxy):
     assert logins_metric(proxy, "throttled") >= 1
 
 
-def test_directory_down_fails_closed_but_a_cached_login_holds(directory_proxy, ldap):
+def test_directory_down_fails_closed_per_profile(directory_proxy, ldap):
+    """slapd stopped: a login checked within cache_minutes holds; after that, learners fail
+    closed with a page that says why, while staff (on_error: allow) keep working on the
+    password the directory accepted earlier; nobody new gets in."""
     proxy = directory_proxy(cache_minutes=0.1)            # 6 seconds
     assert proxy.curl(GAMBLING, *login("sam")).status == 200
+    assert proxy.curl("http://news.test/", *login("pat")).status == 200
     signed_in = time.monotonic()
     ldap.stop()
     # the same person with the same password: from the cache, the directory is not asked
     assert proxy.curl(GAMBLING, *login("sam")).status == 200
     assert proxy.curl("https://www.gambling.test/", *login("sam")).status == 200
+    assert proxy.curl("http://news.test/", *login("pat")).status == 200
     # anyone else, or another password, cannot be checked: refused, and said so
-    down = proxy.curl(GAMBLING, *login("pat"))
+    down = proxy.curl(GAMBLING, *login("nina"))
     assert down.status == 503 and "cannot check sign-ins" in down.body
     assert proxy.curl(GAMBLING, *login("sam", "other")).status == 503
     assert "503" in proxy.curl("https://www.gambling.test/", *login("nina")).stderr
-    # once the cache has expired, sam too
+    # once the cache period is over: the learner fails closed, staff per on_error (allow)
     time.sleep(max(0.0, signed_in + 6.5 - time.monotonic()))
-    assert proxy.curl(GAMBLING, *login("sam")).status == 503
-    assert logins_metric(proxy, "unavailable") >= 4
-    ldap.start()
+    learner = proxy.curl("http://news.test/", *login("pat"))
+    assert learner.status == 503 and "cannot check sign-ins" in learner.body
     assert proxy.curl(GAMBLING, *login("sam")).status == 200
+    assert proxy.curl(GAMBLING, *login("sam", "other")).status == 503
+    assert logins_metric(proxy, "unavailable") >= 4
+    assert logins_metric(proxy, "stale") >= 1
+    ldap.start()
+    assert proxy.curl("http://news.test/", *login("pat")).status == 200
 
 
 def test_check_asks_the_directory_for_the_groups(ldap, tmp_path, monkeypatch):

@@ -46,8 +46,8 @@ class SignedInUser(str):
     passes its groups too without knowing; engine.py's `_identify` reads `groups`.  Equality
     and hash include the groups: the engine caches identify() per (user, address), and a
     user whose groups changed must not keep the old answer.  `method` says how the person
-    was identified, for the records: "login" (a password) or "kerberos" (a ticket); it
-    chooses no profile, so it is not part of equality.
+    was identified, for the records: "login" (a password), "kerberos" (a ticket) or
+    "session" (the sign-in page); it chooses no profile, so it is not part of equality.
     """
 
     groups: frozenset[str]

@@ -9,6 +9,10 @@ stored), never the password, so a memory dump does not hand out passwords.
 Failures are counted per client address: past `limit` failures in `window` seconds, that
 address is refused without asking anyone (cache or directory) until the window has moved on,
 so neither the directory nor the cache can be used to guess passwords at speed.
+
+While the directory cannot be asked, an entry past its period is still found by `stale` for
+STALE_SECONDS more: signin.py lets a person whose profile says on_error: allow (staff) keep
+working on a password the directory accepted before; learners fail closed.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ from collections.abc import Callable
 from typing import Generic, TypeVar
 
 Clock = Callable[[], float]
+# How long after its cache period a checked password may still be used while the directory
+# is down, by profiles with on_error: allow only (a stale answer: the person may have left).
+STALE_SECONDS = 12 * 3600.0
 T = TypeVar("T")
 
 
@@ -42,12 +49,24 @@ class LoginCache(Generic[T]):
     def get(self, user: str, password: str) -> T | None:
         """What was found for this user with this password, while it is fresh; else None (a
         different password is a miss, never a refusal: it may be a new password)."""
+        return self._lookup(user, password, 0.0)
+
+    def stale(self, user: str, password: str) -> T | None:
+        """What was found for this user with this password up to STALE_SECONDS after it
+        stopped being fresh: only for when the directory cannot be asked (signin.py lets a
+        profile with on_error: allow keep working on it; every other profile fails closed)."""
+        return self._lookup(user, password, STALE_SECONDS)
+
+    def _lookup(self, user: str, password: str, grace: float) -> T | None:
         entry = self._entries.get(user)
         if entry is None:
             return None
         digest, value, expires = entry
-        if self._clock() >= expires:
+        now = self._clock()
+        if now >= expires + STALE_SECONDS:
             self._entries.pop(user, None)
+            return None
+        if now >= expires + grace:
             return None
         if not hmac.compare_digest(digest, self._digest(user, password)):
             return None

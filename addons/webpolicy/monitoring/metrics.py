@@ -76,7 +76,7 @@ LATENCY_BUCKETS = (2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 5e-3, 0
 
 
 LOGIN_RESULTS = ("ok", "cached", "refused", "throttled", "unavailable", "kerberos",
-                 "kerberos_refused")
+                 "kerberos_refused", "stale")
 
 
 class Metrics:
@@ -142,7 +142,10 @@ class Metrics:
                                     "login), throttled (too many failures from the address), "
                                     "unavailable (the directory could not be asked: refused, "
                                     "fail closed), kerberos (a ticket checked: single sign-on), "
-                                    "kerberos_refused (a Negotiate token refused).", ["result"],
+                                    "kerberos_refused (a Negotiate token refused), stale (the "
+                                    "directory could not be asked, and a password it accepted "
+                                    "earlier "
+                                    "let an on_error: allow person in).", ["result"],
                                     registry=r)
         for result in LOGIN_RESULTS:
             self.proxy_logins.labels(result)

@@ -48,7 +48,7 @@ DEFAULT_PARALLEL = 4
 
 TOP_LEVEL_KEYS = ("version", "default_profile", "profiles", "clients", "lists", "allow", "deny",
                   "passthrough", "block_page", "logging", "metrics", "watchlist", "alerts",
-                  "console", "tls", "directory", "downloads")
+                  "console", "tls", "directory", "downloads", "sign_in")
 
 
 class PolicyError(Exception):
@@ -199,6 +199,20 @@ class DirectorySettings:
 
 
 @dataclass(frozen=True)
+class SignInSettings:
+    """sign_in: clients that sign in on a page the gateway serves (proxy/signinpage.py), for
+    networks without proxy logins: transparent mode, and `networks` (library PCs, BYOD
+    Wi-Fi).  Checked by the same directory as proxy logins; a session lasts until `idle`
+    seconds without a request, `max` seconds in all, a sign-out, or another sign-in from the
+    same address."""
+
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    transparent: bool = True              # every transparent-mode client signs in
+    idle: float = 30 * 60.0
+    max: float = 8 * 3600.0
+
+
+@dataclass(frozen=True)
 class Rule:
     """A local allow/deny/passthrough entry as written, with its line for error messages."""
 
@@ -337,6 +351,7 @@ class Policy:
     lists: dict[str, ListSpec]
     groups: tuple[GroupRule, ...] = ()
     directory: DirectorySettings | None = None
+    sign_in: SignInSettings | None = None
     allow: tuple[Rule, ...] = ()
     deny: tuple[Rule, ...] = ()
     passthrough: tuple[Rule, ...] = ()
@@ -413,6 +428,7 @@ class _PolicyBuilder:
             groups=groups,
             networks=networks,
             directory=self._directory(top.get("directory")),
+            sign_in=self._sign_in(top.get("sign_in"), top.get("directory")),
             devices=devices,
             lists=lists,
             allow=self._rules(top.get("allow"), "allow"),
@@ -841,6 +857,34 @@ class _PolicyBuilder:
         if keytab is None:
             return None
         return KerberosSettings(keytab=keytab, service=service, realm=realm)
+
+    def _sign_in(self, node: yaml.Node | None,
+                 directory: yaml.Node | None) -> SignInSettings | None:
+        """sign_in: who signs in on the gateway's page, and how long a session lasts."""
+        if node is None:
+            return None
+        r, default = self.r, SignInSettings()
+        keys = r.mapping(node, "sign_in", ("networks", "transparent", "idle", "max"))
+        if directory is None:
+            r.error(node, "sign_in: needs directory: (the sign-in page checks passwords "
+                          "against the same directory as proxy logins); add a directory: "
+                          "section or remove sign_in:")
+        networks = []
+        for text, item in r.strings(keys.get("networks"), "sign_in.networks"):
+            try:
+                networks.append(ipaddress.ip_network(text, strict=False))
+            except ValueError:
+                r.error(item, f"sign_in.networks: '{text}' is not a network (e.g. 10.30.0.0/16)")
+        idle = self._duration(keys.get("idle"), "sign_in.idle", default.idle)
+        longest = self._duration(keys.get("max"), "sign_in.max", default.max)
+        if idle > longest:
+            r.error(keys.get("idle") or node, "sign_in.idle: longer than sign_in.max; a session "
+                                              "ends at max whatever it does, so lower idle")
+        return SignInSettings(
+            networks=tuple(networks),
+            transparent=r.boolean(keys.get("transparent"), "sign_in.transparent",
+                                  default.transparent),
+            idle=idle, max=longest)
 
     def _network(self, node: yaml.Node, profiles: dict[str, Profile]) -> NetworkRule | None:
         keys = self.r.mapping(node, "clients.networks", ("cidr", "profile"),

@@ -55,6 +55,7 @@ from webpolicy.proxy.requests import RequestFilter
 from webpolicy.proxy.reviewform import FORM as REVIEW_FORM
 from webpolicy.proxy.reviewform import ReviewForm
 from webpolicy.proxy.signin import SignIn
+from webpolicy.proxy.signinpage import FORM, SignInPage, SessionStoreError
 from webpolicy.proxy.stages.circumvention import Circumvention
 from webpolicy.proxy.stages.safesearch import SafeSearch
 from webpolicy.proxy.upstream import EarlyUpstream
@@ -84,6 +85,9 @@ class WebPolicy:
         self.safesearch = SafeSearch(self.gate)
         self.signin = SignIn(self.gate, reuseport.worker_count())
         self.reviewform = ReviewForm(self.gate)
+        self.signinpage = SignInPage(self.gate, self.signin)
+        self.gate.sign_in_waiting = self.signinpage.waiting
+        self.gate.sign_out_link = self.signinpage.block_page_link
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -156,7 +160,8 @@ class WebPolicy:
             engine = load_engine(path, self._list_cache)
             preflight(engine.policy.logging.directory)
             _refuse_any_login_for_named_users(engine)
-        except (PolicyError, LogDirectoryError, UnsafeConfiguration) as exc:
+            self.signinpage.install(engine.policy)
+        except (PolicyError, LogDirectoryError, UnsafeConfiguration, SessionStoreError) as exc:
             self.metrics.reload_failed()
             raise exceptions.OptionsError(f"webpolicy: the policy cannot be loaded:\n{exc}") from None
         self._install(engine)
@@ -240,6 +245,7 @@ class WebPolicy:
             gate.alerter.close()                   # a few seconds to send what is queued
             gate.alerter = None
         self.signin.close()
+        self.signinpage.close()
         self.metrics.stop()
 
     def _sources_refreshed(self, states, outcomes) -> None:
@@ -269,6 +275,7 @@ class WebPolicy:
         directory = engine.policy.logging.directory
         if current is None or current.policy.logging.directory != directory:
             preflight(directory)
+        self.signinpage.install(engine.policy)     # a store that cannot open refuses it
         return engine
 
     def _install(self, engine: Engine) -> Engine | None:
@@ -361,12 +368,19 @@ class WebPolicy:
             return None
         if self.reviewform.begin(flow):    # the block page's form: the gateway's own path
             return None
-        asking = self.signin.begin(flow)
+        asking = self._identify(flow)
         if asking is not None:             # the directory is being asked, in a thread
             return self._signed_in_then(asking, flow, self._filter_request)
         if flow.response is not None:      # the sign-in's 407
             return None
         return self._filter_request(flow)
+
+    def _identify(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        """A client that signs in on the gateway's page (signinpage.py) is its session's
+        person; any other, with directory: in the policy, needs a proxy login (signin.py)."""
+        if self.signinpage.covers(flow.client_conn):
+            return self.signinpage.begin(flow)
+        return self.signin.begin(flow)
 
     async def _signed_in_then(self, asking: Awaitable[None], flow: http.HTTPFlow,
                               hook) -> None:
@@ -382,9 +396,27 @@ class WebPolicy:
         except Exception as exc:  # noqa: BLE001 - nothing may escape: it would forward
             refuse(self.gate, self.chokepoint, self.connections, flow, hook.__name__, exc)
 
+    async def _answered(self, answering: Awaitable[None] | None, flow: http.HTTPFlow) -> None:
+        """A posted sign-in form is answered by the gateway, whatever happens: an exception,
+        or no answer at all, refuses it (it holds a password: it must never go upstream)."""
+        try:
+            if answering is not None:
+                await answering
+        except Exception as exc:  # noqa: BLE001 - nothing may escape: it would forward
+            refuse(self.gate, self.chokepoint, self.connections, flow, "request", exc)
+        if flow.response is None:
+            refuse(self.gate, self.chokepoint, self.connections, flow, "request",
+                   RuntimeError("the sign-in form was not answered"))
+
     def _filter_request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        if FORM in flow.metadata:          # a posted sign-in form: answered in `request`
+            return None
         filtered = self.requests.filter(flow)
         decided_hosts = filtered.hosts
+        if flow.response is None and self.signinpage.serve(flow):   # not signed in yet
+            self.metrics.observe(filtered.decision.profile, filtered.decision.action,
+                                 filtered.seconds)
+            return None
         if flow.response is None:
             self.circumvention.requestheaders(flow, decided_hosts)
         if flow.response is None:
@@ -401,7 +433,10 @@ class WebPolicy:
     def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         if flow.metadata.get(REVIEW_FORM):  # answered here, never forwarded
             return self.reviewform.answer(flow)
+        if FORM in flow.metadata:          # the sign-in page's own form, never forwarded
+            return self._answered(self.signinpage.request(flow), flow)
         self.safesearch.request(flow)      # form posts: the body is only here
+        return None
         # No stage moves a request to another host; if one ever did, the choke point would
         # find no mark for the new address and decide it as it decides raw connections.
 
@@ -421,7 +456,7 @@ class WebPolicy:
     @failsafe
     def http_connect(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         self.chokepoint.forget_http(flow.client_conn.id)
-        asking = self.signin.begin(flow)
+        asking = self._identify(flow)
         if asking is not None:
             return self._signed_in_then(asking, flow, self._filter_connect)
         if flow.response is None:

@@ -107,11 +107,12 @@ class ConnectionFilter:
         passthrough = any(gate.is_passthrough(name) for name in (host, connect_name) if name)
         client = data.context.client
         user = gate.users.get(client.id)
+        waiting = gate.sign_in_waiting(client)   # must sign in first: always intercepted
         if not passthrough and mismatch is None:
             # Intercepted: every request inside is decided.  Connected early only where none
             # can be blocked, and only for a known user when users must log in.  With
             # `tls: {inspect: selective}` not intercepted at all where nothing needs it.
-            if user is not None or not ctx.options.proxyauth:
+            if (user is not None or not ctx.options.proxyauth) and not waiting:
                 if uninspected(data, engine, user):
                     data.ignore_connection = True
                     return
@@ -126,7 +127,7 @@ class ConnectionFilter:
             gate.record(decision, facts, passthrough=passthrough)
             gate.metrics.connection_refused(decision.profile, "tls")
             self._refuse[client.id] = decision
-        elif passthrough:
+        elif passthrough and not waiting:
             data.ignore_connection = True
 
     def tls_start_client(self, data: tls.TlsData) -> None:

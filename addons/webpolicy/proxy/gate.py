@@ -17,7 +17,7 @@ import concurrent.futures
 import ipaddress
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 
 from mitmproxy import http
 
@@ -83,6 +83,10 @@ class Gate:
         self.own_networks: Networks = OWN_NETWORKS
         # Signs the block pages' "ask for a review" forms (key in memory only; reviewform.py)
         self.review_tokens = ReviewTokens()
+        # The sign-in page's (signinpage.py), set by the add-on: whether a client connection
+        # still has to sign in (TLS hooks), and the block page's sign-out line.
+        self.sign_in_waiting: Callable[[object], bool] = lambda client: False
+        self.sign_out_link: Callable[[http.HTTPFlow], bytes] = lambda flow: b""
 
     # -- who ------------------------------------------------------------------------------
 
@@ -231,8 +235,13 @@ class Gate:
         page = blockpage.render(decision, event_id, str(url) if url else host,
                                 url.host if url else host, settings or _DEFAULT_PAGE,
                                 accept, credit=self._credit(decision), review_token=token)
+        body = page.body
+        if page.content_type.startswith("text/html"):
+            link = self.sign_out_link(flow)
+            if link:
+                body = body.replace(b"</body>", link + b"</body>", 1)
         flow.request.stream = False        # a streamed body must not reach the upstream
-        flow.response = make_response(page.status, page.body, [
+        flow.response = make_response(page.status, body, [
             (b"content-type", page.content_type.encode()),
             (b"cache-control", b"no-store"),
             (b"x-webpolicy-reference", event_id.encode()),

@@ -11,7 +11,10 @@ by their network):
   otherwise it returns an awaitable that asks the directory in a small thread pool, which
   the add-on awaits before deciding (mitmproxy serves other flows meanwhile).
 - A directory that cannot be asked refuses the login with a 503 that says so (fail closed:
-  an unverified name could claim staff's profile) and counts it.
+  an unverified name could claim staff's profile) and counts it; only a person whose profile
+  says `on_error: allow` (staff) and whose same password the directory accepted within the
+  last hours (logins.STALE_SECONDS) is let in on that answer ("stale").
+- `check` is the same check for the gateway's sign-in page (signinpage.py).
 - The accepted user (a `SignedInUser`: name and groups) is put on the flow as
   `flow.metadata[USER_KEY]`, never the password; the Proxy-Authorization header is removed
   before anything else sees the request, so it reaches no log, record or upstream.  After a
@@ -158,11 +161,14 @@ class SignIn:
         try:
             loop = asyncio.get_running_loop()
             found = await loop.run_in_executor(self._pool, directory.check, user, password)
-        except DirectoryUnavailable as exc:
-            self._unavailable(flow, str(exc))
-            return
-        except Exception as exc:  # noqa: BLE001 - fail closed, never open
-            self._unavailable(flow, f"unexpected {type(exc).__name__}")
+        except Exception as exc:  # noqa: BLE001 - DirectoryUnavailable or not: never open
+            stale = self.outage_fallback(user, password, address)
+            if stale is not None:
+                self._accept(flow, stale, "stale")
+                return
+            why = str(exc) if isinstance(exc, DirectoryUnavailable) else \
+                f"unexpected {type(exc).__name__}"
+            self._unavailable(flow, why)
             return
         if found is None:
             self.throttle.failed(address)
@@ -171,6 +177,50 @@ class SignIn:
         if self._settings == settings:      # not an answer from a directory since replaced
             self.cache.put(user, password, found)
         self._accept(flow, found, "ok")
+
+    async def check(self, user: str, password: str, address: str
+                    ) -> tuple[str, SignedInUser | None]:
+        """A password typed into the sign-in page (signinpage.py), checked exactly as a proxy
+        login: throttle, cache, the directory in the pool, the outage fallback.  Returns the
+        result counted in webpolicy_proxy_logins and the person (for ok, cached, stale)."""
+        settings = self.settings()
+        directory = self._directory
+        if settings is None or directory is None:
+            return "unavailable", None
+        if self.throttle.blocked(address):
+            result, found = "throttled", None
+        elif (found := self.cache.get(user, password)) is not None:
+            result = "cached"
+        else:
+            try:
+                loop = asyncio.get_running_loop()
+                found = await loop.run_in_executor(self._pool, directory.check, user, password)
+                result = "ok" if found is not None else "refused"
+            except Exception as exc:  # noqa: BLE001 - fail closed, never open
+                found = self.outage_fallback(user, password, address)
+                result = "stale" if found is not None else "unavailable"
+                if found is None:
+                    self._warn_unavailable(str(exc))
+            if result == "refused":
+                self.throttle.failed(address)
+            elif result == "ok" and self._settings == settings:
+                self.cache.put(user, password, found)
+        self.gate.metrics.proxy_logins.labels(result).inc()
+        return result, found
+
+    def outage_fallback(self, user: str, password: str, address: str) -> SignedInUser | None:
+        """The directory cannot be asked: a password it accepted within the last
+        logins.STALE_SECONDS is still good for a person whose profile says on_error: allow
+        (staff, per the policy); for every other profile (learners) None: fail closed."""
+        stale = self.cache.stale(user, password)
+        engine = self.gate.engine
+        if stale is None or engine is None:
+            return None
+        try:
+            rules, _reason = engine.identify(stale, address)
+        except Exception:  # noqa: BLE001
+            return None
+        return stale if rules.profile.on_error == "allow" else None
 
     def _accept(self, flow: http.HTTPFlow, user: SignedInUser, result: str) -> None:
         flow.metadata[USER_KEY] = user
@@ -190,16 +240,19 @@ class SignIn:
         self.gate.metrics.proxy_logins.labels(result).inc()
 
     def _unavailable(self, flow: http.HTTPFlow, why: str) -> None:
-        now = time.monotonic()
-        if now - self._warned >= WARN_EVERY:    # not once per request while it is down
-            self._warned = now
-            log.warning("webpolicy: the directory cannot be asked, sign-ins refused (fail "
-                        "closed; counted in webpolicy_proxy_logins_total): %s", why)
+        self._warn_unavailable(why)
         flow.response = make_response(503, _UNAVAILABLE, [
             (b"content-type", b"text/plain; charset=utf-8"),
             (b"cache-control", b"no-store"),
         ])
         self.gate.metrics.proxy_logins.labels("unavailable").inc()
+
+    def _warn_unavailable(self, why: str) -> None:
+        now = time.monotonic()
+        if now - self._warned >= WARN_EVERY:    # not once per request while it is down
+            self._warned = now
+            log.warning("webpolicy: the directory cannot be asked, sign-ins refused (fail "
+                        "closed; counted in webpolicy_proxy_logins_total): %s", why)
 
     def client_disconnected(self, client_id: str) -> None:
         self._tunnels.pop(client_id, None)

@@ -67,7 +67,7 @@ def display_url(url: CanonicalURL | None, host: str, keep_query: bool) -> str:
 
 def identified_by(user: str | None) -> str:
     """How the person was known: "kerberos" (a ticket, single sign-on), "login" (a password:
-    the directory, or mitmproxy's --proxyauth), "network" (no one signed in: the address)."""
+    the directory, or mitmproxy's --proxyauth), "session" (the sign-in page), "network" (no one signed in: the address)."""
     if not user:
         return "network"
     return getattr(user, "method", "login")

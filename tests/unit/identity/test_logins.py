@@ -85,3 +85,16 @@ def test_the_throttle_forgets_old_failures_and_is_bounded():
     for address in ("b", "c", "d", "e"):
         throttle.failed(address)
     assert len(throttle._failures) == 3
+
+
+def test_a_stale_entry_is_found_only_by_stale_and_only_for_a_while():
+    from webpolicy.identity.logins import STALE_SECONDS
+    now = [0.0]
+    cache = LoginCache(60, clock=lambda: now[0])
+    cache.put("sam", "right", "answer")
+    now[0] = 60.0
+    assert cache.get("sam", "right") is None
+    assert cache.stale("sam", "right") == "answer"
+    assert cache.stale("sam", "wrong") is None
+    now[0] = 60.0 + STALE_SECONDS
+    assert cache.stale("sam", "right") is None

@@ -379,6 +379,35 @@ def test_console_digest_needs_alerts_email_and_console_url(tmp_path):
     assert any("console.digest.period" in p for p in found)
 
 
+# -- sign_in: the gateway's sign-in page (issue #17) ----------------------------------------
+
+DIRECTORY = 'directory: {url: "ldap://127.0.0.1:389", base_dn: "dc=test"}\n'
+
+
+def test_sign_in_reads_networks_and_durations(tmp_path):
+    policy = load_policy(write(tmp_path, GOOD + DIRECTORY + "sign_in:\n  networks: "
+                               "[10.30.0.0/16, 'fd00::/64']\n  idle: 20m\n  max: 4h\n"
+                               "  transparent: false\n"))
+    settings = policy.sign_in
+    assert [str(n) for n in settings.networks] == ["10.30.0.0/16", "fd00::/64"]
+    assert (settings.idle, settings.max, settings.transparent) == (1200.0, 14400.0, False)
+    defaults = load_policy(write(tmp_path, GOOD + DIRECTORY + "sign_in: {}\n")).sign_in
+    assert (defaults.idle, defaults.max, defaults.transparent) == (1800.0, 28800.0, True)
+    assert load_policy(write(tmp_path, GOOD)).sign_in is None
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("sign_in: {networks: [10.30.0.0/16]}\n", "sign_in: needs directory:"),
+    (DIRECTORY + "sign_in: {networks: [library]}\n", "'library' is not a network"),
+    (DIRECTORY + "sign_in: {idle: soon}\n", "sign_in.idle: 'soon' is not a duration"),
+    (DIRECTORY + "sign_in: {idle: 9h, max: 8h}\n", "sign_in.idle: longer than sign_in.max"),
+    (DIRECTORY + "sign_in: {page: true}\n", "page"),
+])
+def test_sign_in_mistakes_name_the_line(tmp_path, text, fragment):
+    found = problems(tmp_path, GOOD + text)
+    assert any(fragment in p and ":" in p.split(" ")[0] for p in found), found
+
+
 def test_the_shipped_policys_commented_ut1_and_downloads_examples_are_valid(tmp_path,
                                                                             monkeypatch):
     monkeypatch.delenv("WEBPOLICY_SOURCES_DIR", raising=False)

@@ -163,6 +163,32 @@ def test_without_a_directory_nothing_is_asked(tmp_path):
     assert addon.requestheaders(f) is None and f.response is None
 
 
+@pytest.mark.parametrize("user, allowed", [("sam", True), ("pat", False)])
+def test_while_the_directory_is_down_only_on_error_allow_keeps_a_checked_password(
+        addon, user, allowed):
+    """Staff (on_error: allow) keep working on a password the directory accepted within
+    logins.STALE_SECONDS; learners fail closed; a different password is never accepted."""
+    from webpolicy.identity.logins import STALE_SECONDS, LoginCache
+    now = [0.0]
+    directory = fake(addon)
+    addon.signin.cache = LoginCache(300, clock=lambda: now[0])
+    run(addon.requestheaders, flow(host="news.example", login=f"{user}:right"))
+    directory.answer = DirectoryUnavailable("down")
+    now[0] = 301.0                                       # the cache period is over
+    f = flow(host="news.example", login=f"{user}:right")
+    run(addon.requestheaders, f)
+    assert (f.response is None) is allowed
+    if not allowed:
+        assert f.response.status_code == 503
+    other = flow(host="news.example", login=f"{user}:other")
+    run(addon.requestheaders, other)
+    assert other.response.status_code == 503
+    now[0] = 300 + STALE_SECONDS                          # too long ago: fail closed
+    late = flow(host="news.example", login=f"{user}:right")
+    run(addon.requestheaders, late)
+    assert late.response.status_code == 503
+
+
 def test_an_htpasswd_file_goes_through_the_same_cache(tmp_path, monkeypatch):
     """directory: {htpasswd: FILE}: a bcrypt check in the login thread, once per person per
     cache period, not on every request (mitmproxy's --proxyauth checks every request)."""
