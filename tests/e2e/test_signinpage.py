@@ -16,11 +16,10 @@ import os
 import shutil
 import stat
 import subprocess
-from collections.abc import Iterator
 
 import pytest
 
-from .ldapserver import PEOPLE, SERVICE_DN, SERVICE_PASSWORD, LdapServer
+from .ldapserver import PEOPLE, SERVICE_DN, SERVICE_PASSWORD
 from .test_directory import POLICY as DIRECTORY_POLICY
 
 webdriver = pytest.importorskip("selenium.webdriver")
@@ -36,13 +35,6 @@ sign_in: {{networks: [{browser_ip}/32, 127.0.0.7/32], idle: 30m, max: 8h}}
 block_page: {{organisation: E2E Test College}}
 lists:
 """, 1)
-
-
-@pytest.fixture
-def ldap(tmp_path) -> Iterator[LdapServer]:
-    server = LdapServer.create(tmp_path / "ldap").start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
