@@ -19,13 +19,12 @@ import subprocess
 
 import pytest
 
+from .browser import click_and_wait
 from .ldapserver import PEOPLE, SERVICE_DN, SERVICE_PASSWORD
 from .test_directory import POLICY as DIRECTORY_POLICY
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support import expected_conditions  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
@@ -91,13 +90,8 @@ def submit(driver) -> None:
 
 
 def follow(driver, element) -> None:
-    """Click a button or link and wait until the page it leads to has replaced this one
-    (reading the page before that finds the old one, or a node already gone)."""
-    old = driver.find_element(By.TAG_NAME, "html")
-    element.click()
-    WebDriverWait(driver, 20).until(expected_conditions.staleness_of(old))
-    WebDriverWait(driver, 20).until(
-        lambda d: d.execute_script("return document.readyState") == "complete")
+    """Click a button or link and wait until the page it leads to has replaced this one."""
+    click_and_wait(driver, element)
 
 
 def is_sign_in_page(driver) -> bool:
