@@ -57,9 +57,9 @@ BLOCK_PAGE_CREDIT = f"Category list: {SHORT_ATTRIBUTION}, {LICENCE}"
 _CHUNK = 1 << 20
 _VERSION = re.compile(r"\.(?P<category>.+)\.(?P<n>\d+)")
 SUMS_FILE = "MD5SUM.LST"
-# md5sum's line (`<hex>  <name>`, `<hex> *<name>` in binary mode) and BSD md5's (`MD5 (<name>)
-# = <hex>`).
-_MD5_LINE = re.compile(r"(?P<hex>[0-9a-fA-F]{32}) [ *](?P<name>.+)")
+# md5sum's line (`<hex>  <name>`, `<hex> *<name>` in binary mode; any white space, since the
+# exact spacing of UT1's file is not documented) and BSD md5's (`MD5 (<name>) = <hex>`).
+_MD5_LINE = re.compile(r"(?P<hex>[0-9a-fA-F]{32})\s+\*?(?P<name>\S.*)")
 _MD5_BSD = re.compile(r"MD5 \((?P<name>.+)\) = (?P<hex>[0-9a-fA-F]{32})")
 _MD5_BARE = re.compile(r"[0-9a-fA-F]{32}")
 

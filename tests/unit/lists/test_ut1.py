@@ -272,9 +272,11 @@ def test_an_unchanged_archive_asks_for_no_sums(server, tmp_path):
 
 def test_published_md5_reads_md5sum_and_bsd_lines_and_a_bare_sum_only_when_asked():
     sums = ("d41d8cd98f00b204e9800998ecf8427e  adult.tar.gz\n"
-            "0123456789ABCDEF0123456789abcdef *./blacklists.tar.gz\n")
+            "0123456789ABCDEF0123456789abcdef *./blacklists.tar.gz\n"
+            "fedcba9876543210fedcba9876543210\tgambling.tar.gz\n")
     assert ut1.published_md5(sums, "blacklists.tar.gz") == "0123456789abcdef0123456789abcdef"
-    assert ut1.published_md5(sums, "gambling.tar.gz") is None
+    assert ut1.published_md5(sums, "gambling.tar.gz") == "fedcba9876543210fedcba9876543210"
+    assert ut1.published_md5(sums, "phishing.tar.gz") is None
     bare = "d41d8cd98f00b204e9800998ecf8427e\n"
     assert ut1.published_md5(bare, "adult.tar.gz") is None
     assert ut1.published_md5(bare, "adult.tar.gz", bare=True) == "d41d8cd98f00b204e9800998ecf8427e"
