@@ -16,8 +16,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,7 +23,9 @@ import httpx
 import pytest
 
 from .browser import click_and_wait
-from .proxy import REPO, free_port
+from .consoleserver import PASSWORD, Console
+from .consoleserver import cli as _cli
+from .proxy import REPO
 
 pytestmark = pytest.mark.e2e
 
@@ -37,49 +37,8 @@ from ..unit.console import samples  # noqa: E402
 from ..unit.console.pgserver import PostgresServer  # noqa: E402
 from ..unit.helpers import policy_yaml  # noqa: E402
 
-ADDONS = REPO / "addons"
-PASSWORD = "correct horse battery staple"
 DOCS = REPO / "docs"
 ARTIFACTS = REPO / "test-artifacts"
-
-
-def _cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "webpolicy.cli.main", *args], input=stdin,
-                          text=True, capture_output=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(ADDONS)})
-
-
-class Console:
-    """`webpolicy console` on a free loopback port, with its log directory."""
-
-    def __init__(self, home: Path, *options: str, ready: str = "/login/",
-                 policy: Path | None = None):
-        self.home, self.log_dir = home, home / "logs"
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.output = open(home / "console.out", "w")
-        where = ["--policy", str(policy)] if policy else ["--log-dir", str(self.log_dir)]
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "webpolicy.cli.main", "console", *where,
-             "--listen", f"127.0.0.1:{self.port}", *options],
-            stdout=self.output, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ADDONS)})
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, (home / "console.out").read_text()
-            try:
-                if httpx.get(self.url + ready, timeout=2).status_code < 500:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise AssertionError("the console did not start: " + (home / "console.out").read_text())
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self.output.close()
 
 
 @pytest.fixture(scope="module")

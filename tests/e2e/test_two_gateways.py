@@ -7,7 +7,9 @@ machines, with the shipped pieces a site would use for them.
   Chromium (--proxy-pac-url): it goes through the first gateway, and through the second once
   the first is stopped; both present the same CA, so the browser trusts either;
 - each gateway writes its own safeguarding log, and one `webpolicy report` given both
-  directories shows the attempts made through each.
+  directories shows the attempts made through each;
+- one `webpolicy console` given both directories has both attempts in one inbox (its API), and
+  closing a case writes the review to the reviews.jsonl beside that record's own log.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
 
 from .conftest import LEARNER_IP, POLICY, write_policy
+from .consoleserver import PASSWORD, Console, cli
 from .prometheus import Prometheus, tool
 from .proxy import REPO, Proxy, free_port
 
@@ -153,7 +157,7 @@ def records(proxy: Proxy, host: str) -> list[dict]:
     return proxy.records(wait_for=1, where=lambda r: r.get("host") == host)
 
 
-def test_pac_fails_over_in_chromium_and_one_report_shows_both_gateways(gateways, tmp_path):
+def test_pac_fails_over_in_chromium_and_one_report_and_console_show_both(gateways, tmp_path):
     first = gateways("gw1", FIRST)
     second = gateways("gw2", SECOND, same_ca_as=first)
     assert (first.confdir / "mitmproxy-ca.pem").read_bytes() == \
@@ -193,3 +197,33 @@ def test_pac_fails_over_in_chromium_and_one_report_shows_both_gateways(gateways,
                            capture_output=True, text=True, timeout=60)
     assert through_first[0]["id"] in table.stdout and through_second[0]["id"] in table.stdout
     assert "2 record(s), 2 blocked" in table.stdout
+
+    # One console over both gateways' logs (docs/scaling.md), through its API.
+    logs = ["--log-dir", str(first.log_dir), "--log-dir", str(second.log_dir)]
+    done = cli("users", "add", "dana", "--role", "dsl", "--password-stdin", *logs,
+               stdin=PASSWORD + "\n")
+    assert done.returncode == 0, done.stderr
+    auth = {"Authorization": "Bearer " + cli("users", "token", "dana", *logs).stdout.strip()}
+    home = tmp_path / "console"
+    home.mkdir()
+    console = Console(home, log_dirs=[first.log_dir, second.log_dir])
+    try:
+        found = httpx.get(console.url + "/api/events", headers=auth, timeout=10).json()
+        assert {through_first[0]["id"], through_second[0]["id"]} <= {
+            e["reference"] for e in found["events"]}
+        assert found["total"] == len(found["events"]) and found["total_capped"] is False
+        closed = httpx.post(console.url + f"/api/events/{through_second[0]['id']}/review",
+                            json={"status": "closed", "outcome": "no_concern",
+                                  "note": "checked"}, headers=auth, timeout=10)
+        assert closed.status_code == 200, closed.text
+    finally:
+        console.stop()
+    reviews = [json.loads(line) for line in
+               (second.log_dir / "reviews.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["by"]) for r in reviews] == [(through_second[0]["id"], "dana")]
+    assert not (first.log_dir / "reviews.jsonl").exists()
+    unreviewed = subprocess.run([sys.executable, "-m", "webpolicy.cli.main", "report", "--json",
+                                 "--unreviewed", *logs], capture_output=True, text=True,
+                                timeout=60, check=True)
+    ids = [r["id"] for r in json.loads(unreviewed.stdout)]
+    assert through_first[0]["id"] in ids and through_second[0]["id"] not in ids

@@ -79,8 +79,10 @@ def add_commands(commands) -> None:
 
 def _location(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", default="policy.yaml",
-                        help="policy.yaml (its logging.directory is read)")
-    parser.add_argument("--log-dir", help="the log directory (instead of reading the policy)")
+                        help="policy.yaml (its console.log_dirs, else logging.directory, is read)")
+    parser.add_argument("--log-dir", action="append",
+                        help="a log directory (instead of reading the policy); give it once per "
+                             "gateway to follow several gateways' logs in one console")
     parser.add_argument("--database", help="the console's SQLite file or a postgresql://USER@"
                                            "HOST:PORT/NAME URL (default: policy.yaml's "
                                            "console.database, else an SQLite file beside the "
@@ -101,14 +103,15 @@ def _config(args, **options):
     from webpolicy.console.settings import config_for, is_postgresql
     settings = ConsoleSettings()
     if args.log_dir:
-        directory = Path(args.log_dir)
+        directories = [Path(d) for d in args.log_dir]
     else:
         try:
             policy = load_policy(Path(args.policy))
         except PolicyError as exc:
             raise SystemExit(f"webpolicy {args.command}: cannot read the log directory from "
                              f"{args.policy}:\n{exc}\n(or give --log-dir)") from None
-        directory, settings = policy.logging.directory, policy.console
+        settings = policy.console
+        directories = list(settings.log_dirs) or [policy.logging.directory]
         options.setdefault("retention_days", policy.logging.retention_days)
     database = args.database or settings.database or None
     password = None
@@ -117,7 +120,7 @@ def _config(args, **options):
         if problem:
             raise SystemExit(f"webpolicy {args.command}: the database URL {problem}")
         password = database_password(settings, args.command)
-    return config_for(directory, database if database and is_postgresql(database)
+    return config_for(directories, database if database and is_postgresql(database)
                       else Path(database) if database else None,
                       database_password=password, **options)
 
@@ -143,28 +146,31 @@ def database_password(settings: ConsoleSettings, command: str) -> str | None:
     return None
 
 
-def sync_console(log_dir: Path, database: str | None = None,
+def sync_console(log_dirs: list[Path], database: str | None = None,
                  settings: ConsoleSettings | None = None) -> str | None:
     """After `webpolicy erase`: bring the console's database (if there is one) in line with
-    the rewritten log now, rather than when the console next reads it.  `database` is
-    --database or the policy's console.database (a file or a postgresql:// URL).  Returns
-    what was done, or None when there is no console database."""
+    the rewritten logs now, rather than when the console next reads them; only the erased
+    directories are read (the console may follow others).  `database` is --database or the
+    policy's console.database (a file or a postgresql:// URL); the default SQLite file is
+    the one beside the first directory, as for `webpolicy console`.  Returns what was done,
+    or None when there is no console database."""
     try:
         from webpolicy.console.settings import config_for, configure, is_postgresql
     except ImportError:                      # no console installed: no console database
         return None
     settings = settings or ConsoleSettings()
     database = database or settings.database or None
+    followed = list(settings.log_dirs) or log_dirs    # where the console keeps its defaults
     if database and is_postgresql(database):
-        config = config_for(log_dir, database,
+        config = config_for(followed, database,
                             database_password=database_password(settings, "erase"))
     else:
-        config = config_for(log_dir, Path(database) if database else None)
+        config = config_for(followed, Path(database) if database else None)
         if not config.database.exists():
             return None
     configure(config)
     from webpolicy.console.ingest import ingest
-    result = ingest(config.log_dir)
+    result = ingest(log_dirs)
     return (f"console database {config.database}: {result.removed} record(s) removed with "
             "their cases, notes and review requests")
 
@@ -204,7 +210,7 @@ def cmd_digest(args) -> int:
     from webpolicy.console.ingest import ingest
     from webpolicy.safeguarding.alerts import PermanentError, send_email
 
-    ingest(config.log_dir)
+    ingest(config.log_dirs)
     to = alerts.digest.to or alerts.email.to
     found = digest.gather(args.period or alerts.digest.period)
     email = digest.message(found, alerts.console_url, policy.block_page.organisation,

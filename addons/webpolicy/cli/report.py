@@ -249,10 +249,9 @@ def cmd_erase(args) -> int:
           f"{sum(count for _, count in done)} review note(s)")
     from webpolicy.cli.console import sync_console
     settings = _console_settings(args)
-    for directory in directories:
-        synced = sync_console(directory, args.database, settings)
-        if synced:
-            print(synced)
+    synced = sync_console(directories, args.database, settings)   # Django: once a process
+    if synced:
+        print(synced)
     return 0
 
 

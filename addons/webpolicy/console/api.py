@@ -18,7 +18,7 @@ from django.views.decorators.http import require_GET, require_POST
 from webpolicy.console import tokens
 from webpolicy.console.audit import record_access
 from webpolicy.console.cases import CaseError, update_case
-from webpolicy.console.filters import EventFilter, inbox_order
+from webpolicy.console.filters import CappedPaginator, EventFilter, inbox_order
 from webpolicy.console.models import Case, Event
 from webpolicy.console.roles import can_see, shown_record, visible_events
 
@@ -64,7 +64,10 @@ def _has_case(event: Event) -> bool:
 @token_required
 @require_GET
 def events(request: HttpRequest) -> JsonResponse:
-    """Events matching the CLI-style filters, inbox order; `limit` (<= 500) and `offset`."""
+    """Events matching the CLI-style filters, inbox order; `limit` (<= 500) and `offset`.
+    `total` counts matches up to the pages' cap (5,000), `total_capped` says there are more:
+    counting every match of a million events costs most of a second on each call, counting
+    to the cap stops early, as the pages do (CappedPaginator)."""
     form = EventFilter(request.GET)
     if not form.is_valid():
         return JsonResponse({"error": "bad filter", "fields": form.errors}, status=400)
@@ -74,11 +77,13 @@ def events(request: HttpRequest) -> JsonResponse:
     except ValueError:
         return JsonResponse({"error": "limit and offset are numbers"}, status=400)
     found = inbox_order(form.apply(visible_events(request.user)))
-    total = found.count()
+    counted = found[:CappedPaginator.cap + 1].count()    # in page order: stops early
     page = found.select_related("case", "case__assignee").prefetch_related("case__notes")
     items = [event_json(request.user, e) for e in page[offset:offset + limit]]
     record_access(request.user, "api-events", form.describe(), len(items))
-    return JsonResponse({"total": total, "offset": offset, "events": items})
+    return JsonResponse({"total": min(counted, CappedPaginator.cap),
+                         "total_capped": counted > CappedPaginator.cap,
+                         "offset": offset, "events": items})
 
 
 def _event_for(request: HttpRequest, reference: str) -> Event | JsonResponse:

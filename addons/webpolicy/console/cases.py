@@ -11,10 +11,9 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from django.conf import settings
 from django.db import transaction
 
-from webpolicy.console.ingest import review_key
+from webpolicy.console.ingest import configured_directories, review_key
 from webpolicy.console.models import Case, Event, Note
 from webpolicy.safeguarding.logstore import ReviewStore
 
@@ -36,6 +35,7 @@ def update_case(event: Event, by: str, status: str | None = None, outcome: str |
     if (status or case.status) == Case.Status.CLOSED and not (outcome or case.outcome):
         raise CaseError("say the outcome when closing a case")
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    store = ReviewStore(_log_directory(event))
     with transaction.atomic():
         case.status = status or case.status
         case.outcome = outcome or case.outcome
@@ -48,15 +48,20 @@ def update_case(event: Event, by: str, status: str | None = None, outcome: str |
             text = f"Closed ({Case.Outcome(case.outcome).label})" + (f": {note}" if note else "")
             review = {"time": now.isoformat().replace("+00:00", "Z"), "by": by, "note": text}
             key = review_key(review)
-            ReviewStore(Path(settings.WEBPOLICY_LOG_DIR)).add([event.record], text, by, now=now)
+            store.add([event.record], text, by, now=now)
         elif reopening:
             text = f"Reopened ({Case.Status(case.status).label})" + (f": {note}" if note else "")
             review = {"time": now.isoformat().replace("+00:00", "Z"), "by": by, "note": text}
             key = review_key(review)
-            ReviewStore(Path(settings.WEBPOLICY_LOG_DIR)).add([event.record], text, by, now=now,
-                                                              reopened=True)
+            store.add([event.record], text, by, now=now, reopened=True)
             note = text
         if note or closing:
             Note.objects.create(case=case, author=by, time=now, text=note or "Closed",
                                 review_key=key)
     return case
+
+
+def _log_directory(event: Event) -> Path:
+    """The directory holding the event's record: its review goes beside it, as `webpolicy
+    review` writes it, so that gateway's `report --unreviewed` and erasure see it."""
+    return Path(event.source_dir) if event.source_dir else configured_directories()[0]

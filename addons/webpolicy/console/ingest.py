@@ -1,5 +1,15 @@
 """Incremental ingest of the JSONL log (and reviews.jsonl) into the console's index.
 
+One console can follow several gateways' log directories (`console.log_dirs`, or
+`webpolicy console --log-dir A --log-dir B`; docs/scaling.md).  Each directory is followed on
+its own: per-file state is keyed by directory and file name (both gateways write
+safeguarding-2026-12-07.jsonl), each event remembers its directory (so a closed case's review
+goes beside its own log), and a file gone or rewritten in one directory touches only that
+directory's records.  References are unique across gateways (50 random bits each), so the
+index's unique reference holds for all of them.  A configured directory that does not exist
+(a share not mounted yet) is skipped with a warning, not taken for an empty log: its
+records and cases stay until it is back.
+
 The proxy appends to today's file; the console remembers how far it read each file (offset
 and inode) and reads only what is new, complete lines only (a line being written is picked up
 next time).  A file whose inode changed or that shrank was rewritten by `webpolicy erase`: it
@@ -46,7 +56,7 @@ HIGH = SEVERITY_RANK["high"]
 # The index row, in this order (models.Event; `record` is the JSON text of the log line).
 COLUMNS = ("reference", "time", "user", "client_ip", "device", "profile", "action", "list",
            "category", "watch_category", "severity", "severity_rank", "statutory", "priority",
-           "fault", "host", "url", "search_term", "record", "source_file")
+           "fault", "host", "url", "search_term", "record", "source_file", "source_dir")
 NUL_ESCAPE = b"\\u0000"                 # PostgreSQL's text and jsonb cannot hold U+0000
 
 
@@ -108,9 +118,20 @@ def _without_nul(value):
     return value
 
 
-def event_row(record: dict, text: str, source: str) -> tuple | None:
-    """The index row (COLUMNS) for a record whose JSON text is `text`, or None for a record
-    without a reference or a time."""
+def directory_key(directory: Path | str) -> str:
+    """How a log directory is named in the index: absolute, so `logs` and /srv/gw/logs agree."""
+    return str(Path(directory).resolve())
+
+
+def configured_directories() -> list[Path]:
+    """The log directories this console follows (settings.py), the first one first."""
+    from django.conf import settings
+    return [Path(d) for d in settings.WEBPOLICY_LOG_DIRS]
+
+
+def event_row(record: dict, text: str, source: str, directory: str = "") -> tuple | None:
+    """The index row (COLUMNS) for a record whose JSON text is `text`, read from file `source`
+    in log directory `directory`, or None for a record without a reference or a time."""
     get = record.get
     reference = get("id")
     when = _utc(get("time")) if reference else None
@@ -127,10 +148,10 @@ def event_row(record: dict, text: str, source: str) -> tuple | None:
         _text(watch.get("category"), 200), _text(severity, 16),
         SEVERITY_RANK.get(severity, 0) if type(severity) is str else 0,
         bool(get("statutory")), priority(record), is_fault(record), _text(get("host"), 300),
-        _text(get("url"), 4000), _text(get("search_term"), 1000), text, source)
+        _text(get("url"), 4000), _text(get("search_term"), 1000), text, source, directory)
 
 
-def _rows(data: bytes, source: str, result: IngestResult) -> list[tuple]:
+def _rows(data: bytes, source: str, directory: str, result: IngestResult) -> list[tuple]:
     """Index rows for the complete lines in `data`; damaged lines are counted, not fatal."""
     rows = []
     loads = json.loads
@@ -149,7 +170,7 @@ def _rows(data: bytes, source: str, result: IngestResult) -> list[tuple]:
         if NUL_ESCAPE in line:
             record = _without_nul(record)
             text = json.dumps(record)
-        row = event_row(record, text, source)
+        row = event_row(record, text, source, directory)
         if row is not None:
             rows.append(row)
     return rows
@@ -212,6 +233,7 @@ def _delete_events(events, result: IngestResult) -> None:
 
 
 def _ingest_file(name: str, path: Path, state: IngestState, result: IngestResult) -> None:
+    directory = state.directory
     info = os.stat(path)
     rewritten = bool(state.inode) and (state.inode != info.st_ino or info.st_size < state.offset)
     start = 0 if rewritten else state.offset
@@ -226,11 +248,12 @@ def _ingest_file(name: str, path: Path, state: IngestState, result: IngestResult
                 kept: set[str] = set()
                 offset = start
                 for data in _chunks(handle):
-                    rows = _rows(data, name, result)
+                    rows = _rows(data, name, directory, result)
                     kept.update(r[0] for r in rows)
                     result.added += writer.insert(rows)
                     offset += len(data)
-                gone = [pk for pk, ref in Event.objects.filter(source_file=name)
+                gone = [pk for pk, ref in Event.objects.filter(source_file=name,
+                                                               source_dir=directory)
                         .values_list("pk", "reference") if ref not in kept]
                 for first in range(0, len(gone), BATCH):
                     _delete_events(Event.objects.filter(pk__in=gone[first:first + BATCH]), result)
@@ -238,7 +261,7 @@ def _ingest_file(name: str, path: Path, state: IngestState, result: IngestResult
                 state.save()
             return
         offset = start
-        for rows, length in _parsed(handle, name, result):   # each chunk with its offset
+        for rows, length in _parsed(handle, name, directory, result):   # chunk, its length
             with transaction.atomic():
                 result.added += writer.insert(rows)
                 offset += length
@@ -248,14 +271,14 @@ def _ingest_file(name: str, path: Path, state: IngestState, result: IngestResult
             state.save()
 
 
-def _parsed(handle, name: str, result: IngestResult):
+def _parsed(handle, name: str, directory: str, result: IngestResult):
     """(rows, bytes) of each chunk, in order; the next chunk is parsed in a second thread
     while the caller writes this one.  The database does its part (index upkeep, COPY on the
     server) without holding Python's lock, so on two cores parsing and writing overlap."""
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="webpolicy-ingest") as pool:
         pending = None
         for data in _chunks(handle):
-            parsing = (pool.submit(_rows, data, name, result), len(data))
+            parsing = (pool.submit(_rows, data, name, directory, result), len(data))
             if pending is not None:
                 yield pending[0].result(), pending[1]
             pending = parsing
@@ -286,14 +309,14 @@ def _status_after(data: dict, case: Case) -> str:
     return Case.Status.CLOSED
 
 
-def _ingest_reviews(directory: Path, result: IngestResult) -> None:
+def _ingest_reviews(directory: Path, key: str, result: IngestResult) -> None:
     """reviews.jsonl lines (`webpolicy review`) become notes on closed cases (a `reopened`
     line reopens it); lines the console wrote itself are recognised by their key and not
     imported twice."""
     path = directory / REVIEWS_FILE
     if not path.exists():
         return
-    state, _ = IngestState.objects.get_or_create(name=REVIEWS_FILE)
+    state, _ = IngestState.objects.get_or_create(directory=key, name=REVIEWS_FILE)
     info = os.stat(path)
     if (state.inode and state.inode != info.st_ino) or info.st_size < state.offset:
         state.offset = 0                     # rewritten (erasure): keys keep it idempotent
@@ -341,22 +364,71 @@ def _reviews(data: bytes, result: IngestResult) -> list[dict]:
     return found
 
 
-def ingest(directory: Path) -> IngestResult:
-    """Bring the index up to date with the log directory."""
-    result = IngestResult()
-    present = {path.name: path for _, path in log_files(Path(directory))}
-    states = {state.name: state for state in IngestState.objects.all()}   # one query, not 90
+def _as_list(directories: Path | str | list) -> list[Path]:
+    if isinstance(directories, (str, Path)):
+        return [Path(directories)]
+    return list(dict.fromkeys(Path(d) for d in directories))
+
+
+def _adopt_legacy(directories: list[Path]) -> None:
+    """State and events from before several directories (migration 0004) have no directory:
+    they came from the one directory that console followed, which is the configured
+    directory holding a file of the same name and inode (else the first).  Once adopted,
+    nothing is left without a directory, so this costs one small query afterwards."""
+    legacy = list(IngestState.objects.filter(directory=""))
+    if not legacy:
+        return
+    target = directories[0]
+    for directory in directories:
+        if any(_same_file(directory / state.name, state.inode) for state in legacy):
+            target = directory
+            break
+    key = directory_key(target)
+    with transaction.atomic():
+        taken = set(IngestState.objects.filter(directory=key).values_list("name", flat=True))
+        IngestState.objects.filter(directory="", name__in=taken).delete()
+        IngestState.objects.filter(directory="").update(directory=key)
+        Event.objects.filter(source_dir__isnull=True).update(source_dir=key)
+    log.info("adopted the index of the earlier single log directory into %s", key)
+
+
+def _same_file(path: Path, inode: int) -> bool:
+    try:
+        return os.stat(path).st_ino == inode
+    except OSError:
+        return False
+
+
+def _ingest_directory(directory: Path, result: IngestResult) -> None:
+    key = directory_key(directory)
+    if not directory.is_dir():               # not mounted, not synced yet: not an empty log
+        log.warning("log directory %s is missing: its records stay as they were", directory)
+        return
+    present = {path.name: path for _, path in log_files(directory)}
+    states = {state.name: state for state in IngestState.objects.filter(directory=key)}
     gone = [name for name in states if name not in present and name != REVIEWS_FILE]
     if gone:                                 # by name, so the index on source_file is used
         with transaction.atomic():
-            _delete_events(Event.objects.filter(source_file__in=gone), result)
-            IngestState.objects.filter(name__in=gone).delete()
+            _delete_events(Event.objects.filter(source_file__in=gone, source_dir=key), result)
+            IngestState.objects.filter(directory=key, name__in=gone).delete()
     for name, path in present.items():
         try:
-            _ingest_file(name, path, states.get(name) or IngestState(name=name), result)
+            _ingest_file(name, path, states.get(name) or IngestState(directory=key, name=name),
+                         result)
         except FileNotFoundError:            # removed by retention while we looked
             continue
-    _ingest_reviews(Path(directory), result)
+    _ingest_reviews(directory, key, result)
+
+
+def ingest(directories: Path | str | list) -> IngestResult:
+    """Bring the index up to date with one log directory or several (one per gateway).
+    Directories not named are left as they are (`webpolicy erase --log-dir B` syncs B only)."""
+    directories = _as_list(directories)
+    result = IngestResult()
+    if directories:
+        _adopt_legacy(directories)
+    for directory in directories:
+        _ingest_directory(directory, result)
     if result.added >= ANALYZE_AFTER and connection.vendor == "postgresql":
         # fresh statistics at once after a backlog, not when autovacuum next looks: the
         # planner's choice of index for the pages depends on them
@@ -369,7 +441,7 @@ _lock = threading.Lock()
 _last = 0.0
 
 
-def ingest_if_due(directory: Path, interval: float = 1.0) -> IngestResult | None:
+def ingest_if_due(directories: Path | list, interval: float = 1.0) -> IngestResult | None:
     """Ingest unless another thread is at it or it ran less than `interval` seconds ago."""
     global _last
     if not _lock.acquire(blocking=False):
@@ -377,7 +449,7 @@ def ingest_if_due(directory: Path, interval: float = 1.0) -> IngestResult | None
     try:
         if time.monotonic() - _last < interval:
             return None
-        result = ingest(directory)
+        result = ingest(directories)
         _last = time.monotonic()
         if result.bad_lines:
             log.warning("skipped %d unreadable log line(s)", result.bad_lines)

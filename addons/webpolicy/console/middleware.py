@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
-from django.conf import settings
-
-from webpolicy.console.ingest import ingest_if_due
+from webpolicy.console.ingest import configured_directories, ingest_if_due
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +16,7 @@ class IngestMiddleware:
     def __call__(self, request):
         if request.path != "/console.css":
             try:
-                ingest_if_due(Path(settings.WEBPOLICY_LOG_DIR))
+                ingest_if_due(configured_directories())
             except Exception:                # an unreadable log must not hide the console
                 log.exception("ingesting the safeguarding log failed")
         return self.get_response(request)

@@ -41,6 +41,10 @@ class Event(models.Model):
     search_term = models.TextField(blank=True)
     record = models.JSONField()
     source_file = models.CharField(max_length=64, db_index=True)
+    # The log directory (one per gateway) holding the record: where its reviews are written.
+    # NULL only in a database from before several directories, until the next ingest adopts
+    # those rows (ingest.py); nullable so that adding it is instant on a million rows.
+    source_dir = models.CharField(max_length=1024, null=True, blank=True)
 
     class Meta:
         ordering = ["-time"]
@@ -150,11 +154,18 @@ class ReviewAnswer(models.Model):
 
 
 class IngestState(models.Model):
-    """How far each daily file (and reviews.jsonl) has been read: incremental ingest."""
+    """How far each daily file (and reviews.jsonl) of each log directory has been read:
+    incremental ingest.  Two gateways write files of the same names (one per day), so the
+    key is the directory and the name."""
 
-    name = models.CharField(max_length=64, unique=True)
+    directory = models.CharField(max_length=1024, default="")   # "" before migration 0004
+    name = models.CharField(max_length=64)
     inode = models.BigIntegerField(default=0)
     offset = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["directory", "name"],
+                                               name="ingest_state_directory_name")]
 
 
 class AccessLog(models.Model):

@@ -51,9 +51,10 @@ def purge_expired(retention_days: int, today: dt.date | None = None) -> tuple[in
     return events, accesses
 
 
-def upkeep(log_dir: Path, retention_days: int | None) -> None:
-    """One round: follow the log (ingest), then apply retention."""
-    ingest_if_due(log_dir, interval=0.0)
+def upkeep(log_dirs: list[Path], retention_days: int | None) -> None:
+    """One round: follow the logs (ingest), then apply retention (one period for every
+    gateway: the policy's, so a day expires in every directory at once)."""
+    ingest_if_due(log_dirs, interval=0.0)
     if retention_days:
         purge_expired(retention_days)
 
@@ -61,9 +62,9 @@ def upkeep(log_dir: Path, retention_days: int | None) -> None:
 class Upkeep:
     """`upkeep` every UPKEEP_SECONDS on a daemon thread of the console process."""
 
-    def __init__(self, log_dir: Path, retention_days: int | None,
+    def __init__(self, log_dirs: list[Path], retention_days: int | None,
                  every: float = UPKEEP_SECONDS) -> None:
-        self.log_dir, self.retention_days, self.every = Path(log_dir), retention_days, every
+        self.log_dirs, self.retention_days, self.every = list(log_dirs), retention_days, every
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="webpolicy-console-upkeep",
                                         daemon=True)
@@ -79,7 +80,7 @@ class Upkeep:
         while not self._stop.wait(self.every):
             try:
                 close_old_connections()
-                upkeep(self.log_dir, self.retention_days)
+                upkeep(self.log_dirs, self.retention_days)
             except Exception:            # the thread must outlive a bad round
                 log.exception("console upkeep (ingest, retention) failed")
             finally:

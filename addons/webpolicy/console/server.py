@@ -31,10 +31,11 @@ def serve(config: ConsoleConfig, host: str, port: int, trusted_proxy: str | None
                        clear_untrusted_proxy_headers=True)
     from webpolicy.console.ingest import ingest
     from webpolicy.console.retention import Upkeep, purge_expired
-    result = ingest(config.log_dir)         # a first start indexes the backlog before serving
+    result = ingest(config.log_dirs)        # a first start indexes the backlog before serving
     if config.retention_days:
         purge_expired(config.retention_days)
-    Upkeep(config.log_dir, config.retention_days).start()   # expiry and erasure when idle
-    print(f"webpolicy console: http://{host}:{port}/ (log {config.log_dir}, {result.added} new "
+    Upkeep(config.log_dirs, config.retention_days).start()   # expiry and erasure when idle
+    logs = ", ".join(map(str, config.log_dirs))
+    print(f"webpolicy console: http://{host}:{port}/ (log {logs}, {result.added} new "
           f"record(s) indexed; database {shown_database(config.database)})", flush=True)
     waitress.serve(get_wsgi_application(), **options)

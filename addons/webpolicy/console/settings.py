@@ -29,7 +29,7 @@ SECRET_FILE = "webpolicy-console.secret"
 class ConsoleConfig:
     """Where the console's state lives and how it is published."""
 
-    log_dir: Path
+    log_dirs: list[Path]                # one per gateway; the first holds the default database
     database: Path | str                # an SQLite file, or a postgresql:// URL
     secret_file: Path
     database_password: str | None = field(default=None, repr=False)
@@ -40,20 +40,30 @@ class ConsoleConfig:
     lockout_minutes: int = 15
     retention_days: int | None = None   # logging.retention_days: the index expires as the log
 
+    @property
+    def log_dir(self) -> Path:
+        """The first (or only) log directory: the SQLite file and secret key sit beside it."""
+        return self.log_dirs[0]
 
-def config_for(log_dir: Path, database: Path | str | None = None, **options) -> ConsoleConfig:
+
+def config_for(log_dirs: Path | list[Path], database: Path | str | None = None,
+               **options) -> ConsoleConfig:
     """Defaults beside the log directory: `logs/` -> `webpolicy-console.sqlite3` and
     `webpolicy-console.secret` in the directory holding `logs/`, outside the log directory
     so that the proxy's retention never touches them.  A database file given elsewhere (the
     systemd layout: /var/lib/webpolicy-console/) has the secret key beside it; with a
-    postgresql:// URL the key stays beside the log directory."""
-    log_dir = Path(log_dir).resolve()
-    home = log_dir.parent
+    postgresql:// URL the key stays beside the log directory.  With several log directories
+    (one per gateway: console.log_dirs) "the log directory" here is the first."""
+    if isinstance(log_dirs, (str, Path)):
+        log_dirs = [log_dirs]
+    # the same directory twice would be followed twice (and is one gateway)
+    log_dirs = list(dict.fromkeys(Path(d).resolve() for d in log_dirs))
+    home = log_dirs[0].parent
     if isinstance(database, str) and is_postgresql(database):
-        return ConsoleConfig(log_dir=log_dir, database=database,
+        return ConsoleConfig(log_dirs=log_dirs, database=database,
                              secret_file=home / SECRET_FILE, **options)
     database = Path(database or home / DATABASE_FILE)
-    return ConsoleConfig(log_dir=log_dir, database=database,
+    return ConsoleConfig(log_dirs=log_dirs, database=database,
                          secret_file=database.parent / SECRET_FILE, **options)
 
 
@@ -218,7 +228,7 @@ def django_settings(config: ConsoleConfig) -> dict:
         "CACHES": {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}},
         "LOGGING": {"version": 1, "disable_existing_loggers": False,
                     "loggers": {"axes": {"level": "WARNING"}}},
-        "WEBPOLICY_LOG_DIR": str(config.log_dir),
+        "WEBPOLICY_LOG_DIRS": [str(d) for d in config.log_dirs],
         "WEBPOLICY_RETENTION_DAYS": config.retention_days,
     }
 

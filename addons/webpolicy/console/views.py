@@ -22,6 +22,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from webpolicy.console.audit import record_access
 from webpolicy.console.cases import CaseError, update_case
 from webpolicy.console.filters import CappedPaginator, EventFilter, inbox_order
+from webpolicy.console.ingest import configured_directories
 from webpolicy.console.models import AccessLog, Case, Event
 from webpolicy.console.reviewrequests import requests_for
 from webpolicy.console.roles import DSL, can_see, sees_safeguarding, shown_record, visible_events
@@ -115,9 +116,14 @@ def event_page(request: HttpRequest, reference: str) -> HttpResponse:
     return render(request, "console/event.html", {
         "event": event, "case": case, "notes": case.notes.all() if case else [],
         "record": _fields(shown_record(request.user, event)), "form": form,
-        "requests": requests_for(event.reference),
+        "requests": requests_for(event.reference), "gateway": _gateway(event),
         "can_edit": request.user.has_perm("console.change_case"),
         "safeguarding": sees_safeguarding(request.user)})
+
+
+def _gateway(event: Event) -> str | None:
+    """The log directory (gateway) the record came from, when the console follows several."""
+    return event.source_dir if len(configured_directories()) > 1 else None
 
 
 def _fields(record: dict) -> list[tuple[str, str | None]]:

@@ -303,8 +303,10 @@ class ConsoleSettings:
     `database` empty means the default SQLite file beside the log directory; a
     postgresql:// URL names a centre's PostgreSQL server (user, host, port, database; no
     password: that comes from `database_password_file` or `database_password_env`, or from
-    libpq's own ~/.pgpass)."""
+    libpq's own ~/.pgpass).  `log_dirs` are the log directories the console follows, one per
+    gateway (docs/scaling.md); empty means logging.directory alone."""
     url: str = ""                         # alerts link to each event there
+    log_dirs: tuple[Path, ...] = ()       # () | each gateway's log directory
     database: str = ""                    # "" | an SQLite file | postgresql://user@host:port/name
     database_password_file: Path | None = None
     database_password_env: str = ""
@@ -1000,7 +1002,8 @@ class _PolicyBuilder:
         in alerts: an http(s) URL, as the DSLs' browsers reach it); `database`, where it keeps
         its index and cases (default: an SQLite file beside the log directory); `digest`, the
         counts mailed to DSLs (its node is kept for the checks that need alerts.email)."""
-        keys = self.r.mapping(node, "console", ("url", "database", "database_password_file",
+        keys = self.r.mapping(node, "console", ("url", "log_dirs", "database",
+                                                "database_password_file",
                                                 "database_password_env", "digest"))
         url = self.r.string(keys.get("url"), "console.url", "") or ""
         if url and not re.match(r"https?://[^/\s]+", url):
@@ -1029,7 +1032,11 @@ class _PolicyBuilder:
         if password_env and password_file:
             self.r.error(keys.get("database_password_env"), "console: give "
                          "database_password_file or database_password_env, not both")
-        return ConsoleSettings(url=url, database=database, database_password_file=password_file,
+        log_dirs = tuple(dict.fromkeys(self._file(text) for text, _ in
+                                       self.r.strings(keys.get("log_dirs"), "console.log_dirs")
+                                       if text.strip()))
+        return ConsoleSettings(url=url, log_dirs=log_dirs, database=database,
+                               database_password_file=password_file,
                                database_password_env=password_env, digest=self._digest(keys))
 
     def _digest(self, keys: dict) -> DigestSettings | None:

@@ -27,17 +27,19 @@ LIST_EVENTS = """
 import sys
 from pathlib import Path
 from webpolicy.console.settings import config_for, configure
-configure(config_for(Path(sys.argv[1])), migrate=False)
+directories = [Path(d) for d in sys.argv[1].split(",")]
+configure(config_for(directories), migrate=False)
 from webpolicy.console.ingest import ingest
 from webpolicy.console.models import Event
 if sys.argv[2] == "ingest":
-    ingest(Path(sys.argv[1]))
+    ingest(directories)
 print(",".join(sorted(Event.objects.values_list("reference", flat=True))))
 """
 
 
-def _events(logs: Path, ingest: bool = False) -> str:
-    done = subprocess.run([sys.executable, "-c", LIST_EVENTS, str(logs),
+def _events(*logs: Path, ingest: bool = False) -> str:
+    """The console database's references (the one beside the first directory)."""
+    done = subprocess.run([sys.executable, "-c", LIST_EVENTS, ",".join(map(str, logs)),
                            "ingest" if ingest else "-"],
                           capture_output=True, text=True, timeout=60, check=True)
     return done.stdout.strip()
@@ -58,6 +60,26 @@ def test_erase_removes_the_person_from_the_console_database_at_once(tmp_path):
     assert "console database" in done.stdout and "1 record(s) removed" in done.stdout
     assert _events(logs) == "WP-0000000002"            # without the console having run
     assert '"bob"' not in "".join(p.read_text() for p in logs.glob("webpolicy-*.jsonl"))
+
+
+def test_erase_in_several_gateways_logs_reaches_the_one_console(tmp_path):
+    gw1, gw2 = tmp_path / "gw1" / "logs", tmp_path / "gw2" / "logs"
+    samples.write(gw1, samples.record("WP-0000000001", user="bob"),
+                  samples.record("WP-0000000002", user="carol"))
+    samples.write(gw2, samples.record("WP-0000000003", user="carol"),
+                  samples.record("WP-0000000004", user="dave"))
+    subprocess.run([BIN / "webpolicy", "users", "add", "dana", "--role", "dsl", "--password-stdin",
+                    "--log-dir", str(gw1), "--log-dir", str(gw2)],
+                   input="correct horse battery staple\n", text=True, check=True, timeout=60,
+                   capture_output=True)
+    assert _events(gw1, gw2, ingest=True) == "WP-0000000001,WP-0000000002,WP-0000000003,WP-0000000004"
+    done = subprocess.run([BIN / "webpolicy", "erase", "--user", "carol", "--yes",
+                           "--log-dir", str(gw1), "--log-dir", str(gw2), "--database",
+                           str(tmp_path / "gw1" / "webpolicy-console.sqlite3")],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "2 record(s) removed" in done.stdout
+    assert _events(gw1, gw2) == "WP-0000000001,WP-0000000004"
 
 
 def test_erase_without_a_console_database_says_nothing_of_one(tmp_path):
@@ -163,4 +185,25 @@ def test_the_policy_names_the_database_and_the_command_line_overrides_it(tmp_pat
     assert config.database == tmp_path / "other.sqlite3" and config.database_password is None
     args.database = "postgresql://webpolicy:pw@db.test/console"
     with pytest.raises(SystemExit, match="has a password"):
+        _config(args)
+
+
+def test_the_console_follows_the_policys_log_dirs_or_each_log_dir_given(tmp_path):
+    pytest.importorskip("django")
+    (tmp_path / "gambling.txt").write_text("gambling.test\n")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(policy_yaml(learner={"block": ["gambling"]}, staff={"block": []},
+                                  lists=["gambling"],
+                                  extra="logging: {directory: logs}\n"
+                                        "console: {log_dirs: [gw1/logs, /srv/gw2/logs]}\n"))
+    args = argparse.Namespace(command="console", log_dir=None, policy=str(policy), database=None)
+    config = _config(args)
+    assert config.log_dirs == [tmp_path / "gw1" / "logs", Path("/srv/gw2/logs")]
+    assert config.database == tmp_path / "gw1" / "webpolicy-console.sqlite3"   # beside the first
+    args.log_dir = [str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "a")]
+    assert _config(args).log_dirs == [tmp_path / "a", tmp_path / "b"]        # once each
+    policy.write_text(policy.read_text().replace("console: {log_dirs: [gw1/logs, /srv/gw2/logs]}",
+                                                 "console: {log_dirs: logs}"))
+    args.log_dir = None
+    with pytest.raises(SystemExit, match="console.log_dirs"):
         _config(args)

@@ -37,7 +37,7 @@ class ConsoleTest(TestCase):
     def setUp(self) -> None:
         self.log_dir = Path(tempfile.mkdtemp(prefix="wp-log-"))
         self.addCleanup(shutil.rmtree, self.log_dir, ignore_errors=True)
-        overrides = override_settings(WEBPOLICY_LOG_DIR=str(self.log_dir))
+        overrides = override_settings(WEBPOLICY_LOG_DIRS=[str(self.log_dir)])
         overrides.enable()
         self.addCleanup(overrides.disable)
         ingest.reset_throttle()

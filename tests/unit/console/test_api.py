@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from unittest import mock
 
 from webpolicy.console.accounts import disable_user, new_token
+from webpolicy.console.filters import CappedPaginator
 from webpolicy.console.models import AccessLog, ApiToken, Case
 from webpolicy.console.tokens import digest
 from webpolicy.safeguarding.logstore import ReviewStore
@@ -56,6 +58,16 @@ class ApiTest(ConsoleTest):
         assert [e["reference"] for e in data["events"]] == ["WP-0000000002", "WP-0000000003"]
         assert self.get("/api/events", self.dsl_token).json()["total"] == 3     # all by default
         assert AccessLog.objects.filter(what="api-events", username="dana").count() == 4
+
+    def test_total_counts_up_to_the_pages_cap(self):
+        data = self.get("/api/events", self.dsl_token).json()
+        assert (data["total"], data["total_capped"]) == (3, False)
+        with mock.patch.object(CappedPaginator, "cap", 2):       # 3 events, a cap of 2
+            data = self.get("/api/events?limit=500", self.dsl_token).json()
+            assert (data["total"], data["total_capped"]) == (2, True)
+            assert len(data["events"]) == 3                       # the page is not capped
+            data = self.get("/api/events?action=flagged", self.dsl_token).json()
+            assert (data["total"], data["total_capped"]) == (1, False)
 
     def test_one_event(self):
         data = self.get("/api/events/wp-0000000002", self.dsl_token).json()

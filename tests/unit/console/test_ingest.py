@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from unittest import mock
 
 from django.db import connection
+from django.test import override_settings
 from webpolicy.console import ingest as ingest_module
 from webpolicy.console.cases import update_case
 from webpolicy.console.ingest import ingest, is_fault, priority
 from webpolicy.console.models import Case, Event, IngestState, Note
-from webpolicy.safeguarding.logstore import Person, ReviewStore, erase
+from webpolicy.safeguarding.logstore import REVIEWS_FILE, Person, ReviewStore, erase
 from webpolicy.safeguarding.report import Filters, select
 
 from . import samples
@@ -180,3 +182,89 @@ class IngestTest(ConsoleTest):
 
 
 IngestOnPostgreSQL = on_postgresql(IngestTest)
+
+
+class SeveralGatewaysTest(ConsoleTest):
+    """Two gateways' log directories in one console: both write files of the same names."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.gw2 = self.log_dir.parent / (self.log_dir.name + "-gw2")
+        self.gw2.mkdir()
+        self.addCleanup(shutil.rmtree, self.gw2, ignore_errors=True)
+        overrides = override_settings(WEBPOLICY_LOG_DIRS=[str(self.log_dir), str(self.gw2)])
+        overrides.enable()
+        self.addCleanup(overrides.disable)
+        self.gw1_file = samples.write(self.log_dir, samples.record("WP-0000000001"),
+                                      samples.record("WP-0000000002", user="carol"))
+        self.gw2_file = samples.write(self.gw2, samples.record("WP-0000000003", user="dave"),
+                                      samples.record("WP-0000000004", user="carol"))
+        assert self.gw1_file.name == self.gw2_file.name      # one daily file each, same name
+        self.both = [self.log_dir, self.gw2]
+
+    def where(self) -> dict[str, str]:
+        return dict(Event.objects.values_list("reference", "source_dir"))
+
+    def test_same_named_files_are_followed_separately(self):
+        assert ingest(self.both).added == 4
+        gw1, gw2 = str(self.log_dir.resolve()), str(self.gw2.resolve())
+        assert self.where() == {"WP-0000000001": gw1, "WP-0000000002": gw1,
+                                "WP-0000000003": gw2, "WP-0000000004": gw2}
+        states = {(s.directory, s.name): s.offset for s in IngestState.objects.all()}
+        assert states == {(gw1, self.gw1_file.name): self.gw1_file.stat().st_size,
+                          (gw2, self.gw2_file.name): self.gw2_file.stat().st_size}
+        samples.write(self.gw2, samples.record("WP-0000000005"))   # only gw2 grew
+        assert ingest(self.both).added == 1
+        assert ingest(self.both).added == 0
+
+    def test_a_file_gone_in_one_directory_takes_only_its_records(self):
+        ingest(self.both)
+        os.unlink(self.gw1_file)                                   # gw1's retention
+        assert ingest(self.both).removed == 2
+        assert sorted(self.where()) == ["WP-0000000003", "WP-0000000004"]
+
+    def test_erasure_in_one_directory_reaches_only_its_records(self):
+        ingest(self.both)
+        erase(self.gw2, Person(user="carol"))                      # erase --log-dir gw2
+        assert ingest([self.gw2]).removed == 1                     # as sync_console does
+        assert sorted(self.where()) == ["WP-0000000001", "WP-0000000002", "WP-0000000003"]
+
+    def test_a_missing_directory_is_not_an_empty_log(self):
+        ingest(self.both)
+        shutil.rmtree(self.gw2)                                    # a share not mounted
+        assert ingest(self.both).removed == 0
+        assert Event.objects.count() == 4
+
+    def test_closing_a_case_reviews_beside_the_records_own_log(self):
+        ingest(self.both)
+        update_case(Event.objects.get(reference="WP-0000000004"), "dana", "closed",
+                    "no_concern", "checked")
+        assert list(ReviewStore(self.gw2).load()) == ["WP-0000000004"]
+        assert not (self.log_dir / REVIEWS_FILE).exists()
+        # `webpolicy report --log-dir gw1 --log-dir gw2 --unreviewed` agrees
+        open_ones = [r["id"] for d in self.both
+                     for r in select(d, Filters(unreviewed=True), ReviewStore(d).load())]
+        assert sorted(open_ones) == ["WP-0000000001", "WP-0000000002", "WP-0000000003"]
+        assert ingest(self.both).reviews == 0                      # not imported back
+
+    def test_cli_reviews_in_either_directory_become_notes(self):
+        ingest(self.both)
+        ReviewStore(self.gw2).add([samples.record("WP-0000000003")], "Spoke to dave", "mrs.k")
+        assert ingest(self.both).reviews == 1
+        case = Case.objects.get(event__reference="WP-0000000003")
+        assert case.status == Case.Status.CLOSED and case.notes.get().text == "Spoke to dave"
+
+    def test_an_index_from_one_directory_is_adopted_by_it(self):
+        ingest([self.gw2])                     # a console that followed gw2 alone ...
+        # ... in a database from before several directories (migration 0004): no directory
+        IngestState.objects.update(directory="")
+        Event.objects.update(source_dir=None)
+        assert ingest(self.both).added == 2                        # gw1's records, new to it
+        gw1, gw2 = str(self.log_dir.resolve()), str(self.gw2.resolve())
+        assert not IngestState.objects.filter(directory="").exists()
+        assert IngestState.objects.get(directory=gw2).offset == self.gw2_file.stat().st_size
+        assert self.where() == {"WP-0000000001": gw1, "WP-0000000002": gw1,
+                                "WP-0000000003": gw2, "WP-0000000004": gw2}
+
+
+SeveralGatewaysOnPostgreSQL = on_postgresql(SeveralGatewaysTest)

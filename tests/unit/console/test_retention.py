@@ -53,7 +53,7 @@ class UpkeepTest(TransactionTestCase):
                       samples.record("WP-0000000002", user="carol"))
         ingest(self.log_dir)
         erase(self.log_dir, Person(user="bob"))
-        upkeep = retention.Upkeep(self.log_dir, 30, every=0.05)
+        upkeep = retention.Upkeep([self.log_dir], 30, every=0.05)
         upkeep.start()
         try:
             deadline = time.monotonic() + 10

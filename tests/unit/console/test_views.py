@@ -5,9 +5,11 @@ from __future__ import annotations
 import csv
 import io
 import re
+import shutil
 from unittest import mock
 
-from django.test import Client
+from django.test import Client, override_settings
+from webpolicy.console import ingest
 
 from webpolicy.console.filters import CappedPaginator
 from webpolicy.console.models import AccessLog, Case
@@ -191,6 +193,24 @@ class PagesTest(ConsoleTest):
         assert response["X-Content-Type-Options"] == "nosniff"
         assert response["Referrer-Policy"] == "same-origin"
         assert self.client.get("/console.css")["Content-Type"].startswith("text/css")
+
+
+class TwoGatewaysPagesTest(ConsoleTest):
+    """One console over two gateways' logs: both in one inbox, each event says its gateway."""
+
+    def test_one_inbox_and_the_event_names_its_gateway(self):
+        gw2 = self.log_dir.parent / (self.log_dir.name + "-gw2")
+        self.addCleanup(shutil.rmtree, gw2, ignore_errors=True)
+        samples.write(gw2, samples.record("WP-0000000002", user="carol", minutes_ago=2))
+        self.log(samples.record("WP-0000000001", minutes_ago=1))
+        self.sign_in(self.dsl)
+        page = self.client.get("/events/WP-0000000001/").content.decode()
+        assert 'id="gateway"' not in page                 # one directory: nothing to say
+        with override_settings(WEBPOLICY_LOG_DIRS=[str(self.log_dir), str(gw2)]):
+            ingest.reset_throttle()
+            assert references(self.client.get("/")) == ["WP-0000000001", "WP-0000000002"]
+            page = self.client.get("/events/WP-0000000002/").content.decode()
+            assert f"<code>{gw2.resolve()}</code>" in page
 
 
 PagesOnPostgreSQL = on_postgresql(PagesTest)
