@@ -386,10 +386,13 @@ class WebPolicy:
                               hook) -> None:
         """After the directory's answer, the rest of the hook, failing closed like failsafe:
         an exception raised here, after the hook returned, would escape the wrapper."""
-        await asking                       # never raises; a refusal sets flow.response
-        if flow.response is not None:
-            return
         try:
+            # signin.py's awaitables catch their own errors, but the sign-in page's session
+            # lookup (a SQLite read in a thread) may raise: guarded here, since an escaped
+            # exception would forward the flow undecided (a reserved path too).
+            await asking
+            if flow.response is not None:
+                return
             more = hook(flow)
             if more is not None:
                 await more

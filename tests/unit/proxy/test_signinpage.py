@@ -309,3 +309,36 @@ async def _hook(hook, f):
     waiting = hook(f)
     if waiting is not None:
         await waiting
+
+
+def _as_mitmproxy(addon: WebPolicy, f: http.HTTPFlow, hook: str = "requestheaders"
+                  ) -> http.HTTPFlow:
+    """One hook as mitmproxy runs it: an exception raised by the awaitable it returns is
+    logged ("Addon error") and the flow goes on, forwarded: so none may escape."""
+    async def once():
+        waiting = getattr(addon, hook)(f)
+        if waiting is not None:
+            try:
+                await waiting
+            except Exception as exc:  # noqa: BLE001
+                pytest.fail(f"{hook}'s awaitable raised (mitmproxy would forward): {exc!r}")
+    asyncio.run(once())
+    return f
+
+
+@pytest.mark.parametrize("url", ["https://news.example/story",
+                                 "https://news.example/.webpolicy/sign-in",
+                                 "https://news.example/.webpolicy/sign-out",
+                                 "https://ctiru.example/.webpolicy/sign-in"])
+@pytest.mark.parametrize("method", ["GET", "CONNECT"])
+def test_a_session_store_that_fails_in_its_thread_refuses(addon, monkeypatch, url, method):
+    """The database asked in a thread (a cold cache) raises after the hook returned, where
+    failsafe no longer guards: the flow must still be refused, never go on unidentified
+    (it used to: mitmproxy logged the error and forwarded a reserved path upstream)."""
+    def broken(*args):
+        raise signinpage.SessionStoreError("database is locked")
+    monkeypatch.setattr(addon.signinpage.store, "get", broken)
+    hook = "http_connect" if method == "CONNECT" else "requestheaders"
+    f = _as_mitmproxy(addon, flow(url, method=method), hook)
+    assert f.response is not None and f.response.status_code >= 400
+    assert f.response.status_code != 511            # not the sign-in page: an error
