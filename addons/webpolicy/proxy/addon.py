@@ -63,6 +63,7 @@ from webpolicy.safeguarding.alerts import Alerter
 from webpolicy.safeguarding.alertstate import FILE_NAME as ALERT_STATE_FILE
 from webpolicy.safeguarding.alertstate import SharedState
 from webpolicy.safeguarding.logwriter import LogDirectoryError, LogWriter, preflight
+from webpolicy.safeguarding.reviewrequests import ReviewTokens
 
 log = logging.getLogger("webpolicy")
 
@@ -74,6 +75,8 @@ class WebPolicy:
         self.worker = reuseport.worker_number()
         self.metrics = Metrics(shared=self.worker is not None)
         self.gate = Gate(self.metrics)
+        if (key := reuseport.form_key()) is not None:   # workers: one key for all of them
+            self.gate.review_tokens = ReviewTokens(key)
         self.reloader: Reloader | None = None
         self.refresher: Refresher | None = None     # downloads URL list sources when due
         self._loop: asyncio.AbstractEventLoop | None = None

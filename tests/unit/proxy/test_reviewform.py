@@ -142,3 +142,25 @@ def test_http2_without_content_length_and_odd_bodies(addon, tmp_path):
     assert h2_post(b"a=1&b=2&c=3&d=4&e=5&token=" + token.encode()) == 400
     assert h2_post(b"token=" + urllib.parse.quote(token).encode()) == 200
     assert len([r for r in records(tmp_path) if r["action"] == "review_requested"]) == 1
+
+
+def test_a_form_served_by_one_worker_is_accepted_by_another(addon, tmp_path, monkeypatch):
+    """`webpolicy run --workers N`: the kernel may give the form's POST (a new connection) to
+    another worker than the one that served the block page; each worker used to make its own
+    key, so the learner was told the form "was not made by this gateway"."""
+    from webpolicy.cli.supervisor import Supervisor
+    from webpolicy.proxy.addon import WebPolicy
+    spawned = []
+    supervisor = Supervisor(["mitmdump"], 2, {},
+                            spawn=lambda command, env: spawned.append(env) or object())
+    supervisor.start()
+    tokens = []
+    for env in spawned:
+        for name in ("WEBPOLICY_WORKER", "WEBPOLICY_WORKERS", "WEBPOLICY_FORM_KEY"):
+            monkeypatch.setenv(name, env[name])
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+        tokens.append(WebPolicy().gate.review_tokens)
+    addon.gate.review_tokens = tokens[0]              # the page from worker 0 ...
+    _, token = blocked_page(addon)
+    addon.gate.review_tokens = tokens[1]              # ... posted to worker 1
+    assert post(addon, token).response.status_code == 200
