@@ -302,8 +302,12 @@ class SignInPage:
         if len(content) > FORM_LIMIT:
             _answer(flow, 413, _page("Too large", "<p>That form was too large.</p>"))
             return None
-        form = {k: v[0] for k, v in urllib.parse.parse_qs(
-            content.decode("utf-8", "replace"), max_num_fields=8).items()}
+        try:
+            form = {k: v[0] for k, v in urllib.parse.parse_qs(
+                content.decode("utf-8", "replace"), max_num_fields=8).items()}
+        except ValueError:          # more fields than the form has: the sender's error
+            _answer(flow, 400, _page("Not this form", "<p>That was not the sign-in form.</p>"))
+            return None
         address = client_ip(flow)
         purpose = "sign-out" if path == SIGN_OUT else "sign-in"
         if not self._same_origin(flow) or \

@@ -342,3 +342,23 @@ def test_a_session_store_that_fails_in_its_thread_refuses(addon, monkeypatch, ur
     f = _as_mitmproxy(addon, flow(url, method=method), hook)
     assert f.response is not None and f.response.status_code >= 400
     assert f.response.status_code != 511            # not the sign-in page: an error
+
+
+@pytest.mark.parametrize("body", [
+    b"&".join(b"f%d=x" % i for i in range(50)),                  # more fields than the form
+    b"token=\xff\xfe&username=\xc0\x80&password=\xed\xa0\x80",    # not UTF-8, surrogates
+    b"\x00" * 4000,
+])
+def test_an_odd_sign_in_form_is_refused_plainly_not_counted_as_a_filter_error(addon, body):
+    """A learner's crafted POST is the learner's error (400/403), not the filter's: it must
+    not raise into failsafe, where it counted in webpolicy_filter_errors (an alert for the
+    operators, at will) and answered 'the web filter could not check this request'."""
+    before = addon.gate.metrics.filter_errors._value.get()
+    f = flow("https://news.example/.webpolicy/sign-in", method="POST")
+    f.request.content = body
+    f.request.headers["content-length"] = str(len(body))
+    _as_mitmproxy(addon, f)
+    assert f.response is None                                 # the body is read first
+    _as_mitmproxy(addon, f, "request")
+    assert f.response.status_code in (400, 403) and f.request.content == b""
+    assert addon.gate.metrics.filter_errors._value.get() == before
