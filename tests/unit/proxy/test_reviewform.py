@@ -164,3 +164,31 @@ def test_a_form_served_by_one_worker_is_accepted_by_another(addon, tmp_path, mon
     _, token = blocked_page(addon)
     addon.gate.review_tokens = tokens[1]              # ... posted to worker 1
     assert post(addon, token).response.status_code == 200
+
+
+def test_odd_bytes_in_the_form_and_headers_are_recorded_cleanly_or_refused(addon, tmp_path):
+    """Whatever the learner sends, the answer is the gateway's, the hook raises nothing (no
+    filter error), and a record that is written is plain text (the console, CSV and the
+    terminal report show it)."""
+    _, token = blocked_page(addon)
+    odd = [b"token=" + token.encode() + b"&reason=%FF%FE%ED%A0%80=HYPERLINK(%22x%22)%1B[31m",
+           b"token=" + token.encode() + b"&reason=" + b"\xff\xfe\x00\r\n" * 50,
+           b"token=%00%FF&reason=x", b"\xff" * 100, b"token=" + b"A" * 3000 + b".x"]
+    for body in odd:
+        req = tutils.treq(method=b"POST", host="adult.example", port=443,
+                          path=REVIEW_PATH.encode(), scheme=b"https", content=body,
+                          headers=http.Headers([
+                              (b"host", b"adult.example"),
+                              (b"content-length", str(len(body)).encode()),
+                              (b"user-agent", b"\xff\xfe<script>\x1b[2J\xed\xa0\x80")]))
+        flow = request("adult.example")
+        flow.request = req
+        assert addon.requestheaders(flow) is None
+        waiting = addon.request(flow)
+        if waiting is not None:
+            asyncio.run(waiting)
+        assert flow.response is not None and flow.response.status_code in (200, 400, 403)
+    assert addon.gate.metrics.filter_errors._value.get() == 0
+    (asked,) = [r for r in records(tmp_path) if r["action"] == "review_requested"]
+    for text in (asked["reason"], asked["user_agent"]):
+        assert text.isprintable() and "\x1b" not in text
