@@ -217,6 +217,10 @@ class SignInPage:
         if path not in (SIGN_IN, SIGN_OUT):
             _answer(flow, 404, _page("Not found", "<p>There is no such page.</p>"))
             return None
+        if not _navigation(request):                # a script's fetch(): see _navigation
+            _answer(flow, 403, _page("Open this page yourself", "<p>Type the address of a "
+                                     "website into the browser to sign in.</p>"))
+            return None
         if request.scheme != "https":               # passwords and tokens only over TLS
             if request.method in ("GET", "HEAD"):
                 self._redirect_to_https(flow, _next(request.query.get("next", ""), request),
@@ -368,7 +372,7 @@ class SignInPage:
         """HTML for the block page of a signed-in client: who is signed in, and how to sign
         out (shared PCs: the next person must not browse as this one)."""
         session = flow.metadata.get(SESSION)
-        if session is None:
+        if session is None or not _navigation(flow.request):   # never to a website's script
             return b""
         return (f'<p>Signed in as {_html(session.user)}. <a href="{SIGN_OUT}">Sign out</a>'
                 f' or <a href="{SIGN_IN}">sign in as someone else</a>.</p>').encode()
@@ -392,6 +396,18 @@ def _next(text: str, request: http.Request) -> str:
         return urllib.parse.urlunsplit(parts)
     return f"https://{request.pretty_host}/" if ":" not in request.pretty_host \
         else f"https://[{request.pretty_host}]/"
+
+
+def _navigation(request: http.Request) -> bool:
+    """Whether the browser is showing this to the person (a typed address, a link, a form),
+    not handing it to a page's script.  The reserved paths are answered on every host, so
+    they share each website's origin: a script on any site could otherwise fetch() the
+    sign-in page from its own origin, read who is signed in and the form's token, and sign
+    the person out or in as someone else.  Browsers say which in Sec-Fetch-Mode/-Dest
+    (Fetch Metadata); a client that sends neither (curl, an old browser) is let through."""
+    headers = request.headers
+    return (headers.get("sec-fetch-mode", "navigate") == "navigate"
+            and headers.get("sec-fetch-dest", "document") == "document")
 
 
 def _html(text: str) -> str:

@@ -362,3 +362,40 @@ def test_an_odd_sign_in_form_is_refused_plainly_not_counted_as_a_filter_error(ad
     _as_mitmproxy(addon, f, "request")
     assert f.response.status_code in (400, 403) and f.request.content == b""
     assert addon.gate.metrics.filter_errors._value.get() == before
+
+
+SCRIPT = {"sec-fetch-mode": "cors", "sec-fetch-dest": "empty", "sec-fetch-site": "same-origin"}
+
+
+@pytest.mark.parametrize("path", ["/.webpolicy/sign-in", "/.webpolicy/sign-out"])
+def test_a_websites_script_cannot_read_who_is_signed_in_nor_get_a_token(addon, path):
+    """The reserved paths are answered on every host, so they share each website's origin:
+    a script on any site a signed-in learner visits could fetch its own origin's sign-in
+    page, read the person's name ("sam is signed in on this device"), take the form's token
+    and sign the learner out or in as someone else.  Only a navigation gets the pages."""
+    sign_in(addon, "sam", "right")
+    f = run(addon, flow(f"https://anysite.example{path}", headers=SCRIPT))
+    assert f.response is not None and f.response.status_code == 403
+    assert b"sam" not in f.response.content and b'name="token"' not in f.response.content
+    # a real navigation still gets them
+    page = run(addon, flow(f"https://anysite.example{path}",
+                           headers={"sec-fetch-mode": "navigate", "sec-fetch-dest": "document"}))
+    assert b"sam" in page.response.content and b'name="token"' in page.response.content
+
+
+def test_a_websites_script_cannot_post_the_forms(addon):
+    sign_in(addon, "sam", "right")
+    page = run(addon, flow("https://anysite.example/.webpolicy/sign-out"))
+    out = run(addon, flow("https://anysite.example/.webpolicy/sign-out", method="POST",
+                          form={"token": token(page.response.content)},
+                          headers={**SCRIPT, "origin": "https://anysite.example"}))
+    assert out.response.status_code == 403
+    assert str(run(addon, flow("https://gambling.example/")).metadata[SIGNED_IN_USER]) == "sam"
+
+
+def test_a_block_page_fetched_by_script_does_not_name_the_person(addon):
+    sign_in(addon, "pat", "right")
+    f = run(addon, flow("https://gambling.example/x", headers=SCRIPT))
+    assert f.response.status_code == 403 and b"pat" not in f.response.content
+    f = run(addon, flow("https://gambling.example/x"))
+    assert f.response.status_code == 403 and b"Signed in as pat" in f.response.content
