@@ -485,10 +485,32 @@ class WebPolicy:
         self.connections.tls_start_client(data)
 
     @failsafe
-    def tcp_start(self, flow: tcp.TCPFlow) -> None:
+    def tcp_start(self, flow: tcp.TCPFlow) -> Awaitable[None] | None:
         self.chokepoint.forget_http(flow.client_conn.id)
+        if self.signinpage.covers(flow.client_conn):   # nothing upstream before sign-in
+            return self._tcp_signed_in_then(flow)
+        self._filter_tcp(flow)
+        return None
+
+    def _filter_tcp(self, flow: tcp.TCPFlow) -> None:
         if self.connections.tcp_start(flow):           # recorded there: refuse, once
             self.chokepoint.refuse_client(flow.client_conn.id)
+
+    async def _tcp_signed_in_then(self, flow: tcp.TCPFlow) -> None:
+        """Raw bytes (or a passed-through TLS stream) from a client that signs in on the
+        page get no sign-in page: without a session they are refused, with one decided as
+        its person (a tunnel opened before sign-in was decided as the client's network).
+        mitmproxy awaits this before it opens the connection; nothing may escape."""
+        try:
+            person = await self.signinpage.person(flow.client_conn)
+            if person is None:
+                self.chokepoint.refuse_client(flow.client_conn.id)
+                flow.kill()
+                return
+            self.gate.users[flow.client_conn.id] = person
+            self._filter_tcp(flow)
+        except Exception as exc:  # noqa: BLE001 - it would relay
+            refuse(self.gate, self.chokepoint, self.connections, flow, "tcp_start", exc)
 
     @failsafe
     def client_disconnected(self, client) -> None:

@@ -14,7 +14,9 @@ A client the policy says must sign in (every transparent-mode client, and client
   recorded, never the sign-in page.  Only a request that would go on is replaced (`serve`):
   over HTTPS (intercepted) by the sign-in page itself, status 511; from plain HTTP by a
   redirect to the sign-in page on the same host over HTTPS, so a password never crosses the
-  network in clear.  Nothing upstream is contacted before sign-in.
+  network in clear.  Nothing upstream is contacted before sign-in: raw bytes in a tunnel
+  (which get no page) are refused without a session (`person`, asked by the add-on's
+  tcp_start), and decided as the session's person with one.
 - The form posts username and password to the same origin; they are checked by the same
   path as proxy logins (signin.SignIn.check: throttled per address, cached, the directory
   in a worker thread), never stored, logged or put in a record.  Each form carries a token
@@ -153,6 +155,18 @@ class SignInPage:
             return False
         known, session = store.cached(client.peername[0], settings.idle, settings.max)
         return not known or session is None
+
+    async def person(self, client) -> SignedInUser | None:
+        """Who is signed in at this client's address now (memory, else the database in a
+        thread); None if nobody.  For raw connections, which get no sign-in page."""
+        settings, store = self.settings(), self.store
+        if settings is None or store is None or not client.peername:
+            return None
+        address = client.peername[0]
+        known, session = store.cached(address, settings.idle, settings.max)
+        if not known:
+            session = await self._session(address)
+        return SignedInUser(session.user, session.groups, "session") if session else None
 
     # -- requests ------------------------------------------------------------------------
 

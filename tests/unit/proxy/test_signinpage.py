@@ -399,3 +399,34 @@ def test_a_block_page_fetched_by_script_does_not_name_the_person(addon):
     assert f.response.status_code == 403 and b"pat" not in f.response.content
     f = run(addon, flow("https://gambling.example/x"))
     assert f.response.status_code == 403 and b"Signed in as pat" in f.response.content
+
+
+def _raw_tcp_refused(addon: WebPolicy, client, host: str = "news.example") -> bool:
+    """Raw bytes in a tunnel (tcp_start, then the choke point's server_connect)."""
+    from mitmproxy import connection
+    from mitmproxy.proxy import server_hooks
+    tcp = tflow.ttcpflow()
+    tcp.client_conn = client
+    tcp.server_conn = connection.Server(address=(host, 443))
+    _as_mitmproxy(addon, tcp, "tcp_start")
+    data = server_hooks.ServerConnectionHookData(client=client, server=tcp.server_conn)
+    async def connect():
+        waiting = addon.server_connect(data)
+        if waiting is not None:
+            await waiting
+    asyncio.run(connect())
+    return data.server.error is not None
+
+
+def test_raw_tcp_in_a_tunnel_waits_for_sign_in(addon, tmp_path):
+    """Nothing upstream before sign-in: a tunnel's raw bytes (not HTTP, so no sign-in page)
+    used to be decided as the client's network profile and relayed."""
+    connect = flow("https://news.example/", method="CONNECT")
+    _as_mitmproxy(addon, connect, "http_connect")
+    assert connect.response is None                      # intercepted: HTTP gets the page
+    assert _raw_tcp_refused(addon, connect.client_conn)
+    sign_in(addon, "pat", "right")
+    addon.signinpage.store._cache.clear()                 # the database is asked
+    connect = flow("https://news.example/", method="CONNECT")
+    _as_mitmproxy(addon, connect, "http_connect")
+    assert not _raw_tcp_refused(addon, connect.client_conn)
