@@ -7,7 +7,9 @@ remote.fetch() of a `{ut1: ..., categories: [...]}` source: download, gunzip, co
 checks, the categories taken out, parsed, checked and swapped in.  The baseline, measured in
 the same run on the same archive file, is what an admin's cron job does without checks:
 gunzip and extract those categories with tarfile, then parse them once (the proxy must parse
-them anyway).  Printed as a ratio to the baseline; nothing here is asserted in a test.
+them anyway).  The fetch is timed twice per round: with UT1's MD5SUM.LST served (the archive's
+MD5 checked, as against UT1) and without it (taken unchecked), so the MD5 check's cost shows.
+Printed as ratios to the baseline; nothing here is asserted in a test.
 
     .venv/bin/python scripts/bench_ut1_download.py [--snapshot /work/shared/data/ut1]
         [--categories gambling,phishing,malware,drogue,...] [--rounds 3]
@@ -16,6 +18,7 @@ them anyway).  Printed as a ratio to the baseline; nothing here is asserted in a
 from __future__ import annotations
 
 import argparse
+import hashlib
 import statistics
 import sys
 import tarfile
@@ -48,18 +51,27 @@ def main() -> int:
     archive = listserver.ut1_archive(listserver.snapshot(*every))
     print(f"archive: {len(every)} categories, {len(archive) / 1e6:.1f} MB gzipped; "
           f"taking {len(names)}: {', '.join(names)}")
-    fetched, baseline = [], []
+    fetched, unchecked, baseline = [], [], []
+    sums = listserver.Reply(body=f"{hashlib.md5(archive).hexdigest()}  blacklists.tar.gz\n"
+                            .encode())
     with tempfile.TemporaryDirectory() as work, listserver.ListServer(Path(work)) as server:
         server.replies["/download/blacklists.tar.gz"] = listserver.Reply(body=archive)
         (Path(work) / "blacklists.tar.gz").write_bytes(archive)
         for round_ in range(args.rounds):
-            source = RemoteSource(list="bench", url=server.url("/download/blacklists.tar.gz"),
-                                  path=Path(work) / f"r{round_}" / "copy.ut1", format="ut1",
-                                  ca=server.ca, ut1_categories=tuple(names))
-            started = time.perf_counter()
-            outcome = fetch(source)
-            fetched.append(time.perf_counter() - started)
-            assert outcome.result == "updated", outcome
+            order = ((True, fetched), (False, unchecked))
+            for md5, times in (order if round_ % 2 else order[::-1]):     # no order effect
+                if md5:
+                    server.replies["/download/MD5SUM.LST"] = sums
+                else:
+                    server.replies.pop("/download/MD5SUM.LST", None)
+                source = RemoteSource(list="bench", url=server.url("/download/blacklists.tar.gz"),
+                                      path=Path(work) / f"r{round_}{md5}" / "copy.ut1",
+                                      format="ut1", ca=server.ca, ut1_categories=tuple(names))
+                started = time.perf_counter()
+                outcome = fetch(source)
+                times.append(time.perf_counter() - started)
+                assert outcome.result == "updated", outcome
+                assert ("MD5 checked" in outcome.message) == md5, outcome
             started = time.perf_counter()
             entries = _baseline(Path(work) / "blacklists.tar.gz", Path(work) / f"b{round_}",
                                 names, parse_source)
@@ -68,8 +80,11 @@ def main() -> int:
     print(f"entries: {entries:,}")
     print(f"baseline (tarfile extract + parse, no checks): {base_s:.2f} s (median of "
           f"{args.rounds})")
-    print(f"webpolicy fetch (HTTPS download, checks, swap in): {fetch_s:.2f} s "
+    print(f"webpolicy fetch (HTTPS download, checks with MD5, swap in): {fetch_s:.2f} s "
           f"= {fetch_s / base_s:.2f}x the baseline")
+    plain_s = statistics.median(unchecked)
+    print(f"webpolicy fetch without a published MD5 (not checked): {plain_s:.2f} s "
+          f"= {plain_s / base_s:.2f}x the baseline; the MD5 check: {fetch_s / plain_s:.2f}x")
     return 0
 
 

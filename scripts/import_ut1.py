@@ -13,8 +13,11 @@ line counts so a truncated download shows up before it reaches policy.yaml.
 
 Some UT1 names are aliases (symbolic links): porn -> adult, drugs -> drogue, aggressive and
 violence -> agressif, proxy -> redirector.  An alias is imported under the name asked for.
-Each category is written to a temporary directory and renamed into place, so a proxy
-watching blocklists/ never reads a half-written list.  Standard library only.
+Each category is written to a temporary directory, checked, and renamed into place, so a proxy
+watching blocklists/ never reads a half-written list.  A tarball is read, and each category
+checked (entries, no more bad lines than good), by webpolicy's lists/ut1.py, the code that
+downloads UT1 for `{ut1: ...}` sources, so both take the same files and refuse the same
+damage; run it with the project's .venv/bin/python (python3 finds that by itself).
 """
 
 from __future__ import annotations
@@ -25,17 +28,24 @@ import os
 import re
 import shutil
 import sys
-import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from pathlib import Path
 
-ATTRIBUTION = "UT1 blacklists, Université Toulouse 1 Capitole, CC BY-SA 4.0"
-UT1_HOME = "https://dsi.ut-capitole.fr/blacklists/"
-LICENCE_URL = "https://creativecommons.org/licenses/by-sa/4.0/"
-FILES = ("domains", "urls", "expressions")
-DEFAULT_DEST = Path(__file__).resolve().parents[1] / "blocklists" / "ut1"
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "addons"))
+try:
+    from webpolicy.lists import ut1
+except ImportError:                   # python3 without the project's packages: use its venv
+    VENV = ROOT / ".venv" / "bin" / "python"
+    if __name__ == "__main__" and VENV.is_file() and Path(sys.executable) != VENV:
+        os.execv(VENV, [str(VENV), __file__, *sys.argv[1:]])
+    raise
+
+ATTRIBUTION = ut1.ATTRIBUTION
+UT1_HOME = ut1.UT1_HOME
+FILES = ut1.UT1_FILES
+DEFAULT_DEST = ROOT / "blocklists" / "ut1"
 
 # For a UK training provider (KCSIE-style "appropriate filtering"): illegal and harmful
 # content, malware, piracy and filter bypass.  "violence" is the same UT1 data as
@@ -49,11 +59,11 @@ DEFAULT_CATEGORIES = (
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _ALIAS_MAX_BYTES = 64            # a symlink flattened into a file: "adult\n"
-_CHUNK = 1 << 20
+MAX_BYTES = 2 << 30              # one list file; as lists/remote.py allows a download
 
-
-class UT1Error(Exception):
-    """A problem the admin must fix (bad source, unknown category): message, exit code 2."""
+# A problem the admin must fix (bad source, unknown category, a damaged category): its
+# message, exit code 2.  The same error lists/ut1.py raises.
+UT1Error = ut1.UT1Error
 
 
 @dataclass
@@ -110,64 +120,32 @@ class DirectorySource:
 
     def copy(self, wanted: list[tuple[str, Path]]) -> Iterator[tuple[Path, int]]:
         for reference, target in wanted:
-            with open(reference, "rb") as source:
-                yield target, _copy_counting(source, target)
+            with open(reference, "rb") as source, open(target, "wb") as out:
+                yield target, ut1.copy_counting(source, out, MAX_BYTES)
 
 
 class TarSource:
-    """blacklists.tar.gz (any compression tarfile reads); members read in archive order."""
+    """blacklists.tar.gz (any compression tarfile reads), through lists/ut1.py's Archive."""
 
     def __init__(self, path: Path) -> None:
         self.label = path.name
-        try:
-            self.tar = tarfile.open(path, "r:*")
-            members = self.tar.getmembers()
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            raise UT1Error(f"{path}: not a readable tar archive ({exc})") from None
-        self.links: dict[str, str] = {}
-        self.members: dict[tuple[str, str], tarfile.TarInfo] = {}
-        self.dirs: set[str] = set()
-        for member in members:
-            self._index(member)
-        if not self.members:
+        self.archive = ut1.Archive(path, str(path))
+        if not self.archive.members:
             raise UT1Error(f"{path}: no blacklists/<category>/domains members (not a UT1 tarball)")
 
-    def _index(self, member: tarfile.TarInfo) -> None:
-        parts = PurePosixPath(member.name.removeprefix("./")).parts
-        if len(parts) == 2 and member.isdir():
-            self.dirs.add(parts[1])
-        elif len(parts) == 2 and member.issym():
-            target = PurePosixPath(os.path.normpath(f"{parts[0]}/{member.linkname}"))
-            if len(target.parts) == 2:
-                self.links[parts[1]] = target.parts[1]
-        elif len(parts) == 3 and parts[2] in FILES and (member.isfile() or member.issym()
-                                                         or member.islnk()):
-            self.dirs.add(parts[1])
-            self.members[(parts[1], parts[2])] = member
-
     def categories(self) -> dict[str, str]:
-        found = {name: name for name in self.dirs}
-        found.update({name: real for name, real in self.links.items() if real in self.dirs})
-        return dict(sorted(found.items()))
+        return self.archive.names()
 
     def category(self, name: str, real: str) -> Category:
-        files = {file: f"{real}/{file}" for file in FILES if (real, file) in self.members}
-        return Category(name, real, files)
+        return Category(name, real, {file: f"{name}/{file}" for file in self.archive.files(name)})
 
     def close(self) -> None:
-        self.tar.close()
+        self.archive.close()
 
     def copy(self, wanted: list[tuple[str, Path]]) -> Iterator[tuple[Path, int]]:
-        """Read in archive order: a gzip stream only seeks forward cheaply."""
-        def offset(item: tuple[str, Path]) -> int:
-            return self.members[tuple(item[0].split("/"))].offset
-        for reference, target in sorted(wanted, key=offset):
-            member = self.members[tuple(reference.split("/"))]
-            source = self.tar.extractfile(member)
-            if source is None:
-                raise UT1Error(f"{self.label}: {member.name} is not a regular file")
-            with source:
-                yield target, _copy_counting(source, target)
+        """In archive order (Archive.copy_files): a gzip stream only seeks forward cheaply."""
+        return self.archive.copy_files(
+            [(*reference.split("/"), target) for reference, target in wanted], MAX_BYTES)
 
 
 def open_source(path: Path) -> DirectorySource | TarSource:
@@ -175,17 +153,6 @@ def open_source(path: Path) -> DirectorySource | TarSource:
         raise UT1Error(f"{path}: no such file or directory (download {UT1_HOME}"
                        "download/blacklists.tar.gz, or pass an extracted directory)")
     return DirectorySource(path) if path.is_dir() else TarSource(path)
-
-
-def _copy_counting(source: BinaryIO, target: Path) -> int:
-    """Copy bytes unmodified; return the line count (wc -l, plus an unterminated last line)."""
-    lines, last = 0, b"\n"
-    with open(target, "wb") as out:
-        while chunk := source.read(_CHUNK):
-            out.write(chunk)
-            lines += chunk.count(b"\n")
-            last = chunk[-1:]
-    return lines + (last != b"\n")
 
 
 # --- import -------------------------------------------------------------------------------
@@ -206,7 +173,9 @@ def resolve(source: DirectorySource | TarSource, names: list[str]) -> list[Categ
 
 def import_categories(source: DirectorySource | TarSource, chosen: list[Category],
                       dest: Path, today: str) -> dict[str, dict[str, int]]:
-    """Copy each category into a staging directory, write SOURCE, then swap it into place."""
+    """Copy each category into a staging directory, write SOURCE, check every one (lists/
+    ut1.py's checks, as for a download), then swap them into place: nothing is replaced
+    unless all are good."""
     dest.mkdir(parents=True, exist_ok=True)
     staging = {c.name: dest / f".{c.name}.importing" for c in chosen}
     for folder in staging.values():
@@ -219,27 +188,18 @@ def import_categories(source: DirectorySource | TarSource, chosen: list[Category
     for target, lines in source.copy(wanted):
         name, file = owner[target]
         counts[name][file] = lines
+    try:
+        for c in chosen:
+            ut1.write_note(staging[c.name] / "SOURCE", c.name, c.real, counts[c.name],
+                           f"Imported: {today} from {source.label} by scripts/import_ut1.py")
+            ut1.validate(c.name, staging[c.name], counts[c.name])
+    except UT1Error:
+        for folder in staging.values():
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
     for c in chosen:
-        _write_note(staging[c.name] / "SOURCE", c, counts[c.name], source.label, today)
         _swap_into_place(staging[c.name], dest / c.name)
     return counts
-
-
-def _write_note(path: Path, category: Category, counts: dict[str, int], label: str,
-                today: str) -> None:
-    origin = category.real if category.real == category.name else \
-        f"{category.real} (UT1 alias {category.name} -> {category.real})"
-    files = ", ".join(f"{name} ({counts[name]:,} lines)" for name in FILES if name in counts)
-    path.write_text(
-        f"{ATTRIBUTION}\n"
-        f"{UT1_HOME}\n\n"
-        f"Category: {category.name}, from UT1 directory {origin}\n"
-        f"Imported: {today} from {label} by scripts/import_ut1.py\n"
-        f"Files: {files}, copied unmodified (one domain, or host/path, per line).\n\n"
-        f"Licence: Creative Commons Attribution-ShareAlike 4.0, {LICENCE_URL}\n"
-        "Anyone redistributing these files, or lists derived from them, must keep this\n"
-        "attribution and the same licence.\n",
-        encoding="utf-8")
 
 
 def _swap_into_place(staging: Path, final: Path) -> None:

@@ -50,3 +50,20 @@ def screenshot(page: Path, name: str, size: tuple[int, int], profile: Path) -> P
     assert (width, height) == size
     assert ink > 0.03, f"the screenshot looks blank ({ink:.1%} ink)"
     return shot
+
+
+def click_and_wait(driver, element, timeout: float = 20) -> None:
+    """Click a Selenium element and wait until the page it leads to has replaced this one.
+
+    Reading too early finds the old page; navigating away too early cancels a POST in
+    flight (a sign-in failure the throttle never counts, a case never saved).  The old
+    document is marked before the click and the wait ends once a complete document without
+    the mark is there; Chromium may refuse a query while the documents change over, so
+    such errors are retried, not failed."""
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.support.ui import WebDriverWait
+    driver.execute_script("document.documentElement.dataset.leaving = 'yes'")
+    element.click()
+    WebDriverWait(driver, timeout, ignored_exceptions=(WebDriverException,)).until(
+        lambda d: d.execute_script("return document.readyState === 'complete' && "
+                                   "!document.documentElement.dataset.leaving"))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from .ldapserver import LdapServer
 from .proxy import Proxy, free_port
 from .sites import Sites
 
@@ -119,3 +120,11 @@ def proxy(sites: Sites, tmp_path_factory) -> Iterator[Proxy]:
                     sites.ca).start()
     yield running
     running.stop()
+
+
+@pytest.fixture
+def ldap(tmp_path) -> Iterator[LdapServer]:
+    """A real slapd on loopback with the fixture directory (ldapserver.py), for one test."""
+    server = LdapServer.create(tmp_path / "ldap").start()
+    yield server
+    server.stop()

@@ -24,14 +24,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from .browser import click_and_wait
 from .proxy import REPO, free_port
 
 pytestmark = pytest.mark.e2e
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support import expected_conditions  # noqa: E402
-from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
+from selenium.webdriver.support.ui import Select  # noqa: E402
 
 from ..unit.console import samples  # noqa: E402
 from ..unit.console.pgserver import PostgresServer  # noqa: E402
@@ -135,11 +135,7 @@ def sign_in(driver, console: Console, name: str, password: str = PASSWORD) -> No
     driver.get(console.url + "/login/")
     driver.find_element(By.ID, "id_username").send_keys(name)
     driver.find_element(By.ID, "id_password").send_keys(password)
-    button = driver.find_element(By.ID, "sign-in")
-    button.click()
-    # Wait for the answer to replace the form: navigating away while the POST is in flight
-    # cancels it, and a cancelled failure is never counted by the throttle.
-    WebDriverWait(driver, 15).until(expected_conditions.staleness_of(button))
+    click_and_wait(driver, driver.find_element(By.ID, "sign-in"))
 
 
 def references(driver) -> list[str]:
@@ -169,10 +165,7 @@ def test_a_dsl_finds_closes_and_exports(console, browser):
     Select(browser.find_element(By.ID, "id_status")).select_by_value("closed")
     Select(browser.find_element(By.ID, "id_outcome")).select_by_value("no_concern")
     browser.find_element(By.ID, "id_note").send_keys("Research for a PSHE lesson; tutor told")
-    save = browser.find_element(By.ID, "save-case")
-    save.click()
-    # The answer replaces the page: read the status from the new one, not the old one's.
-    WebDriverWait(browser, 15).until(expected_conditions.staleness_of(save))
+    click_and_wait(browser, browser.find_element(By.ID, "save-case"))
     assert browser.find_element(By.ID, "case-status").text == "Closed"
     assert browser.find_element(By.ID, "case-outcome").text == "No concern"
     assert "Research for a PSHE lesson" in browser.find_element(By.ID, "notes").text

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 import urllib.request
-from collections.abc import Iterator
 
 import pytest
 
@@ -50,13 +49,6 @@ metrics: {{listen: "127.0.0.1:{metrics_port}"}}
 assert LISTS                        # the standard test lists are written with the policy
 GAMBLING = "http://www.gambling.test/"
 STAFF_GROUP = group_dn("staff")
-
-
-@pytest.fixture
-def ldap(tmp_path) -> Iterator[LdapServer]:
-    server = LdapServer.create(tmp_path / "ldap").start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pytest
 
 from .kdc import GATEWAY, REALM, SERVICE, Kdc
 from .ldapserver import PEOPLE as DIRECTORY_PEOPLE
-from .ldapserver import SERVICE_DN, SERVICE_PASSWORD, LdapServer, group_dn
+from .ldapserver import SERVICE_DN, SERVICE_PASSWORD, group_dn
 from .test_directory import GAMBLING, POLICY, logins_metric
 
 KERBEROS = f"""\
@@ -32,13 +32,6 @@ STAFF_GROUP = group_dn("staff")
 @pytest.fixture
 def kdc(tmp_path) -> Iterator[Kdc]:
     server = Kdc.create(tmp_path / "kdc").start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def ldap(tmp_path) -> Iterator[LdapServer]:
-    server = LdapServer.create(tmp_path / "ldap").start()
     yield server
     server.stop()
 

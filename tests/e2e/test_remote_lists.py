@@ -4,11 +4,13 @@ The running proxy downloads the list by itself (its Refresher thread), starts fi
 picks up a list that grew, keeps filtering with the last good copy through a 500 and through a
 download that lost 90% of its entries, and its metrics say what happened.  UT1 categories
 come as UT1 publishes them (an archive built at test time from the UT1 snapshot), through a
-real outbound proxy (a plain mitmdump), with their attribution kept."""
+real outbound proxy (a plain mitmdump), with their attribution kept, each archive checked
+against the MD5 sum the server publishes in MD5SUM.LST as UT1 does."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import shutil
 import subprocess
 import sys
@@ -191,6 +193,13 @@ def outbound_proxy(directory: Path) -> Iterator[tuple[int, Path]]:
         process.wait(timeout=10)
 
 
+def md5sums(archive: bytes) -> Reply:
+    """UT1's MD5SUM.LST for the archive, as md5sum prints it (and one other archive's line)."""
+    digest = hashlib.md5(archive, usedforsecurity=False).hexdigest()
+    return Reply(body=f"{hashlib.md5(b'', usedforsecurity=False).hexdigest()}  adult.tar.gz\n"
+                      f"{digest}  blacklists.tar.gz\n".encode())
+
+
 def test_ut1_categories_arrive_through_the_outbound_proxy_and_keep_their_attribution(
         make_proxy, tmp_path):
     data = snapshot("gambling", "drogue")
@@ -198,6 +207,7 @@ def test_ut1_categories_arrive_through_the_outbound_proxy_and_keep_their_attribu
     expected = sum(parse_source(UT1_SNAPSHOT / name, "ut1").entries for name in data)
     with ListServer(tmp_path) as server, outbound_proxy(tmp_path) as (outbound_port, log):
         server.replies["/download/blacklists.tar.gz"] = Reply(body=archive)
+        server.replies["/download/MD5SUM.LST"] = md5sums(archive)
         proxy = make_proxy(UT1_POLICY, archive_url=server.url("/download/blacklists.tar.gz"),
                            ca=server.ca, outbound_port=outbound_port)
         # The Refresher fetches the archive through the outbound proxy; the list loads.
@@ -213,11 +223,35 @@ def test_ut1_categories_arrive_through_the_outbound_proxy_and_keep_their_attribu
             in page
         copy = next((proxy.directory / ".webpolicy-sources" / "gambling").glob("*.ut1"))
         assert "CC BY-SA 4.0" in (copy / "gambling" / "SOURCE").read_text()
+        assert "/download/MD5SUM.LST" in [path for path, _ in server.requests], "sum checked"
+
+        # A new archive whose published MD5 is still the old one's (a mirror midway through
+        # an update, or a corrupted copy): refused, the last good copy stays.
+        grown = ut1_archive({**data, "gambling": {
+            **data["gambling"], "domains": data["gambling"]["domains"] + b"md5-step.example\n"}},
+            aliases={"drugs": "drogue"})
+        server.replies["/download/blacklists.tar.gz"] = Reply(body=grown)
+        assert wait_until(lambda: "does not match the sum" in proxy.output, timeout=30), \
+            proxy.output
+        assert wait_until(lambda: metric(proxy, "webpolicy_list_source_failing",
+                                         list="gambling") == 1), proxy.output
+        assert metric(proxy, "webpolicy_list_entries", list="gambling") == expected
+        assert b"md5-step.example" not in (copy / "gambling" / "domains").read_bytes()
+        assert status(proxy, "http://0-casino.info/") == 403
+        # The sum catches up: the archive is taken.
+        server.replies["/download/MD5SUM.LST"] = md5sums(grown)
+        expected += 1
+        assert wait_until(lambda: metric(proxy, "webpolicy_list_entries", list="gambling")
+                          == expected, timeout=30), proxy.output
+        assert wait_until(lambda: metric(proxy, "webpolicy_list_source_failing",
+                                         list="gambling") == 0), proxy.output
 
         # gambling loses its domains file upstream: refused, the last good copy stays.
-        server.replies["/download/blacklists.tar.gz"] = Reply(body=ut1_archive(
+        lost = ut1_archive(
             {"gambling": {"urls": data["gambling"]["urls"]}, "drogue": data["drogue"]},
-            aliases={"drugs": "drogue"}))
+            aliases={"drugs": "drogue"})
+        server.replies["/download/blacklists.tar.gz"] = Reply(body=lost)
+        server.replies["/download/MD5SUM.LST"] = md5sums(lost)
         assert wait_until(lambda: "category gambling: the download has no domains file"
                           in proxy.output, timeout=30), proxy.output
         assert metric(proxy, "webpolicy_list_source_failing", list="gambling") == 1

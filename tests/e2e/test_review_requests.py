@@ -10,13 +10,12 @@ import urllib.parse
 
 import pytest
 
+from .browser import click_and_wait
 from .conftest import UNKNOWN_IP
 
 # test_console skips (importorskip) without Selenium, and so does this module with it.
 from .test_console import PASSWORD, Console, _cli, make_driver, screenshot, sign_in  # isort: skip
 from selenium.webdriver.common.by import By  # noqa: E402  isort: skip
-from selenium.webdriver.support import expected_conditions  # noqa: E402  isort: skip
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402  isort: skip
 
 pytestmark = pytest.mark.e2e
 
@@ -71,10 +70,7 @@ def test_a_learner_asks_and_it_sees_the_request_in_the_console(make_proxy, sites
             assert reference in row.text and "risk" in row.text
             screenshot(driver, "review-requests")
             row.find_element(By.NAME, "note").send_keys("Will check the site")
-            answer = row.find_element(By.CSS_SELECTOR, "button[type=submit]")
-            answer.click()
-            # wait for the answer's page: navigating away would cancel the POST in flight
-            WebDriverWait(driver, 15).until(expected_conditions.staleness_of(answer))
+            click_and_wait(driver, row.find_element(By.CSS_SELECTOR, "button[type=submit]"))
             driver.get(console.url + "/review-requests/?show=all")
             row = driver.find_element(By.ID, f"request-{asked['id']}")
             assert "Approved for review by ian" in row.text and "Will check the site" in row.text

@@ -16,17 +16,15 @@ import os
 import shutil
 import stat
 import subprocess
-from collections.abc import Iterator
 
 import pytest
 
-from .ldapserver import PEOPLE, SERVICE_DN, SERVICE_PASSWORD, LdapServer
+from .browser import click_and_wait
+from .ldapserver import PEOPLE, SERVICE_DN, SERVICE_PASSWORD
 from .test_directory import POLICY as DIRECTORY_POLICY
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support import expected_conditions  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
@@ -36,13 +34,6 @@ sign_in: {{networks: [{browser_ip}/32, 127.0.0.7/32], idle: 30m, max: 8h}}
 block_page: {{organisation: E2E Test College}}
 lists:
 """, 1)
-
-
-@pytest.fixture
-def ldap(tmp_path) -> Iterator[LdapServer]:
-    server = LdapServer.create(tmp_path / "ldap").start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -99,13 +90,8 @@ def submit(driver) -> None:
 
 
 def follow(driver, element) -> None:
-    """Click a button or link and wait until the page it leads to has replaced this one
-    (reading the page before that finds the old one, or a node already gone)."""
-    old = driver.find_element(By.TAG_NAME, "html")
-    element.click()
-    WebDriverWait(driver, 20).until(expected_conditions.staleness_of(old))
-    WebDriverWait(driver, 20).until(
-        lambda d: d.execute_script("return document.readyState") == "complete")
+    """Click a button or link and wait until the page it leads to has replaced this one."""
+    click_and_wait(driver, element)
 
 
 def is_sign_in_page(driver) -> bool:

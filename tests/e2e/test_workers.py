@@ -112,8 +112,12 @@ def test_a_policy_edit_and_a_sighup_reach_both_workers(gateway):
     while gateway.metrics()[successes] < before + 2:
         assert time.monotonic() < deadline, gateway.output[-3000:]
         time.sleep(0.1)
+    restored = gateway.output.count("webpolicy: policy e2e-1 in force")
     gateway.policy_path.write_text(text)              # back, for the tests after this one
     deadline = time.monotonic() + 30
+    while gateway.output.count("webpolicy: policy e2e-1 in force") < restored + 2:   # both
+        assert time.monotonic() < deadline, gateway.output[-3000:]
+        time.sleep(0.1)
     while gateway.curl("http://news.test/back", client_ip=STAFF_IP).status != 200:
         assert time.monotonic() < deadline
         time.sleep(0.2)

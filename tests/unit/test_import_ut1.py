@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import subprocess
 import sys
 import tarfile
 from pathlib import Path
@@ -149,3 +150,33 @@ def test_imports_from_a_tarball(tmp_path, capsys):
     assert result.domains == ["porn.example.com", "xxx.example.net"]
     assert result.urls == [("host.example.org", "/adult/")]
     assert import_ut1.main([str(tarball), "--dest", str(dest), "--categories", "warez"]) == 2
+
+
+def test_a_damaged_category_is_refused_and_nothing_replaced(tmp_path, capsys):
+    """The checks lists/ut1.py makes of a download: here, a category that is mostly junk."""
+    tarball = tmp_path / "blacklists.tar.gz"
+    with tarfile.open(tarball, "w:gz") as tar:
+        for name, data in (("blacklists/adult/domains", b"porn.example.com\n"),
+                           ("blacklists/gambling/domains",
+                            b"<html>\n" * 20 + b"casino.example.com\n")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    dest = tmp_path / "ut1"
+    (dest / "adult").mkdir(parents=True)
+    (dest / "adult" / "domains").write_bytes(b"old.example.com\n")
+    assert import_ut1.main([str(tarball), "--dest", str(dest),
+                            "--categories", "adult,gambling"]) == 2
+    assert "category gambling: more bad lines (20) than entries (1)" in capsys.readouterr().err
+    assert (dest / "adult" / "domains").read_bytes() == b"old.example.com\n", "all or nothing"
+    assert sorted(p.name for p in dest.iterdir()) == ["adult"], "no staging left behind"
+
+
+def test_runs_as_a_script(tmp_path):
+    tarball = tmp_path / "blacklists.tar.gz"
+    make_tarball(tarball)
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "import_ut1.py"),
+                           str(tarball), "--list"], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["adult", "gambling", "porn -> adult"]

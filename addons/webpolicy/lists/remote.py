@@ -29,7 +29,10 @@ at a time (`downloads.parallel`), on threads of its own, never on mitmproxy's ev
 
 A `{ut1: ..., categories: [...]}` source is fetched the same way, one archive or one archive
 per category; lists/ut1.py takes the categories out and keeps them as UT1 directories (its
-copy is a directory of categories), with the same checks per category.
+copy is a directory of categories), with the same checks per category.  Each archive is also
+checked against the MD5 sum UT1 publishes for it (MD5SUM.LST beside it, else `<archive>.md5`):
+a mismatch is refused; a sum that is not published is a warning in the outcome, or, with
+`checksum: required`, a refusal.  The sums are fetched only for an archive that was downloaded.
 
 A source that keeps failing is retried with exponential backoff (backoff(): from a minute,
 doubling, capped at its refresh interval or 6 h, or at 5 minutes while it has no good copy at
@@ -69,6 +72,7 @@ import httpx
 from webpolicy.lists import ut1
 from webpolicy.lists.formats import SourceError, parse_source
 from webpolicy.policy.model import (
+    CHECKSUM_REQUIRED,
     DEFAULT_PARALLEL,
     PROXY_ENV,
     SOURCES_DIR_ENV,
@@ -324,6 +328,7 @@ def _download_ut1(client: httpx.Client, source: RemoteSource, state: SourceState
     have_copy = has_copy(source)
     fetched: list[tuple[Path, tuple[str, ...], str]] = []
     validators = dict(state.validators)
+    sums = _Sums(client, source, headers)
     with tempfile.TemporaryDirectory(dir=source.path.parent, prefix=f".{source.path.stem}.",
                                      suffix=".tmp") as work:
         for number, (url, categories) in enumerate(ut1.downloads(source.url,
@@ -342,7 +347,9 @@ def _download_ut1(client: httpx.Client, source: RemoteSource, state: SourceState
                 if "text/html" in response.headers.get("Content-Type", "").lower():
                     raise _Refused(f"{_shown(url)}: an HTML page, not a UT1 archive")
                 archive = Path(work) / f"{number}.tar"
-                _save(response, archive)
+                md5 = hashlib.md5(usedforsecurity=False)
+                _save(response, archive, also=md5)
+                sums.check(url, md5.hexdigest())
                 validators[url] = [response.headers.get("ETag", ""),
                                    response.headers.get("Last-Modified", "")]
                 fetched.append((archive, categories, url))
@@ -366,7 +373,59 @@ def _download_ut1(client: httpx.Client, source: RemoteSource, state: SourceState
     state.last_change = time.time()
     counts = ", ".join(f"{s.category} {s.entries:,}" for s in staged)
     change = f" (was {before:,})" if before else ""
-    return UPDATED, f"{state.entries:,} entries{change}: {counts}"
+    return UPDATED, f"{state.entries:,} entries{change}: {counts}{sums.summary()}"
+
+
+class _Sums:
+    """UT1's published MD5 sums for one update: each sums file fetched at most once."""
+
+    def __init__(self, client: httpx.Client, source: RemoteSource,
+                 headers: dict[str, str]) -> None:
+        self.client, self.source, self.headers = client, source, headers
+        self.files: dict[str, str | None] = {}        # URL -> its text (None: not published)
+        self.checked: list[str] = []
+        self.unchecked: list[str] = []
+
+    def check(self, url: str, actual: str) -> None:
+        """_Refused if the archive at `url` does not match its published MD5 (or, with
+        `checksum: required`, has none); without a sum it is noted for the outcome."""
+        name = ut1.archive_name(url)
+        listing, single = ut1.sum_urls(url)
+        expected, where = ut1.published_md5(self._text(listing) or "", name), listing
+        if expected is None:
+            expected = ut1.published_md5(self._text(single) or "", name, bare=True)
+            where = single
+        if expected is None:
+            if self.source.checksum == CHECKSUM_REQUIRED:
+                raise _Refused(f"{_shown(url)}: no published MD5 sum ({name} is in neither "
+                               f"{_shown(listing)} nor {_shown(single)}), and checksum: "
+                               "required refuses an archive that cannot be checked")
+            self.unchecked.append(name)
+            log.warning("webpolicy: lists.%s: %s: no published MD5 sum (looked in %s and %s); "
+                        "taken unchecked (checksum: required would refuse it)",
+                        self.source.list, _shown(url), _shown(listing), _shown(single))
+            return
+        if actual != expected:
+            raise _Refused(f"{_shown(url)}: MD5 {actual} does not match the sum {expected} "
+                           f"published in {_shown(where)}: the archive is corrupt or cut short "
+                           "(or the mirror is midway through an update)")
+        self.checked.append(name)
+
+    def _text(self, url: str) -> str | None:
+        if url not in self.files:
+            response = self.client.get(url, headers=self.headers)
+            html = "text/html" in response.headers.get("Content-Type", "").lower()
+            ok = response.status_code == 200 and not html
+            self.files[url] = response.text[:1 << 20] if ok else None
+        return self.files[url]
+
+    def summary(self) -> str:
+        parts = []
+        if self.checked:
+            parts.append(f"MD5 checked ({', '.join(self.checked)})")
+        if self.unchecked:
+            parts.append(f"no published MD5 for {', '.join(self.unchecked)}: not checked")
+        return f"; {'; '.join(parts)}" if parts else ""
 
 
 def _shown(url: str) -> str:
@@ -424,9 +483,11 @@ def _last_entries(source: RemoteSource, state: SourceState) -> int:
         return 0
 
 
-def _save(response: httpx.Response, temporary: Path) -> tuple[str, str, int]:
+def _save(response: httpx.Response, temporary: Path,
+          also: hashlib._Hash | None = None) -> tuple[str, str, int]:
     """Stream the body into `temporary`, decompressed; check it arrived whole.  Returns the
-    sha256 of the file as served (after any Content-Encoding), of its text, and its size."""
+    sha256 of the file as served (after any Content-Encoding), of its text, and its size.
+    `also`: another hash (e.g. UT1's MD5) fed the file as served."""
     encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding not in ("identity", "gzip", "x-gzip", ""):
         raise _Refused(f"Content-Encoding {encoding} is not supported (only gzip)")
@@ -446,6 +507,8 @@ def _save(response: httpx.Response, temporary: Path) -> tuple[str, str, int]:
                 if data[:2] == b"\x1f\x8b":            # a .gz file, whatever it is called
                     unpack = _Gunzip("the file")
             served_hash.update(data)
+            if also is not None:
+                also.update(data)
             text = unpack.feed(data) if unpack else data
             size += len(text)
             if size > MAX_BYTES:

@@ -21,6 +21,14 @@ ones, it still has every file the last good copy had (a category that lost its `
 refused, never loaded smaller), and it did not shrink beyond the source's `max_shrink`.
 Each version carries a SOURCE note (the attribution, where and when it was downloaded, and
 the files it holds, which lists/formats.py then expects) like scripts/import_ut1.py's.
+
+UT1 publishes the MD5 sum of every archive in one file beside them, `MD5SUM.LST` (md5sum's
+output: `<32 hex digits>  <name>.tar.gz` per line, the archive and every category; the
+aliases too).  sum_urls() says where to look (that file, then a per-archive `<name>.md5`, as
+a mirror may publish it, which may also be a bare hex line) and published_md5() reads one.
+MD5 only catches an archive corrupted or cut short on the way (or a mirror's stale copy):
+anyone who can change the archive can change the sum beside it, so HTTPS, not the sum,
+says the archive comes from UT1.
 """
 
 from __future__ import annotations
@@ -30,9 +38,11 @@ import re
 import shutil
 import tarfile
 import time
-from collections.abc import Iterable, Mapping
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 from urllib.parse import urlsplit, urlunsplit
 
 from webpolicy.lists.formats import UT1_FILES, UT1_NOTE, SourceError, parse_source
@@ -46,6 +56,12 @@ UT1_HOME = "https://dsi.ut-capitole.fr/blacklists/"
 BLOCK_PAGE_CREDIT = f"Category list: {SHORT_ATTRIBUTION}, {LICENCE}"
 _CHUNK = 1 << 20
 _VERSION = re.compile(r"\.(?P<category>.+)\.(?P<n>\d+)")
+SUMS_FILE = "MD5SUM.LST"
+# md5sum's line (`<hex>  <name>`, `<hex> *<name>` in binary mode; any white space, since the
+# exact spacing of UT1's file is not documented) and BSD md5's (`MD5 (<name>) = <hex>`).
+_MD5_LINE = re.compile(r"(?P<hex>[0-9a-fA-F]{32})\s+\*?(?P<name>\S.*)")
+_MD5_BSD = re.compile(r"MD5 \((?P<name>.+)\) = (?P<hex>[0-9a-fA-F]{32})")
+_MD5_BARE = re.compile(r"[0-9a-fA-F]{32}")
 
 
 class UT1Error(Exception):
@@ -71,6 +87,35 @@ def downloads(url: str, categories: Iterable[str]) -> list[tuple[str, tuple[str,
             for name in categories]
 
 
+def sum_urls(archive_url: str) -> tuple[str, str]:
+    """Where an archive's MD5 may be published: UT1's MD5SUM.LST in the archive's directory,
+    and `<archive>.md5` beside it."""
+    parts = urlsplit(archive_url)
+    directory = parts.path.rsplit("/", 1)[0] + "/"
+    return (urlunsplit(parts._replace(path=directory + SUMS_FILE)),
+            urlunsplit(parts._replace(path=parts.path + ".md5")))
+
+
+def archive_name(archive_url: str) -> str:
+    """The name a sums file lists an archive under: the last part of its URL's path."""
+    return urlsplit(archive_url).path.rsplit("/", 1)[-1]
+
+
+def published_md5(text: str, name: str, *, bare: bool = False) -> str | None:
+    """The MD5 (lower case) a sums file gives for the file `name`, or None if it names none.
+    `bare`: a file for this archive alone, whose sum may stand alone on its line."""
+    lines = [line.strip() for line in text.splitlines()]
+    for line in lines:
+        found = _MD5_LINE.fullmatch(line) or _MD5_BSD.fullmatch(line)
+        if found and PurePosixPath(found["name"].strip()).name == name:
+            return found["hex"].lower()
+    if bare:
+        sums = [line for line in lines if line and not line.startswith("#")]
+        if len(sums) == 1 and _MD5_BARE.fullmatch(sums[0]):
+            return sums[0].lower()
+    return None
+
+
 def has_copy(copy: Path, categories: Iterable[str]) -> bool:
     """Whether every category has a version in force."""
     return all((copy / name).is_dir() for name in categories)
@@ -84,8 +129,9 @@ def files_of(directory: Path) -> tuple[str, ...]:
 
 # -- taking categories out of an archive ---------------------------------------------------
 
-class _Archive:
-    """A UT1 tar archive, indexed: `blacklists/<category>/<file>` or `<category>/<file>`."""
+class Archive:
+    """A UT1 tar archive, indexed: `blacklists/<category>/<file>` or `<category>/<file>`.
+    Also what scripts/import_ut1.py reads a downloaded blacklists.tar.gz with."""
 
     def __init__(self, path: Path, label: str) -> None:
         self.label = label
@@ -106,28 +152,44 @@ class _Archive:
                     member.isfile() or member.issym() or member.islnk()):
                 self.members[(parts[0], parts[1])] = member
 
-    def categories(self) -> list[str]:
+    def names(self) -> dict[str, str]:
+        """Every category with a list file -> the directory holding it (itself, or the
+        target of an alias)."""
         real = {category for category, _ in self.members}
-        return sorted(real | {alias for alias, target in self.links.items() if target in real})
+        found = {name: name for name in real}
+        found.update({alias: target for alias, target in self.links.items()
+                      if target in real and alias not in real})
+        return dict(sorted(found.items()))
+
+    def categories(self) -> list[str]:
+        return list(self.names())
 
     def real(self, name: str) -> str:
         """The directory holding `name` (itself, or an alias's target)."""
-        if any(category == name for category, _ in self.members):
-            return name
-        target = self.links.get(name, "")
-        if target and any(category == target for category, _ in self.members):
-            return target
-        shown = ", ".join(self.categories()[:40]) or "none"
-        raise UT1Error(f"{self.label}: no UT1 category '{name}' in it (it has: {shown})")
+        found = self.names().get(name)
+        if found is None:
+            shown = ", ".join(self.categories()[:40]) or "none"
+            raise UT1Error(f"{self.label}: no UT1 category '{name}' in it (it has: {shown})")
+        return found
+
+    def files(self, name: str) -> tuple[str, ...]:
+        """The UT1 list files category `name` has in the archive."""
+        real = self.real(name)
+        return tuple(file for file in UT1_FILES if (real, file) in self.members)
 
     def copy(self, name: str, directory: Path, max_bytes: int) -> dict[str, int]:
         """The category's list files into `directory`; returns lines per file."""
-        real = self.real(name)
-        counts = {}
-        for file in UT1_FILES:
-            member = self.members.get((real, file))
-            if member is None:
-                continue
+        wanted = [(name, file, directory / file) for file in self.files(name)]
+        return {target.name: lines for target, lines in self.copy_files(wanted, max_bytes)}
+
+    def copy_files(self, wanted: Iterable[tuple[str, str, Path]],
+                   max_bytes: int) -> Iterator[tuple[Path, int]]:
+        """Each (category, file, target): the member copied, unmodified, to target; yields
+        (target, lines) in the archive's order, since a compressed tar only reads forward
+        cheaply."""
+        chosen = [(self.members[(self.real(name), file)], target)
+                  for name, file, target in wanted]
+        for member, target in sorted(chosen, key=lambda item: item[0].offset):
             try:
                 source = self.tar.extractfile(member)
             except (tarfile.TarError, KeyError) as exc:
@@ -135,17 +197,18 @@ class _Archive:
             if source is None:
                 raise UT1Error(f"{self.label}: {member.name} is not a regular file")
             try:
-                with source, open(directory / file, "wb") as out:
-                    counts[file] = _copy_counting(source, out, max_bytes)
-            except (tarfile.TarError, EOFError) as exc:
+                with source, open(target, "wb") as out:
+                    lines = copy_counting(source, out, max_bytes)
+            except (tarfile.TarError, EOFError, zlib.error) as exc:
                 raise UT1Error(f"{self.label}: {member.name}: cut short ({exc})") from None
-        return counts
+            yield target, lines
 
     def close(self) -> None:
         self.tar.close()
 
 
-def _copy_counting(source, out, max_bytes: int) -> int:
+def copy_counting(source: BinaryIO, out: BinaryIO, max_bytes: int) -> int:
+    """Copy bytes unmodified; the line count (wc -l, plus an unterminated last line)."""
     lines, last, size = 0, b"\n", 0
     while chunk := source.read(_CHUNK):
         size += len(chunk)
@@ -163,7 +226,7 @@ def stage(copy: Path, archive: Path, categories: Iterable[str], *, label: str, u
     directories in `copy`, each with its SOURCE note, and parse each (not yet checked
     against the last good copy: see check).  UT1Error if one is missing or unreadable."""
     copy.mkdir(parents=True, exist_ok=True)
-    tar = _Archive(archive, label)
+    tar = Archive(archive, label)
     staged: list[Staged] = []
     try:
         for name in categories:
@@ -171,8 +234,10 @@ def stage(copy: Path, archive: Path, categories: Iterable[str], *, label: str, u
             directory.mkdir()
             staged.append(Staged(name, directory, 0, ()))       # so discard() finds it
             counts = tar.copy(name, directory, max_bytes)
-            _write_note(directory / UT1_NOTE, name, tar.real(name), counts, url, when)
-            staged[-1] = _parsed(name, directory, counts)
+            day = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(when))
+            write_note(directory / UT1_NOTE, name, tar.real(name), counts,
+                       f"Downloaded: {day} from {url} by webpolicy")
+            staged[-1] = validate(name, directory, counts)
     except BaseException:
         discard(staged)
         raise
@@ -181,7 +246,9 @@ def stage(copy: Path, archive: Path, categories: Iterable[str], *, label: str, u
     return staged
 
 
-def _parsed(name: str, directory: Path, counts: Mapping[str, int]) -> Staged:
+def validate(name: str, directory: Path, counts: Mapping[str, int]) -> Staged:
+    """UT1Error unless the category copied into `directory` (`counts`: lines per file) has a
+    domains or urls file, parses, has entries, and no more bad lines than entries."""
     if "domains" not in counts and "urls" not in counts:
         raise UT1Error(f"category {name}: neither a domains nor a urls file in the download")
     try:
@@ -196,15 +263,16 @@ def _parsed(name: str, directory: Path, counts: Mapping[str, int]) -> Staged:
     return Staged(name, directory, parsed.entries, files_of(directory))
 
 
-def _write_note(path: Path, name: str, real: str, counts: Mapping[str, int], url: str,
-                when: float) -> None:
+def write_note(path: Path, name: str, real: str, counts: Mapping[str, int],
+               provenance: str) -> None:
+    """The SOURCE note: the attribution the licence asks for, the category, `provenance`
+    (one line: when, from where, by what), and the files (lists/formats.py expects them)."""
     origin = real if real == name else f"{real} (UT1 alias {name} -> {real})"
     files = ", ".join(f"{file} ({counts[file]:,} lines)" for file in UT1_FILES if file in counts)
-    day = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(when))
     path.write_text(
         f"{ATTRIBUTION}\n{UT1_HOME}\n\n"
         f"Category: {name}, from UT1 directory {origin}\n"
-        f"Downloaded: {day} from {url} by webpolicy\n"
+        f"{provenance}\n"
         f"Files: {files}, copied unmodified (one domain, or host/path, per line).\n\n"
         f"Licence: Creative Commons Attribution-ShareAlike 4.0, {LICENCE_URL}\n"
         "Anyone redistributing these files, or lists derived from them, must keep this\n"

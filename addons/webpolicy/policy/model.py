@@ -45,6 +45,12 @@ UT1_CATEGORY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 PROXY_NONE = ""
 PROXY_ENV = "env"
 DEFAULT_PARALLEL = 4
+# A ut1: source's `checksum:` what to do about UT1's published MD5 sums (lists/ut1.py): check
+# each archive against its sum when one is published and warn when none is (auto), or refuse
+# an archive without one (required).  An integrity check only: HTTPS gives the authenticity.
+CHECKSUM_AUTO = "auto"
+CHECKSUM_REQUIRED = "required"
+CHECKSUM_CHOICES = (CHECKSUM_AUTO, CHECKSUM_REQUIRED)
 
 TOP_LEVEL_KEYS = ("version", "default_profile", "profiles", "clients", "lists", "allow", "deny",
                   "passthrough", "block_page", "logging", "metrics", "watchlist", "alerts",
@@ -114,6 +120,7 @@ class RemoteSource:
     # (`url` ends in .tar.gz) or from one file per category (`url` ends in "/"); `path` is
     # then a directory holding one UT1 category directory per category (lists/ut1.py).
     ut1_categories: tuple[str, ...] = ()
+    checksum: str = CHECKSUM_AUTO         # UT1: the published MD5 sums (CHECKSUM_CHOICES)
     proxy: str = PROXY_NONE               # "" direct, "env" the environment's, or a proxy URL
 
     @property
@@ -509,7 +516,7 @@ class _PolicyBuilder:
         r = self.r
         keys = r.mapping(node, where, ("url", "ut1", "categories", "refresh", "max_age",
                                        "max_shrink", "ca", "token_env", "client_cert",
-                                       "client_key", "sha256_url", "proxy"))
+                                       "client_key", "sha256_url", "checksum", "proxy"))
         if ("url" in keys) == ("ut1" in keys):
             r.error(node, f"{where}: a downloaded source names either url: (one list file) or "
                           "ut1: (UT1 categories), e.g. {url: https://lists.example/x.txt}")
@@ -543,6 +550,11 @@ class _PolicyBuilder:
         elif sha256_url and not _https(sha256_url):
             r.error(keys["sha256_url"], f"{where}.sha256_url: '{sha256_url}' is not an "
                                         "https:// URL")
+        checksum = r.choice(keys.get("checksum"), where + ".checksum", CHECKSUM_CHOICES,
+                            CHECKSUM_AUTO)
+        if "checksum" in keys and kind == "url":
+            r.error(keys["checksum"], f"{where}.checksum: only for a ut1: source (UT1's MD5 "
+                                      "sums); a url: source names its checksum by sha256_url")
         cert, key = keys.get("client_cert"), keys.get("client_key")
         if (cert is None) != (key is None):
             r.error(cert or key, f"{where}: client_cert and client_key go together")
@@ -557,7 +569,7 @@ class _PolicyBuilder:
             client_cert=self._optional_file(cert, where + ".client_cert"),
             client_key=self._optional_file(key, where + ".client_key"),
             sha256_url=sha256_url, line=node.start_mark.line + 1,
-            ut1_categories=categories,
+            ut1_categories=categories, checksum=checksum,
             proxy=self._proxy(keys["proxy"], where + ".proxy") if "proxy" in keys
             else downloads.proxy)
 

@@ -5,6 +5,7 @@ whole archive, or one archive per category), built at test time from the UT1 sna
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 from pathlib import Path
 
@@ -38,6 +39,15 @@ def entries(directory: Path) -> int:
     return parse_source(directory, "ut1").entries
 
 
+def archives(server: ListServer) -> list[str]:
+    """The archives asked for (not the MD5 sums beside them)."""
+    return [path for path, _ in server.requests if path.endswith(".tar.gz")]
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
 def test_the_archive_gives_each_category_with_its_attribution(server, tmp_path):
     data = snapshot("gambling", "phishing", "drogue")
     server.replies["/download/blacklists.tar.gz"] = Reply(body=ut1_archive(
@@ -61,7 +71,7 @@ def test_the_archive_gives_each_category_with_its_attribution(server, tmp_path):
     state = read_state(source)
     assert state.categories["gambling"] == gambling
     assert state.entries == sum(state.categories.values())
-    assert len(server.requests) == 1, "one archive for every category"
+    assert archives(server) == ["/download/blacklists.tar.gz"], "one archive for every category"
     assert remote.has_copy(source)
 
 
@@ -73,8 +83,8 @@ def test_per_category_files_are_fetched_one_each_and_not_again_when_unchanged(se
             body=ut1_archive(data, per_category=name), etag=f'"{name}-1"')
     source = ut1_source(server, tmp_path, "/download/", ("gambling", "phishing"))
     assert fetch(source).result == "updated"
-    assert sorted(path for path, _ in server.requests) == ["/download/gambling.tar.gz",
-                                                           "/download/phishing.tar.gz"]
+    assert sorted(archives(server)) == ["/download/gambling.tar.gz",
+                                        "/download/phishing.tar.gz"]
     assert (source.path / "phishing" / "urls").read_bytes() == data["phishing"]["urls"]
     again = fetch(source)
     assert again.result == "unchanged", again
@@ -170,3 +180,106 @@ def test_downloads_names_the_archive_or_one_file_per_category():
         ("https://u.example/download/gambling.tar.gz", ("gambling",))]
     assert ut1.downloads("https://u.example/d/blacklists.tar.gz", ["adult", "gambling"]) == [
         ("https://u.example/d/blacklists.tar.gz", ("adult", "gambling"))]
+
+
+# -- the MD5 sums UT1 publishes ------------------------------------------------------------
+
+def test_archives_are_checked_against_md5sum_lst_fetched_once(server, tmp_path):
+    data = snapshot("gambling", "phishing")
+    bodies = {name: ut1_archive(data, per_category=name) for name in data}
+    for name, body in bodies.items():
+        server.replies[f"/download/{name}.tar.gz"] = Reply(body=body)
+    server.replies["/download/MD5SUM.LST"] = Reply(body="".join(
+        f"{md5(body)}  {name}.tar.gz\n" for name, body in bodies.items()).encode()
+        + b"0123456789abcdef0123456789abcdef  blacklists.tar.gz\n")
+    source = ut1_source(server, tmp_path, "/download/", ("gambling", "phishing"))
+    outcome = fetch(source)
+    assert outcome.result == "updated", outcome
+    assert "MD5 checked (gambling.tar.gz, phishing.tar.gz)" in outcome.message
+    sums = [path for path, _ in server.requests if not path.endswith(".tar.gz")]
+    assert sums == ["/download/MD5SUM.LST"], "one sums file for every archive"
+
+
+def test_an_archive_that_does_not_match_its_md5_is_refused_and_the_copy_kept(server,
+                                                                               tmp_path):
+    data = snapshot("gambling")
+    good = ut1_archive(data)
+    server.replies["/d/blacklists.tar.gz"] = Reply(body=good)
+    server.replies["/d/MD5SUM.LST"] = Reply(body=f"{md5(good)}  blacklists.tar.gz\n".encode())
+    source = ut1_source(server, tmp_path, "/d/blacklists.tar.gz", ("gambling",))
+    assert fetch(source).result == "updated"
+    in_force = os.readlink(source.path / "gambling")
+    grown = {"gambling": {"domains": data["gambling"]["domains"] + b"new.example\n"}}
+    server.replies["/d/blacklists.tar.gz"] = Reply(body=ut1_archive(grown))   # sum not updated
+    outcome = fetch(source)
+    assert outcome.result == "refused", outcome
+    assert f"does not match the sum {md5(good)} published in " in outcome.message
+    assert server.url("/d/MD5SUM.LST") in outcome.message
+    assert "stays in force" in outcome.message
+    assert os.readlink(source.path / "gambling") == in_force
+    assert b"new.example" not in (source.path / "gambling" / "domains").read_bytes()
+    state = read_state(source)
+    assert state.failures == 1 and "does not match" in state.last_error
+
+
+@pytest.mark.parametrize("line", ["{sum}\n", "{sum} *blacklists.tar.gz\n",
+                                  "MD5 (blacklists.tar.gz) = {sum}\n"])
+def test_a_per_archive_md5_file_is_read_when_there_is_no_md5sum_lst(server, tmp_path, line):
+    archive = ut1_archive(snapshot("gambling"))
+    server.replies["/d/blacklists.tar.gz"] = Reply(body=archive)
+    server.replies["/d/blacklists.tar.gz.md5"] = Reply(
+        body=line.format(sum=md5(archive).upper()).encode())
+    source = ut1_source(server, tmp_path, "/d/blacklists.tar.gz", ("gambling",))
+    outcome = fetch(source)
+    assert outcome.result == "updated" and "MD5 checked" in outcome.message, outcome
+    server.replies["/d/blacklists.tar.gz.md5"] = Reply(body=f"{md5(b'x')}\n".encode())
+    assert fetch(source, force=True).result == "refused"
+
+
+def test_without_a_published_md5_an_archive_is_taken_with_a_warning(server, tmp_path, caplog):
+    server.replies["/d/blacklists.tar.gz"] = Reply(body=ut1_archive(snapshot("gambling")))
+    server.replies["/d/MD5SUM.LST"] = Reply(body=b"<html>maintenance</html>\n",
+                                            headers={"Content-Type": "text/html"})
+    source = ut1_source(server, tmp_path, "/d/blacklists.tar.gz", ("gambling",))
+    outcome = fetch(source)
+    assert outcome.result == "updated", outcome
+    assert "no published MD5 for blacklists.tar.gz: not checked" in outcome.message
+    assert any("no published MD5 sum" in r.getMessage() and "checksum: required" in
+               r.getMessage() for r in caplog.records)
+
+
+def test_checksum_required_refuses_an_archive_without_a_published_md5(server, tmp_path):
+    server.replies["/d/blacklists.tar.gz"] = Reply(body=ut1_archive(snapshot("gambling")))
+    server.replies["/d/MD5SUM.LST"] = Reply(body=f"{md5(b'x')}  adult.tar.gz\n".encode())
+    source = ut1_source(server, tmp_path, "/d/blacklists.tar.gz", ("gambling",),
+                        checksum="required")
+    outcome = fetch(source)
+    assert outcome.result == "refused", outcome
+    assert "no published MD5 sum" in outcome.message and "checksum: required" in outcome.message
+    assert "no good copy yet" in outcome.message and not remote.has_copy(source)
+
+
+def test_an_unchanged_archive_asks_for_no_sums(server, tmp_path):
+    archive = ut1_archive(snapshot("gambling"))
+    server.replies["/d/blacklists.tar.gz"] = Reply(body=archive, etag='"1"')
+    server.replies["/d/MD5SUM.LST"] = Reply(body=f"{md5(archive)}  blacklists.tar.gz\n".encode())
+    source = ut1_source(server, tmp_path, "/d/blacklists.tar.gz", ("gambling",))
+    assert fetch(source).result == "updated"
+    asked = len(server.requests)
+    assert fetch(source).result == "unchanged"
+    assert [path for path, _ in server.requests[asked:]] == ["/d/blacklists.tar.gz"]
+
+
+def test_published_md5_reads_md5sum_and_bsd_lines_and_a_bare_sum_only_when_asked():
+    sums = ("d41d8cd98f00b204e9800998ecf8427e  adult.tar.gz\n"
+            "0123456789ABCDEF0123456789abcdef *./blacklists.tar.gz\n"
+            "fedcba9876543210fedcba9876543210\tgambling.tar.gz\n")
+    assert ut1.published_md5(sums, "blacklists.tar.gz") == "0123456789abcdef0123456789abcdef"
+    assert ut1.published_md5(sums, "gambling.tar.gz") == "fedcba9876543210fedcba9876543210"
+    assert ut1.published_md5(sums, "phishing.tar.gz") is None
+    bare = "d41d8cd98f00b204e9800998ecf8427e\n"
+    assert ut1.published_md5(bare, "adult.tar.gz") is None
+    assert ut1.published_md5(bare, "adult.tar.gz", bare=True) == "d41d8cd98f00b204e9800998ecf8427e"
+    assert ut1.published_md5("not a sum\n", "adult.tar.gz", bare=True) is None
+    assert ut1.sum_urls("https://u.example/download/adult.tar.gz") == (
+        "https://u.example/download/MD5SUM.LST", "https://u.example/download/adult.tar.gz.md5")

@@ -273,6 +273,9 @@ def test_a_url_source_maps_to_a_stable_last_good_copy(tmp_path, monkeypatch):
     ("{ut1: https://l.example/ut1/, categories: [a], sha256_url: https://l.example/s}",
      "not for a ut1: source"),
     ("{url: https://l.example/a.txt, categories: [adult]}", "only for a ut1: source"),
+    ("{url: https://l.example/a.txt, checksum: required}", "checksum: only for a ut1: source"),
+    ("{ut1: https://l.example/ut1/, categories: [a], checksum: md5}",
+     "'md5' is not one of auto, required"),
     ("{url: https://l.example/a.txt, proxy: proxy.example:3128}", "is not a proxy"),
     ("{url: https://l.example/a.txt, proxy: 'http://u:pw@proxy.example:3128'}",
      "a password does not belong in policy.yaml"),
@@ -298,7 +301,7 @@ UT1_SOURCES = GOOD.replace(
     "      - {ut1: 'https://dsi.ut-capitole.fr/blacklists/download/', categories: [adult,\n"
     "         mixed_adult], refresh: 24h}\n"
     "      - {ut1: 'https://mirror.example/blacklists.tar.gz', categories: [adult],\n"
-    "         proxy: none}\n"
+    "         proxy: none, checksum: required}\n"
     "      - {url: https://lists.example/a.txt, proxy: 'http://[::1]:3129'}\n"
     "      - {url: https://lists.example/b.txt, proxy: env}").replace(
     "\nallow:", "\ndownloads: {proxy: 'http://proxy.college.example:3128', parallel: 2}\nallow:", 1)
@@ -315,6 +318,7 @@ def test_ut1_sources_are_category_directories_with_a_proxy(tmp_path, monkeypatch
     assert policy.lists["adult"].sources[:3] == (*per_category.copies(), archive.path / "adult")
     assert per_category.proxy == "http://proxy.college.example:3128", "downloads.proxy"
     assert archive.proxy == "" and direct.proxy == "http://[::1]:3129" and env.proxy == "env"
+    assert per_category.checksum == "auto" and archive.checksum == "required"
     assert not direct.is_ut1 and direct.copies() == (direct.path,)
     assert policy.downloads.parallel == 2
     assert set(per_category.copies()) <= set(policy.files())

@@ -128,7 +128,8 @@ def test_ut1_sources_and_downloads_are_valid_and_mixups_are_refused():
     policy["lists"]["adult"]["sources"] = [
         {"ut1": "https://dsi.ut-capitole.fr/blacklists/download/",
          "categories": ["adult", "mixed_adult"], "refresh": "24h", "proxy": "none"},
-        {"ut1": "https://mirror.example/blacklists.tar.gz", "categories": ["adult"]},
+        {"ut1": "https://mirror.example/blacklists.tar.gz", "categories": ["adult"],
+         "checksum": "required"},
         {"url": "https://lists.example/a.txt", "proxy": "env"}]
     assert errors(policy) == []
     for wrong in ({"ut1": "https://x.example/ut1/"},                      # no categories
@@ -136,7 +137,9 @@ def test_ut1_sources_and_downloads_are_valid_and_mixups_are_refused():
                    "categories": ["a"]},
                   {"url": "https://x.example/a", "categories": ["a"]},
                   {"ut1": "https://x.example/ut1", "categories": ["a"]},   # neither / nor .tar.gz
-                  {"url": "https://x.example/a", "proxy": "proxy:3128"}):
+                  {"url": "https://x.example/a", "proxy": "proxy:3128"},
+                  {"url": "https://x.example/a", "checksum": "required"},
+                  {"ut1": "https://x.example/ut1/", "categories": ["a"], "checksum": "md5"}):
         policy["lists"]["adult"]["sources"] = [wrong]
         assert errors(policy), wrong
     policy["lists"]["adult"]["sources"] = ["adult.txt"]
