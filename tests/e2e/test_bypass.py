@@ -248,3 +248,37 @@ def test_statutory_url_beside_garbage_host_blocked_for_staff(proxy, sites):
     assert _settled(sites, "ctiru-host.test", before) == before
     record = proxy.records(1, lambda r: r.get("list") == "ctiru" and r.get("profile") == "staff")
     assert record and record[-1]["host"] == "ctiru-host.test"
+
+
+# -- the gateway's own paths (/.webpolicy/...) on a blocked host -----------------------------
+
+REVIEW = "/.webpolicy/review-request"
+
+
+@pytest.mark.parametrize("args", [
+    (),                                                          # a GET of the form's path
+    ("--http1.1", "-d", "token=forged&reason=%FF%FE%00=cmd"),    # odd bytes, a bad token
+    ("--http2", "-d", "token=forged&reason=x"),                  # HTTP/2
+    ("--http1.1", "-H", "Transfer-Encoding: chunked", "-d", "token=x"),   # no Content-Length
+    ("--http1.1", "-d", "&".join(f"f{i}=x" for i in range(50))),          # too many fields
+    ("--http1.1", "-H", "Content-Length: 99999999", "-d", "token=x"),      # a lie
+])
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_the_review_path_on_a_blocked_host_is_answered_by_the_gateway(proxy, sites, args,
+                                                                      scheme):
+    """The block page's form posts to the blocked site's own origin; the gateway answers
+    that path before deciding, whatever the bytes: the site is never contacted."""
+    before = sites.log.contacted("www.gambling.test")
+    result = proxy.curl(f"{scheme}://www.gambling.test{REVIEW}", *args, client_ip=LEARNER_IP)
+    assert 400 <= result.status < 500 or result.status == 0, (result.status, result.stderr)
+    assert "gambling" not in result.body.lower() or "request" in result.body.lower()
+    assert _settled(sites, "www.gambling.test", before, wait=0.2) == before
+
+
+def test_the_sign_in_path_is_decided_for_a_client_that_does_not_sign_in(proxy, sites):
+    """Outside `sign_in.networks` the path is nobody's: decided like any other (blocked)."""
+    before = sites.log.contacted("www.gambling.test")
+    for url in ("http://www.gambling.test/.webpolicy/sign-in",
+                "https://www.gambling.test/.webpolicy/sign-out"):
+        assert proxy.curl(url, client_ip=LEARNER_IP).status in (403, 451)
+    assert _settled(sites, "www.gambling.test", before, wait=0.2) == before

@@ -258,3 +258,16 @@ def test_transparent_clients_sign_in_on_the_page(tmp_path, ldap, monkeypatch):
         if internet is not None:
             internet.stop()
         client.close()
+
+
+def test_raw_bytes_in_a_tunnel_wait_for_sign_in(proxy, sites):
+    """No sign-in page can answer bytes that are not HTTP, so before sign-in they are refused:
+    the site is never contacted (they used to be relayed, decided for the network)."""
+    from .test_bypass import _settled, _tunnel
+    before = sites.log.contacted("www.youtube.com")
+    answer, rest = _tunnel(proxy, "www.youtube.com:80",
+                           b"\r\nGET /raw HTTP/1.1\r\nHost: www.youtube.com\r\n\r\n",
+                           client_ip="127.0.0.7")
+    assert answer.startswith(b"HTTP/1.1 200")            # the tunnel: its HTTP gets the page
+    assert b"HTTP/1.1 200" not in rest
+    assert _settled(sites, "www.youtube.com", before) == before

@@ -20,6 +20,7 @@ What else is shared and how (lists, the log, alerts): docs/architecture.md, "Wor
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -42,6 +43,7 @@ STOP_TIMEOUT = 15.0          # seconds workers get to finish after SIGTERM
 POLL_SECONDS = 0.25          # how often dead workers and the policy file are checked
 WORKER_ENV = "WEBPOLICY_WORKER"
 WORKERS_ENV = "WEBPOLICY_WORKERS"
+FORM_KEY_ENV = "WEBPOLICY_FORM_KEY"
 
 
 class SupervisorError(Exception):
@@ -79,13 +81,18 @@ class Supervisor:
         self.clock = clock
         self.on_death = on_death            # pid of a worker that exited (metrics files)
         self.slots = [Slot(number) for number in range(workers)]
+        # One key for the block pages' review-form tokens, the same in every worker and in a
+        # restarted one: the kernel may hand the form's POST to another worker than the one
+        # that served the page, which must accept its token (reuseport.form_key).
+        self.form_key = secrets.token_hex(32)
 
     def start(self) -> None:
         for slot in self.slots:
             self._start(slot)
 
     def _start(self, slot: Slot) -> None:
-        env = dict(self.env, **{WORKER_ENV: str(slot.number), WORKERS_ENV: str(len(self.slots))})
+        env = dict(self.env, **{WORKER_ENV: str(slot.number), WORKERS_ENV: str(len(self.slots)),
+                                FORM_KEY_ENV: self.form_key})
         try:
             slot.process = self.spawn(self.command, env=env)
         except OSError as exc:

@@ -63,6 +63,7 @@ from webpolicy.safeguarding.alerts import Alerter
 from webpolicy.safeguarding.alertstate import FILE_NAME as ALERT_STATE_FILE
 from webpolicy.safeguarding.alertstate import SharedState
 from webpolicy.safeguarding.logwriter import LogDirectoryError, LogWriter, preflight
+from webpolicy.safeguarding.reviewrequests import ReviewTokens
 
 log = logging.getLogger("webpolicy")
 
@@ -74,6 +75,8 @@ class WebPolicy:
         self.worker = reuseport.worker_number()
         self.metrics = Metrics(shared=self.worker is not None)
         self.gate = Gate(self.metrics)
+        if (key := reuseport.form_key()) is not None:   # workers: one key for all of them
+            self.gate.review_tokens = ReviewTokens(key)
         self.reloader: Reloader | None = None
         self.refresher: Refresher | None = None     # downloads URL list sources when due
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -386,10 +389,13 @@ class WebPolicy:
                               hook) -> None:
         """After the directory's answer, the rest of the hook, failing closed like failsafe:
         an exception raised here, after the hook returned, would escape the wrapper."""
-        await asking                       # never raises; a refusal sets flow.response
-        if flow.response is not None:
-            return
         try:
+            # signin.py's awaitables catch their own errors, but the sign-in page's session
+            # lookup (a SQLite read in a thread) may raise: guarded here, since an escaped
+            # exception would forward the flow undecided (a reserved path too).
+            await asking
+            if flow.response is not None:
+                return
             more = hook(flow)
             if more is not None:
                 await more
@@ -479,10 +485,32 @@ class WebPolicy:
         self.connections.tls_start_client(data)
 
     @failsafe
-    def tcp_start(self, flow: tcp.TCPFlow) -> None:
+    def tcp_start(self, flow: tcp.TCPFlow) -> Awaitable[None] | None:
         self.chokepoint.forget_http(flow.client_conn.id)
+        if self.signinpage.covers(flow.client_conn):   # nothing upstream before sign-in
+            return self._tcp_signed_in_then(flow)
+        self._filter_tcp(flow)
+        return None
+
+    def _filter_tcp(self, flow: tcp.TCPFlow) -> None:
         if self.connections.tcp_start(flow):           # recorded there: refuse, once
             self.chokepoint.refuse_client(flow.client_conn.id)
+
+    async def _tcp_signed_in_then(self, flow: tcp.TCPFlow) -> None:
+        """Raw bytes (or a passed-through TLS stream) from a client that signs in on the
+        page get no sign-in page: without a session they are refused, with one decided as
+        its person (a tunnel opened before sign-in was decided as the client's network).
+        mitmproxy awaits this before it opens the connection; nothing may escape."""
+        try:
+            person = await self.signinpage.person(flow.client_conn)
+            if person is None:
+                self.chokepoint.refuse_client(flow.client_conn.id)
+                flow.kill()
+                return
+            self.gate.users[flow.client_conn.id] = person
+            self._filter_tcp(flow)
+        except Exception as exc:  # noqa: BLE001 - it would relay
+            refuse(self.gate, self.chokepoint, self.connections, flow, "tcp_start", exc)
 
     @failsafe
     def client_disconnected(self, client) -> None:

@@ -81,7 +81,8 @@ class Gate:
         self._durable: dict[str, concurrent.futures.Future[None]] = {}
         # Addresses that are the gateway itself (chokepoint.py; option webpolicy_own_networks)
         self.own_networks: Networks = OWN_NETWORKS
-        # Signs the block pages' "ask for a review" forms (key in memory only; reviewform.py)
+        # Signs the block pages' "ask for a review" forms (key in memory only; reviewform.py;
+        # workers share the supervisor's: addon.py)
         self.review_tokens = ReviewTokens()
         # The sign-in page's (signinpage.py), set by the add-on: whether a client connection
         # still has to sign in (TLS hooks), and the block page's sign-out line.

@@ -32,6 +32,7 @@ from mitmproxy.proxy import mode_servers
 
 WORKER_ENV = "WEBPOLICY_WORKER"         # set by the supervisor (cli/supervisor.py): 0 .. N-1
 WORKERS_ENV = "WEBPOLICY_WORKERS"       # how many there are
+FORM_KEY_ENV = "WEBPOLICY_FORM_KEY"     # the review forms' token key, shared (64 hex digits)
 _BIND_CALL = "asyncio.start_server(self.handle_stream, host, port)"
 
 
@@ -49,6 +50,19 @@ def worker_count() -> int:
     """How many workers the gateway runs (1 outside worker mode)."""
     text = os.environ.get(WORKERS_ENV, "")
     return int(text) if text.isdigit() and worker_number() is not None else 1
+
+
+def form_key() -> bytes | None:
+    """The key every worker signs and checks the block pages' review-form tokens with (the
+    supervisor's, so a form served by one worker can be posted to another); None outside
+    worker mode, where the process makes its own."""
+    text = os.environ.get(FORM_KEY_ENV, "")
+    if worker_number() is None or len(text) != 64:
+        return None
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        return None
 
 
 class _ReusePortAsyncio(types.ModuleType):

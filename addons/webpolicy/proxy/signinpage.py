@@ -14,7 +14,9 @@ A client the policy says must sign in (every transparent-mode client, and client
   recorded, never the sign-in page.  Only a request that would go on is replaced (`serve`):
   over HTTPS (intercepted) by the sign-in page itself, status 511; from plain HTTP by a
   redirect to the sign-in page on the same host over HTTPS, so a password never crosses the
-  network in clear.  Nothing upstream is contacted before sign-in.
+  network in clear.  Nothing upstream is contacted before sign-in: raw bytes in a tunnel
+  (which get no page) are refused without a session (`person`, asked by the add-on's
+  tcp_start), and decided as the session's person with one.
 - The form posts username and password to the same origin; they are checked by the same
   path as proxy logins (signin.SignIn.check: throttled per address, cached, the directory
   in a worker thread), never stored, logged or put in a record.  Each form carries a token
@@ -154,6 +156,18 @@ class SignInPage:
         known, session = store.cached(client.peername[0], settings.idle, settings.max)
         return not known or session is None
 
+    async def person(self, client) -> SignedInUser | None:
+        """Who is signed in at this client's address now (memory, else the database in a
+        thread); None if nobody.  For raw connections, which get no sign-in page."""
+        settings, store = self.settings(), self.store
+        if settings is None or store is None or not client.peername:
+            return None
+        address = client.peername[0]
+        known, session = store.cached(address, settings.idle, settings.max)
+        if not known:
+            session = await self._session(address)
+        return SignedInUser(session.user, session.groups, "session") if session else None
+
     # -- requests ------------------------------------------------------------------------
 
     def begin(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
@@ -216,6 +230,10 @@ class SignInPage:
         request = flow.request
         if path not in (SIGN_IN, SIGN_OUT):
             _answer(flow, 404, _page("Not found", "<p>There is no such page.</p>"))
+            return None
+        if not _navigation(request):                # a script's fetch(): see _navigation
+            _answer(flow, 403, _page("Open this page yourself", "<p>Type the address of a "
+                                     "website into the browser to sign in.</p>"))
             return None
         if request.scheme != "https":               # passwords and tokens only over TLS
             if request.method in ("GET", "HEAD"):
@@ -302,8 +320,12 @@ class SignInPage:
         if len(content) > FORM_LIMIT:
             _answer(flow, 413, _page("Too large", "<p>That form was too large.</p>"))
             return None
-        form = {k: v[0] for k, v in urllib.parse.parse_qs(
-            content.decode("utf-8", "replace"), max_num_fields=8).items()}
+        try:
+            form = {k: v[0] for k, v in urllib.parse.parse_qs(
+                content.decode("utf-8", "replace"), max_num_fields=8).items()}
+        except ValueError:          # more fields than the form has: the sender's error
+            _answer(flow, 400, _page("Not this form", "<p>That was not the sign-in form.</p>"))
+            return None
         address = client_ip(flow)
         purpose = "sign-out" if path == SIGN_OUT else "sign-in"
         if not self._same_origin(flow) or \
@@ -364,7 +386,7 @@ class SignInPage:
         """HTML for the block page of a signed-in client: who is signed in, and how to sign
         out (shared PCs: the next person must not browse as this one)."""
         session = flow.metadata.get(SESSION)
-        if session is None:
+        if session is None or not _navigation(flow.request):   # never to a website's script
             return b""
         return (f'<p>Signed in as {_html(session.user)}. <a href="{SIGN_OUT}">Sign out</a>'
                 f' or <a href="{SIGN_IN}">sign in as someone else</a>.</p>').encode()
@@ -388,6 +410,18 @@ def _next(text: str, request: http.Request) -> str:
         return urllib.parse.urlunsplit(parts)
     return f"https://{request.pretty_host}/" if ":" not in request.pretty_host \
         else f"https://[{request.pretty_host}]/"
+
+
+def _navigation(request: http.Request) -> bool:
+    """Whether the browser is showing this to the person (a typed address, a link, a form),
+    not handing it to a page's script.  The reserved paths are answered on every host, so
+    they share each website's origin: a script on any site could otherwise fetch() the
+    sign-in page from its own origin, read who is signed in and the form's token, and sign
+    the person out or in as someone else.  Browsers say which in Sec-Fetch-Mode/-Dest
+    (Fetch Metadata); a client that sends neither (curl, an old browser) is let through."""
+    headers = request.headers
+    return (headers.get("sec-fetch-mode", "navigate") == "navigate"
+            and headers.get("sec-fetch-dest", "document") == "document")
 
 
 def _html(text: str) -> str:

@@ -5,7 +5,9 @@ staff network), so the gateway itself takes the request: the block page carries 
 posts to a reserved path the proxy answers (proxy/reviewform.py) and never forwards.  What is
 asked for comes from the token the proxy put in the page, not from the form: the blocked
 attempt's reference, site, category and who was identified.  The token is an HMAC
-(SHA-256, the standard library's `hmac`) with a key that exists only in the proxy's memory,
+(SHA-256, the standard library's `hmac`) with a key that exists only in the proxy's memory
+(with `--workers N`, the supervisor's, given to every worker in its environment, so a form
+served by one worker is accepted by another),
 over those facts, the client address and the time it was issued; so a page elsewhere cannot
 forge a request (it cannot read the token from the block page, another origin), a token
 copied to another client is refused, and a token expires (TOKEN_SECONDS, or when the proxy

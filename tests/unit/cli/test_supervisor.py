@@ -180,7 +180,26 @@ def test_exit_descriptions():
 
 def test_worker_environment_names_match_the_proxy_side():
     from webpolicy.proxy import reuseport
-    assert (sup.WORKER_ENV, sup.WORKERS_ENV) == (reuseport.WORKER_ENV, reuseport.WORKERS_ENV)
+    assert (sup.WORKER_ENV, sup.WORKERS_ENV, sup.FORM_KEY_ENV) == (
+        reuseport.WORKER_ENV, reuseport.WORKERS_ENV, reuseport.FORM_KEY_ENV)
+
+
+def test_every_worker_and_a_restarted_one_share_the_review_form_key(world, monkeypatch):
+    supervisor, spawned, _, clock = world
+    supervisor.start()
+    spawned[1].returncode = 1
+    clock.now += 1
+    supervisor.check()
+    clock.now += RESTART_DELAYS[0] + 1
+    supervisor.check()
+    keys = {p.env[sup.FORM_KEY_ENV] for p in spawned}
+    assert len(spawned) == 4 and len(keys) == 1
+    from webpolicy.proxy import reuseport
+    monkeypatch.setenv(reuseport.WORKER_ENV, "1")
+    monkeypatch.setenv(reuseport.FORM_KEY_ENV, keys.pop())
+    assert reuseport.form_key() == bytes.fromhex(spawned[0].env[sup.FORM_KEY_ENV])
+    monkeypatch.delenv(reuseport.WORKER_ENV)
+    assert reuseport.form_key() is None                # outside worker mode: its own key
 
 
 @pytest.mark.parametrize("text", ["0", "-1", "many"])

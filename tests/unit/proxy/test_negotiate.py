@@ -10,6 +10,8 @@ import base64
 import threading
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.unit.helpers import engine_from
 from tests.unit.proxy.test_signin import LISTS, POLICY, flow, run
@@ -160,3 +162,23 @@ def test_basic_still_works_beside_negotiate(addon):
     f = flow(host="news.example", login="pat:right")
     run(addon.requestheaders, f)
     assert f.response is None and identified_by(f.metadata[SIGNED_IN_USER]) == "login"
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(header=st.one_of(
+    st.text(max_size=300).map(lambda t: "Negotiate " + t),
+    st.binary(max_size=300).map(lambda b: "Negotiate " + base64.b64encode(b).decode()),
+    st.binary(max_size=100).map(lambda b: b.decode("utf-8", "surrogateescape")),
+    st.sampled_from(["Negotiate " + "A" * 200_000, "negotiate\tYWJj", " Negotiate  YWJj=",
+                     "Negotiate YWJj\x00", "Basic", "Basic " + "=" * 10])))
+def test_any_proxy_authorization_is_refused_or_accepted_never_raises(addon, header):
+    """Whatever a client puts in the header, the hook answers (a 407) or signs in a known
+    ticket's person: nothing raises inside it (which would forward the request)."""
+    fakes(addon)
+    f = flow(host="news.example")
+    f.request.headers["Proxy-Authorization"] = header
+    run(addon.requestheaders, f)
+    assert (f.response is not None and f.response.status_code == 407) or \
+        str(f.metadata.get(SIGNED_IN_USER)) in TOKENS.values()
+    assert "proxy-authorization" not in f.request.headers

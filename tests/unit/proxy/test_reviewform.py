@@ -142,3 +142,53 @@ def test_http2_without_content_length_and_odd_bodies(addon, tmp_path):
     assert h2_post(b"a=1&b=2&c=3&d=4&e=5&token=" + token.encode()) == 400
     assert h2_post(b"token=" + urllib.parse.quote(token).encode()) == 200
     assert len([r for r in records(tmp_path) if r["action"] == "review_requested"]) == 1
+
+
+def test_a_form_served_by_one_worker_is_accepted_by_another(addon, tmp_path, monkeypatch):
+    """`webpolicy run --workers N`: the kernel may give the form's POST (a new connection) to
+    another worker than the one that served the block page; each worker used to make its own
+    key, so the learner was told the form "was not made by this gateway"."""
+    from webpolicy.cli.supervisor import Supervisor
+    from webpolicy.proxy.addon import WebPolicy
+    spawned = []
+    supervisor = Supervisor(["mitmdump"], 2, {},
+                            spawn=lambda command, env: spawned.append(env) or object())
+    supervisor.start()
+    tokens = []
+    for env in spawned:
+        for name in ("WEBPOLICY_WORKER", "WEBPOLICY_WORKERS", "WEBPOLICY_FORM_KEY"):
+            monkeypatch.setenv(name, env[name])
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+        tokens.append(WebPolicy().gate.review_tokens)
+    addon.gate.review_tokens = tokens[0]              # the page from worker 0 ...
+    _, token = blocked_page(addon)
+    addon.gate.review_tokens = tokens[1]              # ... posted to worker 1
+    assert post(addon, token).response.status_code == 200
+
+
+def test_odd_bytes_in_the_form_and_headers_are_recorded_cleanly_or_refused(addon, tmp_path):
+    """Whatever the learner sends, the answer is the gateway's, the hook raises nothing (no
+    filter error), and a record that is written is plain text (the console, CSV and the
+    terminal report show it)."""
+    _, token = blocked_page(addon)
+    odd = [b"token=" + token.encode() + b"&reason=%FF%FE%ED%A0%80=HYPERLINK(%22x%22)%1B[31m",
+           b"token=" + token.encode() + b"&reason=" + b"\xff\xfe\x00\r\n" * 50,
+           b"token=%00%FF&reason=x", b"\xff" * 100, b"token=" + b"A" * 3000 + b".x"]
+    for body in odd:
+        req = tutils.treq(method=b"POST", host="adult.example", port=443,
+                          path=REVIEW_PATH.encode(), scheme=b"https", content=body,
+                          headers=http.Headers([
+                              (b"host", b"adult.example"),
+                              (b"content-length", str(len(body)).encode()),
+                              (b"user-agent", b"\xff\xfe<script>\x1b[2J\xed\xa0\x80")]))
+        flow = request("adult.example")
+        flow.request = req
+        assert addon.requestheaders(flow) is None
+        waiting = addon.request(flow)
+        if waiting is not None:
+            asyncio.run(waiting)
+        assert flow.response is not None and flow.response.status_code in (200, 400, 403)
+    assert addon.gate.metrics.filter_errors._value.get() == 0
+    (asked,) = [r for r in records(tmp_path) if r["action"] == "review_requested"]
+    for text in (asked["reason"], asked["user_agent"]):
+        assert text.isprintable() and "\x1b" not in text

@@ -172,3 +172,23 @@ def test_passed_through_only_if_every_path_on_every_name_is_allowed(adult, socia
             for path in PATHS:
                 decision = decide(engine, canonical_url(f"https://{name}{path}"), client, user)
                 assert decision.action == "allow", (name, path, client, user, decision)
+
+
+SIGN_IN = ("directory: {url: 'ldap://127.0.0.1:1', base_dn: 'dc=test'}\n"
+           "sign_in: {networks: [10.10.0.0/16]}\n")
+
+
+@pytest.mark.parametrize("host", ["fine.example", "bank.example"])
+def test_a_client_that_must_sign_in_is_intercepted_until_it_has(tmp_path, host):
+    """A sign-in network's client without a session must get the sign-in page: neither
+    selective inspection nor a passthrough host may hand its TLS on unseen (CONNECT to the
+    bank, then talk to it without ever signing in)."""
+    webpolicy, tctx = start(tmp_path, make_policy(extra=LOGGING + SIGN_IN))
+    try:
+        assert webpolicy.signinpage.covers(hello(host, LEARNER_IP).context.client)
+        assert not passed(webpolicy, hello(host, LEARNER_IP))
+        webpolicy.signinpage.store.start(LEARNER_IP, "lena")          # signed in: as before
+        assert passed(webpolicy, hello(host, LEARNER_IP))
+    finally:
+        webpolicy.done()
+        tctx.__exit__(None, None, None)

@@ -309,3 +309,124 @@ async def _hook(hook, f):
     waiting = hook(f)
     if waiting is not None:
         await waiting
+
+
+def _as_mitmproxy(addon: WebPolicy, f: http.HTTPFlow, hook: str = "requestheaders"
+                  ) -> http.HTTPFlow:
+    """One hook as mitmproxy runs it: an exception raised by the awaitable it returns is
+    logged ("Addon error") and the flow goes on, forwarded: so none may escape."""
+    async def once():
+        waiting = getattr(addon, hook)(f)
+        if waiting is not None:
+            try:
+                await waiting
+            except Exception as exc:  # noqa: BLE001
+                pytest.fail(f"{hook}'s awaitable raised (mitmproxy would forward): {exc!r}")
+    asyncio.run(once())
+    return f
+
+
+@pytest.mark.parametrize("url", ["https://news.example/story",
+                                 "https://news.example/.webpolicy/sign-in",
+                                 "https://news.example/.webpolicy/sign-out",
+                                 "https://ctiru.example/.webpolicy/sign-in"])
+@pytest.mark.parametrize("method", ["GET", "CONNECT"])
+def test_a_session_store_that_fails_in_its_thread_refuses(addon, monkeypatch, url, method):
+    """The database asked in a thread (a cold cache) raises after the hook returned, where
+    failsafe no longer guards: the flow must still be refused, never go on unidentified
+    (it used to: mitmproxy logged the error and forwarded a reserved path upstream)."""
+    def broken(*args):
+        raise signinpage.SessionStoreError("database is locked")
+    monkeypatch.setattr(addon.signinpage.store, "get", broken)
+    hook = "http_connect" if method == "CONNECT" else "requestheaders"
+    f = _as_mitmproxy(addon, flow(url, method=method), hook)
+    assert f.response is not None and f.response.status_code >= 400
+    assert f.response.status_code != 511            # not the sign-in page: an error
+
+
+@pytest.mark.parametrize("body", [
+    b"&".join(b"f%d=x" % i for i in range(50)),                  # more fields than the form
+    b"token=\xff\xfe&username=\xc0\x80&password=\xed\xa0\x80",    # not UTF-8, surrogates
+    b"\x00" * 4000,
+])
+def test_an_odd_sign_in_form_is_refused_plainly_not_counted_as_a_filter_error(addon, body):
+    """A learner's crafted POST is the learner's error (400/403), not the filter's: it must
+    not raise into failsafe, where it counted in webpolicy_filter_errors (an alert for the
+    operators, at will) and answered 'the web filter could not check this request'."""
+    before = addon.gate.metrics.filter_errors._value.get()
+    f = flow("https://news.example/.webpolicy/sign-in", method="POST")
+    f.request.content = body
+    f.request.headers["content-length"] = str(len(body))
+    _as_mitmproxy(addon, f)
+    assert f.response is None                                 # the body is read first
+    _as_mitmproxy(addon, f, "request")
+    assert f.response.status_code in (400, 403) and f.request.content == b""
+    assert addon.gate.metrics.filter_errors._value.get() == before
+
+
+SCRIPT = {"sec-fetch-mode": "cors", "sec-fetch-dest": "empty", "sec-fetch-site": "same-origin"}
+
+
+@pytest.mark.parametrize("path", ["/.webpolicy/sign-in", "/.webpolicy/sign-out"])
+def test_a_websites_script_cannot_read_who_is_signed_in_nor_get_a_token(addon, path):
+    """The reserved paths are answered on every host, so they share each website's origin:
+    a script on any site a signed-in learner visits could fetch its own origin's sign-in
+    page, read the person's name ("sam is signed in on this device"), take the form's token
+    and sign the learner out or in as someone else.  Only a navigation gets the pages."""
+    sign_in(addon, "sam", "right")
+    f = run(addon, flow(f"https://anysite.example{path}", headers=SCRIPT))
+    assert f.response is not None and f.response.status_code == 403
+    assert b"sam" not in f.response.content and b'name="token"' not in f.response.content
+    # a real navigation still gets them
+    page = run(addon, flow(f"https://anysite.example{path}",
+                           headers={"sec-fetch-mode": "navigate", "sec-fetch-dest": "document"}))
+    assert b"sam" in page.response.content and b'name="token"' in page.response.content
+
+
+def test_a_websites_script_cannot_post_the_forms(addon):
+    sign_in(addon, "sam", "right")
+    page = run(addon, flow("https://anysite.example/.webpolicy/sign-out"))
+    out = run(addon, flow("https://anysite.example/.webpolicy/sign-out", method="POST",
+                          form={"token": token(page.response.content)},
+                          headers={**SCRIPT, "origin": "https://anysite.example"}))
+    assert out.response.status_code == 403
+    assert str(run(addon, flow("https://gambling.example/")).metadata[SIGNED_IN_USER]) == "sam"
+
+
+def test_a_block_page_fetched_by_script_does_not_name_the_person(addon):
+    sign_in(addon, "pat", "right")
+    f = run(addon, flow("https://gambling.example/x", headers=SCRIPT))
+    assert f.response.status_code == 403 and b"pat" not in f.response.content
+    f = run(addon, flow("https://gambling.example/x"))
+    assert f.response.status_code == 403 and b"Signed in as pat" in f.response.content
+
+
+def _raw_tcp_refused(addon: WebPolicy, client, host: str = "news.example") -> bool:
+    """Raw bytes in a tunnel (tcp_start, then the choke point's server_connect)."""
+    from mitmproxy import connection
+    from mitmproxy.proxy import server_hooks
+    tcp = tflow.ttcpflow()
+    tcp.client_conn = client
+    tcp.server_conn = connection.Server(address=(host, 443))
+    _as_mitmproxy(addon, tcp, "tcp_start")
+    data = server_hooks.ServerConnectionHookData(client=client, server=tcp.server_conn)
+    async def connect():
+        waiting = addon.server_connect(data)
+        if waiting is not None:
+            await waiting
+    asyncio.run(connect())
+    return data.server.error is not None
+
+
+def test_raw_tcp_in_a_tunnel_waits_for_sign_in(addon, tmp_path):
+    """Nothing upstream before sign-in: a tunnel's raw bytes (not HTTP, so no sign-in page)
+    used to be decided as the client's network profile and relayed."""
+    connect = flow("https://news.example/", method="CONNECT")
+    _as_mitmproxy(addon, connect, "http_connect")
+    assert connect.response is None                      # intercepted: HTTP gets the page
+    assert _raw_tcp_refused(addon, connect.client_conn)
+    sign_in(addon, "pat", "right")
+    addon.signinpage.store._cache.clear()                 # the database is asked
+    connect = flow("https://news.example/", method="CONNECT")
+    _as_mitmproxy(addon, connect, "http_connect")
+    assert not _raw_tcp_refused(addon, connect.client_conn)
