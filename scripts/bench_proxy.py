@@ -474,8 +474,9 @@ def fetch(port: int, host: str, path: str, timeout: float = 5.0) -> int | None:
 # --------------------------------------------------------------------------- runs
 
 
-def wrk(url: str, connections: int, seconds: float, lua: Path, requests: Path) -> dict:
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
+def wrk(url: str, connections: int, seconds: float, lua: Path, requests: Path,
+        threads: int = 1) -> dict:
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
                           "--timeout", "10s", "-s", str(lua), url, "--", str(requests)],
                          capture_output=True, text=True, timeout=seconds + 60)
     for line in out.stdout.splitlines():

@@ -25,11 +25,9 @@ Needs wrk and nginx (Debian: `apt-get install wrk nginx-light`) and openssl.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,6 +49,7 @@ from bench_proxy import (  # noqa: E402
     mitmdump_path,
     say,
     stop_process,
+    wrk,
 )
 
 
@@ -112,23 +111,6 @@ def children(pid: int) -> list[int]:
         except OSError:
             continue
     return found
-
-
-def wrk(url: str, connections: int, seconds: float, lua: Path, requests: Path,
-        threads: int) -> dict:
-    """bench_proxy.wrk with more than one wrk thread."""
-    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s",
-                          "--latency", "--timeout", "10s", "-s", str(lua), url, "--",
-                          str(requests)], capture_output=True, text=True, timeout=seconds + 60,
-                         check=False)
-    for line in out.stdout.splitlines():
-        if line.startswith("WRKJSON "):
-            result = json.loads(line[8:])
-            result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
-            result["failed"] = sum(result["errors"].values()) + sum(
-                n for status, n in result["statuses"].items() if status not in ("200", "403"))
-            return result
-    raise RuntimeError(f"wrk failed ({out.returncode}): {out.stderr or out.stdout}")
 
 
 def measure(gateway: Gateway, url: str, connections: int, seconds: float, lua: Path,

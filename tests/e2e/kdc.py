@@ -13,15 +13,13 @@ loopback address without touching /etc/hosts.
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from .daemon import start_daemon, stop_daemon
 from .proxy import free_port
 
 KRB5KDC = "/usr/sbin/krb5kdc"
@@ -123,21 +121,10 @@ class Kdc:
 
     def start(self, timeout: float = 10.0) -> Kdc:
         # -n: stay in the foreground, so the test owns the process
-        with open(self.directory / "krb5kdc.out", "ab") as log:
-            self.process = subprocess.Popen([KRB5KDC, "-n", "-r", REALM], env=self.env(),
-                                            stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"krb5kdc exited ({self.process.returncode}): "
-                                   f"{(self.directory / 'krb5kdc.out').read_text()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("krb5kdc did not start")
+        self.process = start_daemon([KRB5KDC, "-n", "-r", REALM],
+                                    self.directory / "krb5kdc.out", self.port, timeout,
+                                    env=self.env())
+        return self
 
     def kinit(self, person: str) -> dict[str, str]:
         """Get `person` a ticket-granting ticket in their own ccache; returns their env."""
@@ -147,11 +134,5 @@ class Kdc:
         return env
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_daemon(self.process)
         self.process = None

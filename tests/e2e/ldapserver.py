@@ -6,15 +6,13 @@ and groups (one group nested in another).  Started and stopped by the test; `sto
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from .daemon import start_daemon, stop_daemon
 from .proxy import free_port
 
 SLAPD = "/usr/sbin/slapd"
@@ -159,31 +157,13 @@ class LdapServer:
                    ca=files[0] if files else None)
 
     def start(self, timeout: float = 10.0) -> "LdapServer":
-        log = open(self.directory / "slapd.log", "ab")
         # -d 0: stay in the foreground (so the test owns the process), log nothing much
-        self.process = subprocess.Popen(
+        self.process = start_daemon(
             [SLAPD, "-d", "0", "-f", str(self.directory / "slapd.conf"),
              "-h", " ".join([self.url] + ([self.ldaps_url] if self.tls_port else []))],
-            stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"slapd exited ({self.process.returncode}): "
-                                   f"{(self.directory / 'slapd.log').read_text()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("slapd did not start")
+            self.directory / "slapd.log", self.port, timeout)
+        return self
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_daemon(self.process)
         self.process = None
